@@ -1,0 +1,834 @@
+//! `tugboat.toml`: the app, its image, its tests, its task definition and its named
+//! environments. `${VAR}` and `${VAR:-default}` in any string are read from the process
+//! environment; `$${` writes a literal `${`.
+
+use crate::task_definition::{TaskDefinition, TaskDefinitionError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The default config file name.
+pub const DEFAULT_CONFIG_FILE: &str = "tugboat.toml";
+
+/// The configuration (or the task definition it names) is wrong. Always names the file,
+/// the key and, where there is one, the value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: `{key}`: {problem}{}{}", value.as_ref().map(|v| format!(" (found {v})")).unwrap_or_default(), help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        value: Option<String>,
+        problem: String,
+        help: Option<String>,
+    },
+    #[error(transparent)]
+    TaskDefinition(#[from] TaskDefinitionError),
+}
+
+impl ConfigError {
+    fn invalid(file: &Path, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            file: file.to_path_buf(),
+            key: key.into(),
+            value: None,
+            problem: problem.into(),
+            help: None,
+        }
+    }
+
+    fn with_value(mut self, found: impl Into<String>) -> Self {
+        if let Self::Invalid { value, .. } = &mut self {
+            *value = Some(found.into());
+        }
+        self
+    }
+
+    fn with_help(mut self, fix: impl Into<String>) -> Self {
+        if let Self::Invalid { help, .. } = &mut self {
+            *help = Some(fix.into());
+        }
+        self
+    }
+
+    /// The key the error is about (`environments.staging.cluster`).
+    pub fn key(&self) -> &str {
+        match self {
+            Self::Invalid { key, .. } => key,
+            Self::TaskDefinition(err) => &err.key,
+        }
+    }
+}
+
+/// The whole `tugboat.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub app: AppConfig,
+    pub image: ImageConfig,
+    #[serde(default)]
+    pub test: TestConfig,
+    pub task_definition: TaskDefinitionConfig,
+    pub environments: BTreeMap<String, EnvironmentConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// The app's name; records, locks and tags use it.
+    pub name: String,
+    /// The source repository URL, for the `org.opencontainers.image.source` label.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// The ECR repository name (`cv_matcher`).
+    pub repository: String,
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: PathBuf,
+    #[serde(default = "default_context")]
+    pub context: PathBuf,
+    /// `linux/amd64`, or `linux/arm64` for Graviton.
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// Tags pushed besides the git sha (and the version of a `v*` release).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_dockerfile() -> PathBuf {
+    PathBuf::from("Dockerfile")
+}
+
+fn default_context() -> PathBuf {
+    PathBuf::from(".")
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestConfig {
+    /// Shell commands run in order (`make lint`, `make test`).
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// Files kept with the release after the tests passed (`coverage.xml`).
+    #[serde(default)]
+    pub artifacts: Vec<String>,
+    /// The time limit of each command.
+    #[serde(default = "default_test_timeout")]
+    pub timeout_seconds: u64,
+    /// Where the commands run, relative to tugboat.toml's folder.
+    #[serde(default = "default_context")]
+    pub workdir: PathBuf,
+}
+
+impl Default for TestConfig {
+    fn default() -> Self {
+        Self {
+            commands: Vec::new(),
+            artifacts: Vec::new(),
+            timeout_seconds: default_test_timeout(),
+            workdir: default_context(),
+        }
+    }
+}
+
+fn default_test_timeout() -> u64 {
+    1800
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefinitionConfig {
+    /// The task definition file, relative to tugboat.toml's folder.
+    pub file: PathBuf,
+    /// The containers that get the release's image.
+    pub containers: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentConfig {
+    pub cluster: String,
+    pub service: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Branches that deploy here (`develop`).
+    #[serde(default)]
+    pub branches: Vec<String>,
+    /// Tag patterns that deploy here (`v*`).
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Parameter Store path whose parameters become `secrets` (`/cv-matcher/prod/`).
+    #[serde(default)]
+    pub secrets_path: Option<String>,
+    /// The parameter names under `secrets_path` to expose; all of them when absent.
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
+    /// Variables added to the image containers' `environment`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// The task execution role (pulls the image, reads the secrets, writes logs), set
+    /// on the task definition when its file has none.
+    #[serde(default)]
+    pub execution_role_arn: Option<String>,
+    /// The role the app's code runs with, set when the file has none.
+    #[serde(default)]
+    pub task_role_arn: Option<String>,
+    #[serde(default)]
+    pub desired_count: Option<u32>,
+    #[serde(default)]
+    pub deploy: DeploySettings,
+    #[serde(default)]
+    pub verify: VerifySettings,
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    #[serde(default)]
+    pub notify: NotifySettings,
+    #[serde(default)]
+    pub records: Option<RecordsSettings>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// How long a rollout may take before tugboat rolls it back.
+    #[serde(default = "default_rollout_timeout")]
+    pub timeout_seconds: u64,
+    /// How often the rollout is looked at.
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_seconds: f64,
+    #[serde(default)]
+    pub force_new_deployment: bool,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            timeout_seconds: default_rollout_timeout(),
+            poll_interval_seconds: default_poll_interval(),
+            force_new_deployment: false,
+        }
+    }
+}
+
+fn default_rollout_timeout() -> u64 {
+    900
+}
+
+fn default_poll_interval() -> f64 {
+    5.0
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySettings {
+    /// The release's URL (`${APP_URL}`); no HTTP check without it.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    #[serde(default = "default_expected_status")]
+    pub expected_status: u16,
+    /// Text the health response body must contain.
+    #[serde(default)]
+    pub body_contains: Option<String>,
+    /// How long the HTTP check keeps retrying.
+    #[serde(default = "default_verify_timeout")]
+    pub timeout_seconds: u64,
+    /// CloudWatch alarms that fail the release if they enter ALARM during the bake time.
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    /// How long the release is watched after it rolled out.
+    #[serde(default)]
+    pub bake_seconds: u64,
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            health_path: default_health_path(),
+            expected_status: default_expected_status(),
+            body_contains: None,
+            timeout_seconds: default_verify_timeout(),
+            alarms: Vec::new(),
+            bake_seconds: 0,
+        }
+    }
+}
+
+fn default_health_path() -> String {
+    "/health".to_string()
+}
+
+fn default_expected_status() -> u16 {
+    200
+}
+
+fn default_verify_timeout() -> u64 {
+    120
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackPolicy {
+    /// Roll back automatically when a rollout or verification fails.
+    #[serde(default = "yes")]
+    pub automatic: bool,
+    /// Task definition revisions kept after a successful release.
+    #[serde(default = "default_keep_revisions")]
+    pub keep_revisions: usize,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        Self {
+            automatic: true,
+            keep_revisions: default_keep_revisions(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_keep_revisions() -> usize {
+    10
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Slack channel id (`${SLACK_CHANNEL_ID}`); the bot token comes from `SLACK_BOT_TOKEN`.
+    #[serde(default)]
+    pub slack_channel: Option<String>,
+    /// Which events are sent; all of them when empty.
+    #[serde(default)]
+    pub on: Vec<crate::stages::NotificationKind>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsSettings {
+    /// S3 bucket for deploy records, test artifacts and the deploy lock.
+    pub bucket: String,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// A lock older than this is taken over.
+    #[serde(default = "default_lock_expiry")]
+    pub lock_expiry_seconds: u64,
+}
+
+fn default_prefix() -> String {
+    "tugboat".to_string()
+}
+
+fn default_lock_expiry() -> u64 {
+    3600
+}
+
+/// A loaded project: the config, the task definition it names, and where they live.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Project {
+    pub config: Config,
+    pub config_file: PathBuf,
+    /// tugboat.toml's folder; relative paths in the config are relative to it.
+    pub root: PathBuf,
+    pub task_definition: TaskDefinition,
+    pub task_definition_file: PathBuf,
+}
+
+impl Project {
+    /// Loads `tugboat.toml` and its task definition, reading `${VAR}` from the process
+    /// environment.
+    pub fn load(config_file: &Path) -> Result<Self, ConfigError> {
+        Self::load_with(config_file, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Project::load`], with variables from `lookup`.
+    pub fn load_with(
+        config_file: &Path,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(config_file).map_err(|err| {
+            ConfigError::invalid(config_file, "$", "cannot read the config file")
+                .with_value(err.to_string())
+                .with_help("pass --config PATH, or run `tugboat init` to write one")
+        })?;
+        let config = Config::parse(config_file, &text, lookup)?;
+        let root = config_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let task_definition_file = root.join(&config.task_definition.file);
+        let task_definition = TaskDefinition::load(&task_definition_file)?;
+        config.check_against(config_file, &task_definition)?;
+        Ok(Self {
+            config,
+            config_file: config_file.to_path_buf(),
+            root,
+            task_definition,
+            task_definition_file,
+        })
+    }
+
+    pub fn environment(&self, name: &str) -> Result<&EnvironmentConfig, ConfigError> {
+        self.config.environment(&self.config_file, name)
+    }
+}
+
+impl Config {
+    /// Parses and validates a config text; `file` is only used in error messages.
+    pub fn parse(
+        file: &Path,
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|err| {
+            let message = err.message().to_string();
+            let line = err
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            let key = duplicate_key(&message)
+                .or_else(|| line.map(|l| format!("line {l}")))
+                .unwrap_or_else(|| "$".to_string());
+            ConfigError::invalid(file, key, "is not valid TOML")
+                .with_value(message.trim().to_string())
+                .with_help("see examples/cv-matcher/tugboat.toml for a complete file")
+        })?;
+        interpolate(file, &mut value, "", lookup)?;
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = err.path().to_string();
+            let message = err.into_inner().to_string();
+            serde_error(file, &path, &message)
+        })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        if !valid_name(&self.app.name) {
+            return Err(ConfigError::invalid(
+                file,
+                "app.name",
+                "must be letters, digits, hyphens or underscores",
+            )
+            .with_value(format!("{:?}", self.app.name))
+            .with_help("for example name = \"cv-matcher\""));
+        }
+        let repo = &self.image.repository;
+        let repo_ok = !repo.is_empty()
+            && repo.len() <= 256
+            && repo
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c));
+        if !repo_ok {
+            return Err(ConfigError::invalid(
+                file,
+                "image.repository",
+                "is not an ECR repository name (lowercase letters, digits, . _ - /)",
+            )
+            .with_value(format!("{repo:?}"))
+            .with_help("for example repository = \"cv_matcher\""));
+        }
+        if let Some(platform) = &self.image.platform {
+            if !matches!(platform.as_str(), "linux/amd64" | "linux/arm64") {
+                return Err(
+                    ConfigError::invalid(file, "image.platform", "is not a Fargate platform")
+                        .with_value(format!("{platform:?}"))
+                        .with_help("use \"linux/amd64\" or \"linux/arm64\" (Graviton)"),
+                );
+            }
+        }
+        if self.test.timeout_seconds == 0 {
+            return Err(
+                ConfigError::invalid(file, "test.timeout_seconds", "must be more than 0")
+                    .with_value("0"),
+            );
+        }
+        if self.task_definition.containers.is_empty() {
+            return Err(ConfigError::invalid(
+                file,
+                "task_definition.containers",
+                "must name at least one container to receive the image",
+            )
+            .with_value("[]")
+            .with_help("for example containers = [\"cv-matcher\"]"));
+        }
+        if self.environments.is_empty() {
+            return Err(ConfigError::invalid(
+                file,
+                "environments",
+                "must define at least one environment",
+            )
+            .with_help("add a table such as [environments.staging]"));
+        }
+        let mut claimed: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, env) in &self.environments {
+            let key = |field: &str| format!("environments.{name}.{field}");
+            if !valid_name(name) {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("environments.{name}"),
+                    "environment names must be letters, digits, hyphens or underscores",
+                )
+                .with_value(format!("{name:?}")));
+            }
+            for (field, text) in [("cluster", &env.cluster), ("service", &env.service)] {
+                if text.trim().is_empty() {
+                    return Err(ConfigError::invalid(file, key(field), "must not be empty")
+                        .with_value("\"\""));
+                }
+            }
+            if let Some(region) = &env.region {
+                let parts: Vec<&str> = region.split('-').collect();
+                let region_ok = parts.len() >= 3
+                    && parts.iter().all(|p| !p.is_empty())
+                    && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+                if !region_ok {
+                    return Err(ConfigError::invalid(file, key("region"), "is not an AWS region")
+                        .with_value(format!("{region:?}"))
+                        .with_help("for example region = \"us-east-1\""));
+                }
+            }
+            if let Some(path) = &env.secrets_path {
+                if !path.starts_with('/') || !path.ends_with('/') {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key("secrets_path"),
+                        "must start and end with '/'",
+                    )
+                    .with_value(format!("{path:?}"))
+                    .with_help("for example secrets_path = \"/cv-matcher/prod/\""));
+                }
+            }
+            if env.secrets.is_some() && env.secrets_path.is_none() {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("secrets"),
+                    "needs secrets_path to say where the parameters live",
+                )
+                .with_help("add secrets_path = \"/<app>/<env>/\""));
+            }
+            if env.desired_count == Some(0) {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("desired_count"),
+                    "must be at least 1 (a release needs a running task to verify)",
+                )
+                .with_value("0"));
+            }
+            if env.deploy.timeout_seconds == 0 {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("deploy.timeout_seconds"),
+                    "must be more than 0",
+                )
+                .with_value("0"));
+            }
+            let poll = env.deploy.poll_interval_seconds;
+            if !(poll > 0.0 && poll <= 60.0) {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("deploy.poll_interval_seconds"),
+                    "must be more than 0 and at most 60",
+                )
+                .with_value(poll.to_string())
+                .with_help("the default, 5, notices a finished rollout within 5 seconds"));
+            }
+            if !(100..=599).contains(&env.verify.expected_status) {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("verify.expected_status"),
+                    "is not an HTTP status",
+                )
+                .with_value(env.verify.expected_status.to_string())
+                .with_help("for example expected_status = 200"));
+            }
+            if let Some(url) = &env.verify.url {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key("verify.url"),
+                        "must be an http:// or https:// URL",
+                    )
+                    .with_value(format!("{url:?}")));
+                }
+            }
+            if !env.verify.health_path.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("verify.health_path"),
+                    "must start with '/'",
+                )
+                .with_value(format!("{:?}", env.verify.health_path)));
+            }
+            for (field, role) in [
+                ("execution_role_arn", &env.execution_role_arn),
+                ("task_role_arn", &env.task_role_arn),
+            ] {
+                if let Some(role) = role {
+                    if !(role.starts_with("arn:aws") && role.contains(":role/")) {
+                        return Err(ConfigError::invalid(file, key(field), "is not an IAM role ARN")
+                            .with_value(format!("{role:?}"))
+                            .with_help("for example arn:aws:iam::123456789012:role/cv-matcher-task-execution"));
+                    }
+                }
+            }
+            if let Some(records) = &env.records {
+                if records.bucket.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key("records.bucket"),
+                        "must not be empty",
+                    )
+                    .with_value("\"\""));
+                }
+            }
+            let rules = env
+                .branches
+                .iter()
+                .map(|b| (format!("branch {b}"), "branches"))
+                .chain(env.tags.iter().map(|t| (format!("tag {t}"), "tags")));
+            for (rule, field) in rules {
+                if let Some(other) = claimed.insert(rule.clone(), name) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key(field),
+                        format!("{rule} already deploys to environment {other:?}"),
+                    )
+                    .with_value(format!("{:?}", rule.split_once(' ').map(|r| r.1).unwrap_or("")))
+                    .with_help("each branch or tag pattern may deploy to one environment only"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cross-checks the config with the task definition it names.
+    pub fn check_against(&self, file: &Path, definition: &TaskDefinition) -> Result<(), ConfigError> {
+        for (index, name) in self.task_definition.containers.iter().enumerate() {
+            if definition.container(name).is_none() {
+                let known: Vec<&str> = definition
+                    .container_definitions
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("task_definition.containers[{index}]"),
+                    "names no container of the task definition",
+                )
+                .with_value(format!("{name:?}"))
+                .with_help(format!("the task definition's containers are: {}", known.join(", "))));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn environment(&self, file: &Path, name: &str) -> Result<&EnvironmentConfig, ConfigError> {
+        self.environments.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.environments.keys().map(String::as_str).collect();
+            ConfigError::invalid(file, "environments", "has no such environment")
+                .with_value(format!("{name:?}"))
+                .with_help(format!("--env takes one of: {}", known.join(", ")))
+        })
+    }
+
+    /// The environment a git ref deploys to under the branch and tag rules
+    /// (`refs/heads/develop` → staging, `refs/tags/v1.0.0` → production).
+    pub fn environment_for_ref(&self, git_ref: &str) -> Option<&str> {
+        let (kind, name) = if let Some(tag) = git_ref.strip_prefix("refs/tags/") {
+            ("tag", tag)
+        } else if let Some(branch) = git_ref.strip_prefix("refs/heads/") {
+            ("branch", branch)
+        } else {
+            ("either", git_ref)
+        };
+        self.environments.iter().find_map(|(env_name, env)| {
+            let by_branch = kind != "tag" && env.branches.iter().any(|b| glob_match(b, name));
+            let by_tag = kind != "branch" && env.tags.iter().any(|t| glob_match(t, name));
+            (by_branch || by_tag).then_some(env_name.as_str())
+        })
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            let Some(after_prefix) = text.strip_prefix(prefix) else {
+                return false;
+            };
+            if rest.is_empty() {
+                return true;
+            }
+            (0..=after_prefix.len())
+                .filter(|i| after_prefix.is_char_boundary(*i))
+                .any(|i| glob_match(rest, &after_prefix[i..]))
+        }
+    }
+}
+
+fn interpolate(
+    file: &Path,
+    value: &mut toml::Value,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    let child_key = |child: &str| {
+        if key.is_empty() {
+            child.to_string()
+        } else {
+            format!("{key}.{child}")
+        }
+    };
+    match value {
+        toml::Value::String(text) => {
+            *text = expand(file, text, key, lookup)?;
+        }
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                interpolate(file, item, &format!("{key}[{index}]"), lookup)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (name, child) in table.iter_mut() {
+                interpolate(file, child, &child_key(name), lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in one string.
+pub fn expand(
+    file: &Path,
+    text: &str,
+    key: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('$') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start..];
+        if let Some(escaped) = after.strip_prefix("$${") {
+            out.push_str("${");
+            rest = escaped;
+            continue;
+        }
+        let Some(body_and_rest) = after.strip_prefix("${") else {
+            out.push('$');
+            rest = &after[1..];
+            continue;
+        };
+        let Some(end) = body_and_rest.find('}') else {
+            return Err(ConfigError::invalid(file, key, "has an unclosed `${`")
+                .with_value(format!("{text:?}"))
+                .with_help("write ${NAME} or ${NAME:-default}, or $${ for a literal ${"));
+        };
+        let body = &body_and_rest[..end];
+        let (name, default) = match body.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (body, None),
+        };
+        let name_ok = !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !name_ok {
+            return Err(ConfigError::invalid(file, key, "has a bad variable name")
+                .with_value(format!("${{{body}}}"))
+                .with_help("variable names are letters, digits and underscores"));
+        }
+        match (lookup(name), default) {
+            (Some(found), _) => out.push_str(&found),
+            (None, Some(default)) => out.push_str(default),
+            (None, None) => {
+                return Err(ConfigError::invalid(
+                    file,
+                    key,
+                    format!("uses the environment variable {name}, which is not set"),
+                )
+                .with_value(format!("${{{name}}}"))
+                .with_help(format!(
+                    "export {name}=..., or write ${{{name}:-default}} to give a default"
+                )))
+            }
+        }
+        rest = &body_and_rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn duplicate_key(message: &str) -> Option<String> {
+    let rest = message.split("duplicate key `").nth(1)?;
+    rest.split('`').next().map(|k| k.to_string())
+}
+
+/// Turns a serde error into one that names the full key, the value and a fix.
+fn serde_error(file: &Path, path: &str, message: &str) -> ConfigError {
+    let path = if path == "." { "" } else { path };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let candidates: Vec<&str> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        let key = if path.is_empty() || path.ends_with(field) {
+            if path.is_empty() { field.to_string() } else { path.to_string() }
+        } else {
+            format!("{path}.{field}")
+        };
+        let nearest = candidates
+            .iter()
+            .map(|c| (strsim::damerau_levenshtein(field, c), *c))
+            .min();
+        let help = match nearest {
+            Some((distance, candidate)) if distance <= 3 || candidate.contains(field) || field.contains(candidate) => {
+                let parent = key.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
+                format!("did you mean `{parent}{candidate}`? valid keys here: {}", candidates.join(", "))
+            }
+            _ => format!("valid keys here: {}", candidates.join(", ")),
+        };
+        return ConfigError::invalid(file, key, "is not a known key")
+            .with_value(format!("{field:?}"))
+            .with_help(help);
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or(rest);
+        let key = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        return ConfigError::invalid(file, key, "is required but missing")
+            .with_help("see examples/cv-matcher/tugboat.toml for a complete file");
+    }
+    let (problem, value) = match message.split_once(", expected ") {
+        Some((found, expected)) => (
+            format!("expected {expected}"),
+            Some(found.trim_start_matches("invalid type: ").trim_start_matches("invalid value: ").to_string()),
+        ),
+        None => (message.to_string(), None),
+    };
+    let mut error = ConfigError::invalid(file, if path.is_empty() { "$" } else { path }, problem)
+        .with_help("fix the value's type; see examples/cv-matcher/tugboat.toml");
+    if let Some(value) = value {
+        error = error.with_value(value);
+    }
+    error
+}

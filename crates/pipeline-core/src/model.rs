@@ -1,0 +1,433 @@
+//! The nouns every stage and front end shares: targets, images, revisions, releases,
+//! deploy records and outcomes. None of them is specific to ECS: a revision is whatever
+//! handle the deploy target gives a registered release definition.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// The service a release goes to: one environment of one app.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployTarget {
+    pub app: String,
+    pub environment: String,
+    pub cluster: String,
+    pub service: String,
+    pub region: Option<String>,
+}
+
+impl fmt::Display for DeployTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.service)
+    }
+}
+
+/// A registered release definition (for ECS: a task definition revision).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Revision {
+    /// The full identifier the target understands (for ECS the task definition ARN).
+    pub id: String,
+    /// A short name for people (for ECS `family:revision`).
+    pub label: String,
+}
+
+impl Revision {
+    pub fn new(id: impl Into<String>, label: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            label: label.into(),
+        }
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label)
+    }
+}
+
+/// A rollout started by [`crate::Deployer::update_service`] or
+/// [`crate::Deployer::roll_back`]: the deployment the waiter must follow, and only that one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentHandle {
+    pub id: String,
+    pub revision: Revision,
+}
+
+/// How an image is named when a user asks to deploy one that is already pushed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageReference {
+    Tag(String),
+    Digest(String),
+}
+
+impl ImageReference {
+    /// `sha256:…` is a digest, anything else a tag. A full reference
+    /// (`repo@sha256:…` or `repo:tag`) keeps only the part after the repository.
+    pub fn parse(text: &str) -> Self {
+        if let Some((_, digest)) = text.rsplit_once('@') {
+            return Self::Digest(digest.to_string());
+        }
+        if text.starts_with("sha256:") {
+            return Self::Digest(text.to_string());
+        }
+        match text.rsplit_once(':') {
+            Some((repo, tag)) if !tag.contains('/') && !repo.is_empty() => Self::Tag(tag.to_string()),
+            _ => Self::Tag(text.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ImageReference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tag(tag) => write!(f, "tag {tag}"),
+            Self::Digest(digest) => write!(f, "digest {digest}"),
+        }
+    }
+}
+
+/// An image pinned by content digest: what every deploy uses, never a moving tag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedImage {
+    /// Where the image lives, without tag or digest (`123456789012.dkr.ecr.us-east-1.amazonaws.com/cv_matcher`).
+    pub repository_uri: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Tags known to point at this digest.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl PinnedImage {
+    /// The reference a task definition carries: `repository@sha256:…`.
+    pub fn reference(&self) -> String {
+        format!("{}@{}", self.repository_uri, self.digest)
+    }
+}
+
+/// An image the builder produced in the local engine, not yet pushed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuiltImage {
+    /// The engine's image id (`sha256:…` of the config).
+    pub image_id: String,
+    /// Local names it was tagged with (`cv_matcher:<sha>`).
+    pub local_tags: Vec<String>,
+}
+
+/// Where the code of a release comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct GitInfo {
+    pub sha: String,
+    /// `refs/heads/develop`, `refs/tags/v1.2.0`, or a bare branch or tag name.
+    pub git_ref: String,
+}
+
+impl GitInfo {
+    /// The version a `v*` tag names (`refs/tags/v1.2.0` → `v1.2.0`), if the ref is a tag.
+    pub fn tag(&self) -> Option<&str> {
+        self.git_ref.strip_prefix("refs/tags/")
+    }
+
+    pub fn short_sha(&self) -> &str {
+        let end = self.sha.len().min(7);
+        self.sha.get(..end).unwrap_or("")
+    }
+}
+
+/// A release's id: sortable by time, readable, and unique per run.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReleaseId(pub String);
+
+impl ReleaseId {
+    /// `r20261126-141500-abc1234` for a run started at that time on that commit.
+    pub fn new(at: DateTime<Utc>, git: &GitInfo) -> Self {
+        let sha = git.short_sha();
+        let sha = if sha.is_empty() { "nosha" } else { sha };
+        Self(format!("r{}-{}", at.format("%Y%m%d-%H%M%S"), sha))
+    }
+}
+
+impl fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The pipeline's stages, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Test,
+    Build,
+    Push,
+    Deploy,
+    Verify,
+    Rollback,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Test => "test",
+            Self::Build => "build",
+            Self::Push => "push",
+            Self::Deploy => "deploy",
+            Self::Verify => "verify",
+            Self::Rollback => "rollback",
+        };
+        f.write_str(name)
+    }
+}
+
+/// How a run ended, and the exit code every front end uses for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Exit 0: the release is live and verified.
+    Succeeded,
+    /// Exit 1: the release failed and the service is on the release that served before
+    /// (rolled back, or never changed).
+    FailedRestored,
+    /// Exit 2: bad input (config, task definition, flags, event) or a held lock: nothing changed.
+    BadInput,
+    /// Exit 3: the release failed and the service could NOT be restored.
+    FailedNotRestored,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Succeeded => 0,
+            Self::FailedRestored => 1,
+            Self::BadInput => 2,
+            Self::FailedNotRestored => 3,
+        }
+    }
+}
+
+/// What a deploy record says happened to the service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordOutcome {
+    /// Started and not finished yet (the Lambda finishes releases from later events).
+    InProgress,
+    Succeeded,
+    /// Failed before the service was changed: nothing to restore.
+    FailedUnchanged,
+    /// Failed after the service was changed, and rolled back to the previous release.
+    RolledBack,
+    /// Failed, and the rollback failed too (or there was nothing to roll back to).
+    NotRestored,
+    /// Refused before anything ran (bad input, lock held).
+    Refused,
+}
+
+impl RecordOutcome {
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Self::InProgress | Self::Succeeded => Outcome::Succeeded,
+            Self::FailedUnchanged | Self::RolledBack => Outcome::FailedRestored,
+            Self::NotRestored => Outcome::FailedNotRestored,
+            Self::Refused => Outcome::BadInput,
+        }
+    }
+}
+
+/// How long one stage took.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageTiming {
+    pub stage: Stage,
+    pub millis: u64,
+    pub ok: bool,
+}
+
+/// The record written for every run, on every path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeployRecord {
+    pub release_id: ReleaseId,
+    pub app: String,
+    pub environment: String,
+    pub git: GitInfo,
+    pub image: Option<PinnedImage>,
+    /// The revision this release registered.
+    pub revision: Option<Revision>,
+    /// The revision that served before this release.
+    pub previous_revision: Option<Revision>,
+    pub outcome: RecordOutcome,
+    /// Why it failed, for people.
+    pub reason: Option<String>,
+    pub stages: Vec<StageTiming>,
+    /// Who ran it (`$GITHUB_ACTOR`, the local user, `lambda:<event id>`).
+    pub actor: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Set when this run was a rollback to an earlier release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<ReleaseId>,
+}
+
+/// The records of one service, newest first, as a [`crate::ArtifactStore`] returns them.
+/// The last release that succeeded, other than `excluding`.
+pub fn last_good_release<'a>(
+    history: &'a [DeployRecord],
+    excluding: Option<&ReleaseId>,
+) -> Option<&'a DeployRecord> {
+    history.iter().find(|record| {
+        record.outcome == RecordOutcome::Succeeded
+            && record.revision.is_some()
+            && Some(&record.release_id) != excluding
+    })
+}
+
+/// How a rollout that tugboat followed ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RolloutOutcome {
+    /// The deployment is the primary one, complete, on the expected revision.
+    Completed,
+    /// The deployment failed (for ECS `rolloutState: FAILED`).
+    Failed { reason: String },
+    /// The platform rolled the deployment back itself (ECS circuit breaker): a failure.
+    RolledBackByPlatform { reason: String },
+    /// Another deployment took its place before it finished.
+    Replaced { by: String },
+    /// The deployment disappeared from the service.
+    Gone,
+    /// The timeout passed first.
+    TimedOut { after: Duration },
+}
+
+impl RolloutOutcome {
+    pub fn is_success(&self) -> bool {
+        matches!(self, Self::Completed)
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Completed => "rollout completed".to_string(),
+            Self::Failed { reason } => format!("rollout failed: {reason}"),
+            Self::RolledBackByPlatform { reason } => {
+                format!("rollout failed and the platform rolled it back: {reason}")
+            }
+            Self::Replaced { by } => format!("rollout was replaced by deployment {by}"),
+            Self::Gone => "the deployment disappeared from the service".to_string(),
+            Self::TimedOut { after } => format!("rollout did not finish within {}s", after.as_secs()),
+        }
+    }
+}
+
+/// One deployment of a service as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    pub id: String,
+    /// `PRIMARY`, `ACTIVE`, `INACTIVE`.
+    pub status: String,
+    pub rollout_state: Option<String>,
+    pub rollout_state_reason: Option<String>,
+    pub revision: Revision,
+    pub running: u32,
+    pub pending: u32,
+    pub desired: u32,
+    pub failed_tasks: u32,
+}
+
+/// A line from the service's event log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceEventLine {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// What `tugboat status` shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub target: DeployTarget,
+    pub revision: Option<Revision>,
+    pub running: u32,
+    pub pending: u32,
+    pub desired: u32,
+    pub deployments: Vec<DeploymentStatus>,
+    /// Newest first.
+    pub events: Vec<ServiceEventLine>,
+}
+
+/// A `secrets` entry: the variable name and where the platform reads the value.
+/// The value itself is never read by tugboat.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    /// For Parameter Store, the parameter ARN.
+    pub value_from: String,
+}
+
+/// A file a test run produced (coverage, JUnit XML), to keep with the release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Artifact {
+    /// The path relative to the app folder (`coverage.xml`).
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Who holds a deploy lock, and since when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    pub who: String,
+    pub release_id: ReleaseId,
+    pub since: DateTime<Utc>,
+}
+
+/// A held deploy lock; give it back to [`crate::ArtifactStore::release_lock`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployLock {
+    pub app: String,
+    pub environment: String,
+    pub holder: LockHolder,
+    /// Store-specific token proving ownership (an S3 ETag, a file id).
+    pub token: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_reference_parses_tags_and_digests() {
+        assert_eq!(ImageReference::parse("abc123"), ImageReference::Tag("abc123".into()));
+        assert_eq!(
+            ImageReference::parse("repo/name:v1.0.0"),
+            ImageReference::Tag("v1.0.0".into())
+        );
+        assert_eq!(
+            ImageReference::parse("sha256:0f0f"),
+            ImageReference::Digest("sha256:0f0f".into())
+        );
+        assert_eq!(
+            ImageReference::parse("1234.dkr.ecr.us-east-1.amazonaws.com/x@sha256:aa"),
+            ImageReference::Digest("sha256:aa".into())
+        );
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        assert_eq!(Outcome::Succeeded.exit_code(), 0);
+        assert_eq!(Outcome::FailedRestored.exit_code(), 1);
+        assert_eq!(Outcome::BadInput.exit_code(), 2);
+        assert_eq!(Outcome::FailedNotRestored.exit_code(), 3);
+    }
+
+    #[test]
+    fn release_id_is_time_then_sha() {
+        let at = DateTime::parse_from_rfc3339("2026-11-26T14:15:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let git = GitInfo {
+            sha: "abc1234def".into(),
+            git_ref: "refs/heads/develop".into(),
+        };
+        assert_eq!(ReleaseId::new(at, &git).0, "r20261126-141500-abc1234");
+    }
+}

@@ -1,0 +1,1100 @@
+//! The orchestrator: test → build → push → deploy → verify for one environment, with
+//! automatic rollback once the service has been changed, the deploy lock held for the
+//! whole run, and a deploy record written on every path.
+
+use crate::config::{EnvironmentConfig, Project};
+use crate::events::{Events, PipelineEvent};
+use crate::model::{
+    last_good_release, BuiltImage, DeployRecord, DeployTarget, DeploymentHandle, GitInfo,
+    ImageReference, LockHolder, Outcome, PinnedImage, RecordOutcome, ReleaseId, Revision,
+    RolloutOutcome, Stage, StageTiming,
+};
+use crate::stages::{
+    ArtifactStore, BuildSpec, Deployer, ImageBuilder, Notification, NotificationKind, Notifier,
+    Registry, SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind, TestRunner,
+    TestSpec, UpdateRequest, Verifier, VerifyContext, WaitOptions,
+};
+use crate::task_definition::{self, ReleaseInputs, RenderedTaskDefinition, ResourceTag};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Where time comes from; tests pin it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The stage implementations one environment runs with.
+#[derive(Clone)]
+pub struct Stages {
+    /// Needed only when the release is built here.
+    pub test_runner: Option<Arc<dyn TestRunner>>,
+    /// Needed only when the release is built here.
+    pub image_builder: Option<Arc<dyn ImageBuilder>>,
+    pub registry: Arc<dyn Registry>,
+    pub deployer: Arc<dyn Deployer>,
+    pub service_reader: Arc<dyn ServiceReader>,
+    pub verifiers: Vec<Arc<dyn Verifier>>,
+    pub secrets: Arc<dyn SecretStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub notifiers: Vec<Arc<dyn Notifier>>,
+}
+
+/// Where the release's image comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseSource {
+    /// Test, build and push it from the project's folder.
+    Build,
+    /// Deploy an image that is already in the registry: no test, build or push.
+    Image(ImageReference),
+}
+
+/// A request to release to one environment.
+#[derive(Clone, Debug)]
+pub struct DeployRequest {
+    pub environment: String,
+    pub source: ReleaseSource,
+    pub git: GitInfo,
+    /// Who runs it (`$GITHUB_ACTOR`, the local user, `lambda:<event id>`).
+    pub actor: String,
+    /// Cancelling it stops the run; once the service was changed, it is rolled back.
+    pub cancel: CancellationToken,
+}
+
+/// Which release a manual rollback goes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RollbackTo {
+    /// A revision label (`cv-matcher:6`) or id (a task definition ARN).
+    Revision(String),
+    /// A release id from `tugboat history`.
+    Release(ReleaseId),
+}
+
+/// A request for a manual rollback.
+#[derive(Clone, Debug)]
+pub struct RollbackRequest {
+    pub environment: String,
+    /// `None`: the last good release before the one serving now.
+    pub to: Option<RollbackTo>,
+    pub actor: String,
+}
+
+/// What a run did: the outcome (and so the exit code), the record written, and a
+/// message for people that says what state the service is in.
+#[derive(Clone, Debug)]
+pub struct DeployReport {
+    pub outcome: Outcome,
+    pub record: Option<DeployRecord>,
+    pub message: String,
+}
+
+/// What `deploy` would do; built without changing anything.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub environment: String,
+    pub target: DeployTarget,
+    pub current_revision: Option<Revision>,
+    pub steps: Vec<String>,
+    pub rendered: RenderedTaskDefinition,
+    /// Unified diff of the registered definition against the rendered one; empty when
+    /// they are the same.
+    pub diff: String,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "plan for environment {} ({})", self.environment, self.target)?;
+        for (index, step) in self.steps.iter().enumerate() {
+            writeln!(f, "  {}. {step}", index + 1)?;
+        }
+        if self.diff.is_empty() {
+            writeln!(f, "task definition: no changes")
+        } else {
+            writeln!(f, "task definition changes:")?;
+            f.write_str(&self.diff)
+        }
+    }
+}
+
+/// Runs releases for a project with a set of stages.
+pub struct Orchestrator {
+    project: Project,
+    stages: Stages,
+    events: Events,
+    clock: Arc<dyn Clock>,
+}
+
+/// The state of one run as it goes.
+struct Run {
+    record: DeployRecord,
+    target: DeployTarget,
+    started: Instant,
+}
+
+/// How the work under the lock ended.
+struct Ending {
+    outcome: RecordOutcome,
+    reason: Option<String>,
+    message: String,
+}
+
+impl Ending {
+    fn refused(error: &StageError) -> Self {
+        let message = describe_error(error);
+        Self {
+            outcome: RecordOutcome::Refused,
+            reason: Some(error.message.clone()),
+            message,
+        }
+    }
+
+    fn unchanged(stage: Stage, error: &StageError) -> Self {
+        if error.kind == StageErrorKind::BadInput {
+            return Self::refused(error);
+        }
+        Self {
+            outcome: RecordOutcome::FailedUnchanged,
+            reason: Some(format!("{stage} failed: {}", error.message)),
+            message: format!(
+                "{stage} failed, nothing was deployed: {}",
+                describe_error(error)
+            ),
+        }
+    }
+}
+
+fn describe_error(error: &StageError) -> String {
+    match &error.help {
+        Some(help) => format!("{}\n  help: {help}", error.message),
+        None => error.message.clone(),
+    }
+}
+
+impl Orchestrator {
+    pub fn new(project: Project, stages: Stages, events: Events) -> Self {
+        Self {
+            project,
+            stages,
+            events,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// The service an environment deploys to.
+    pub fn target(&self, environment: &str) -> Result<DeployTarget, crate::ConfigError> {
+        let env = self.project.environment(environment)?;
+        Ok(target_of(&self.project, environment, env))
+    }
+
+    /// Runs a release. Never panics on a failed stage: every path ends in a report whose
+    /// outcome maps to the exit code.
+    pub async fn deploy(&self, request: DeployRequest) -> DeployReport {
+        let env = match self.project.environment(&request.environment) {
+            Ok(env) => env.clone(),
+            Err(err) => {
+                return DeployReport {
+                    outcome: Outcome::BadInput,
+                    record: None,
+                    message: err.to_string(),
+                }
+            }
+        };
+        let started_at = self.clock.now();
+        let release_id = ReleaseId::new(started_at, &request.git);
+        let target = target_of(&self.project, &request.environment, &env);
+        let mut run = Run {
+            record: DeployRecord {
+                release_id: release_id.clone(),
+                app: target.app.clone(),
+                environment: target.environment.clone(),
+                git: request.git.clone(),
+                image: None,
+                revision: None,
+                previous_revision: None,
+                outcome: RecordOutcome::InProgress,
+                reason: None,
+                stages: Vec::new(),
+                actor: request.actor.clone(),
+                started_at,
+                finished_at: None,
+                rollback_of: None,
+            },
+            target,
+            started: Instant::now(),
+        };
+        self.events.emit(PipelineEvent::ReleaseStarted {
+            release_id: release_id.0.clone(),
+            app: run.target.app.clone(),
+            environment: run.target.environment.clone(),
+        });
+
+        let holder = LockHolder {
+            who: request.actor.clone(),
+            release_id: release_id.clone(),
+            since: started_at,
+        };
+        let lock = match self
+            .stages
+            .artifacts
+            .acquire_lock(&run.target.app, &run.target.environment, &holder)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(err) => {
+                let ending = match err.kind {
+                    StageErrorKind::LockHeld | StageErrorKind::BadInput => Ending::refused(&err),
+                    _ => Ending {
+                        outcome: RecordOutcome::FailedUnchanged,
+                        reason: Some(err.message.clone()),
+                        message: format!(
+                            "could not take the deploy lock, nothing was changed: {}",
+                            describe_error(&err)
+                        ),
+                    },
+                };
+                return self.finish(run, ending, false).await;
+            }
+        };
+
+        self.notify(&run, NotificationKind::Started, None).await;
+        let ending = self.execute(&mut run, &env, &request).await;
+        if let Err(err) = self.stages.artifacts.release_lock(&lock).await {
+            self.events.warn(format!(
+                "could not release the deploy lock of {}/{}: {}; it expires on its own, or delete it by hand",
+                run.target.app, run.target.environment, err.message
+            ));
+        }
+        self.finish(run, ending, true).await
+    }
+
+    async fn finish(&self, mut run: Run, ending: Ending, notify: bool) -> DeployReport {
+        run.record.outcome = ending.outcome;
+        run.record.reason = ending.reason.clone();
+        run.record.finished_at = Some(self.clock.now());
+        if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
+            self.events.warn(format!(
+                "could not write the deploy record of {}: {}",
+                run.record.release_id, err.message
+            ));
+        }
+        if notify {
+            let kind = match ending.outcome {
+                RecordOutcome::Succeeded | RecordOutcome::InProgress => NotificationKind::Succeeded,
+                RecordOutcome::RolledBack => NotificationKind::RolledBack,
+                _ => NotificationKind::Failed,
+            };
+            self.notify(&run, kind, ending.reason.clone()).await;
+        }
+        DeployReport {
+            outcome: ending.outcome.outcome(),
+            record: Some(run.record),
+            message: ending.message,
+        }
+    }
+
+    async fn notify(&self, run: &Run, kind: NotificationKind, reason: Option<String>) {
+        let notification = Notification {
+            kind,
+            app: run.target.app.clone(),
+            environment: run.target.environment.clone(),
+            release_id: run.record.release_id.clone(),
+            image_digest: run.record.image.as_ref().map(|i| i.digest.clone()),
+            duration: (kind != NotificationKind::Started).then(|| run.started.elapsed()),
+            reason,
+        };
+        for notifier in &self.stages.notifiers {
+            if let Err(err) = notifier.notify(&notification).await {
+                self.events
+                    .warn(format!("notification not sent (the release goes on): {}", err.message));
+            }
+        }
+    }
+
+    fn begin(&self, stage: Stage) -> Instant {
+        self.events.emit(PipelineEvent::StageStarted { stage });
+        Instant::now()
+    }
+
+    fn end(&self, run: &mut Run, stage: Stage, started: Instant, ok: bool) {
+        let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.events.emit(PipelineEvent::StageFinished {
+            stage,
+            duration_ms: millis,
+            ok,
+        });
+        run.record.stages.push(StageTiming { stage, millis, ok });
+    }
+
+    async fn execute(&self, run: &mut Run, env: &EnvironmentConfig, request: &DeployRequest) -> Ending {
+        let cancel = &request.cancel;
+        let image = match &request.source {
+            ReleaseSource::Build => match self.test_build_push(run, request, cancel).await {
+                Ok(image) => image,
+                Err(ending) => return ending,
+            },
+            ReleaseSource::Image(reference) => {
+                match self
+                    .stages
+                    .registry
+                    .resolve(&self.project.config.image.repository, reference)
+                    .await
+                {
+                    Ok(image) => image,
+                    Err(err) => return Ending::unchanged(Stage::Deploy, &err),
+                }
+            }
+        };
+        run.record.image = Some(image.clone());
+        self.events
+            .info(format!("image {}", image.reference()));
+
+        // Everything up to the service update only reads or registers: a failure here
+        // leaves the service as it was.
+        let started = self.begin(Stage::Deploy);
+        let prepared = self.prepare_release(run, env, &image).await;
+        let rendered = match prepared {
+            Ok(rendered) => rendered,
+            Err(err) => {
+                self.end(run, Stage::Deploy, started, false);
+                return Ending::unchanged(Stage::Deploy, &err);
+            }
+        };
+        let previous = match self.stages.deployer.current_revision(&run.target).await {
+            Ok(previous) => previous,
+            Err(err) => {
+                self.end(run, Stage::Deploy, started, false);
+                return Ending::unchanged(Stage::Deploy, &err);
+            }
+        };
+        run.record.previous_revision = previous.clone();
+        if cancel.is_cancelled() {
+            self.end(run, Stage::Deploy, started, false);
+            return cancelled_before_change();
+        }
+        let revision = match self.stages.deployer.register(&run.target, &rendered).await {
+            Ok(revision) => revision,
+            Err(err) => {
+                self.end(run, Stage::Deploy, started, false);
+                return Ending::unchanged(Stage::Deploy, &err);
+            }
+        };
+        self.events.info(format!("registered {revision}"));
+        run.record.revision = Some(revision.clone());
+
+        let update = UpdateRequest {
+            revision: revision.clone(),
+            desired_count: env.desired_count,
+            force_new_deployment: env.deploy.force_new_deployment,
+        };
+        let deployment = match self.stages.deployer.update_service(&run.target, &update).await {
+            Ok(deployment) => deployment,
+            Err(err) => {
+                self.end(run, Stage::Deploy, started, false);
+                // The call failed, but it may have reached the service: look before
+                // claiming nothing changed.
+                let now = self.stages.deployer.current_revision(&run.target).await;
+                return match now {
+                    Ok(current) if current == previous => Ending::unchanged(Stage::Deploy, &err),
+                    _ => {
+                        let reason = format!("updating the service failed: {}", err.message);
+                        self.recover(run, env, previous.as_ref(), &reason).await
+                    }
+                };
+            }
+        };
+        let options = wait_options(env);
+        let waited = tokio::select! {
+            waited = self.stages.deployer.wait_for_rollout(&run.target, &deployment, &options, &self.events) => Some(waited),
+            () = cancel.cancelled() => None,
+        };
+        let failure = match waited {
+            Some(Ok(RolloutOutcome::Completed)) => None,
+            Some(Ok(outcome)) => Some(outcome.describe()),
+            Some(Err(err)) => Some(format!("could not follow the rollout: {}", err.message)),
+            None => Some("the run was cancelled during the rollout".to_string()),
+        };
+        self.end(run, Stage::Deploy, started, failure.is_none());
+        if let Some(reason) = failure {
+            return self.recover(run, env, previous.as_ref(), &reason).await;
+        }
+
+        if let Some(reason) = self.verify(run, &revision, &image, cancel).await {
+            return self.recover(run, env, previous.as_ref(), &reason).await;
+        }
+
+        let keep = env.rollback.keep_revisions;
+        if keep > 0 {
+            let family = &rendered.definition.family;
+            match self.stages.deployer.prune_revisions(&run.target, family, keep).await {
+                Ok(removed) if !removed.is_empty() => {
+                    let labels: Vec<String> = removed.iter().map(ToString::to_string).collect();
+                    self.events
+                        .info(format!("deregistered old revisions: {}", labels.join(", ")));
+                }
+                Ok(_) => {}
+                Err(err) => self
+                    .events
+                    .warn(format!("old revisions were not cleaned up: {}", err.message)),
+            }
+        }
+        Ending {
+            outcome: RecordOutcome::Succeeded,
+            reason: None,
+            message: format!(
+                "released {} to {} ({}): {revision} with {}",
+                run.record.release_id,
+                run.target.environment,
+                run.target,
+                image.reference()
+            ),
+        }
+    }
+
+    async fn test_build_push(
+        &self,
+        run: &mut Run,
+        request: &DeployRequest,
+        cancel: &CancellationToken,
+    ) -> Result<PinnedImage, Ending> {
+        let config = &self.project.config;
+        let missing = |what: &str| {
+            Ending::refused(&StageError::bad_input(format!(
+                "this front end has no {what}, so it cannot build a release"
+            ))
+            .with_help("deploy an image that is already pushed (--image TAG)"))
+        };
+        if !config.test.commands.is_empty() {
+            let runner = self.stages.test_runner.clone().ok_or_else(|| missing("test runner"))?;
+            let spec = TestSpec {
+                commands: config.test.commands.clone(),
+                workdir: self.project.root.join(&config.test.workdir),
+                timeout: Duration::from_secs(config.test.timeout_seconds),
+                artifacts: config.test.artifacts.clone(),
+            };
+            let started = self.begin(Stage::Test);
+            let result = cancellable(runner.run_tests(&spec, &self.events), cancel).await;
+            self.end(run, Stage::Test, started, result.is_ok());
+            let report = result.map_err(|err| Ending::unchanged(Stage::Test, &err))?;
+            for artifact in &report.artifacts {
+                let stored = self
+                    .stages
+                    .artifacts
+                    .put_artifact(&run.target.app, &run.target.environment, &run.record.release_id, artifact)
+                    .await;
+                match stored {
+                    Ok(location) => self.events.info(format!("kept {} at {location}", artifact.name)),
+                    Err(err) => self.events.warn(format!(
+                        "test artifact {} was not kept: {}",
+                        artifact.name, err.message
+                    )),
+                }
+            }
+        }
+
+        let builder = self.stages.image_builder.clone().ok_or_else(|| missing("image builder"))?;
+        let spec = self.build_spec(&request.git);
+        let started = self.begin(Stage::Build);
+        let result = cancellable(builder.build(&spec, &self.events), cancel).await;
+        self.end(run, Stage::Build, started, result.is_ok());
+        let built: BuiltImage = result.map_err(|err| Ending::unchanged(Stage::Build, &err))?;
+
+        let started = self.begin(Stage::Push);
+        let repository = &config.image.repository;
+        let tags = release_tags(&self.project, &request.git);
+        let pushed = async {
+            self.stages.registry.ensure_repository(repository).await?;
+            self.stages
+                .registry
+                .push(&built, repository, &tags, &self.events)
+                .await
+        };
+        let result = cancellable(pushed, cancel).await;
+        self.end(run, Stage::Push, started, result.is_ok());
+        result.map_err(|err| Ending::unchanged(Stage::Push, &err))
+    }
+
+    fn build_spec(&self, git: &GitInfo) -> BuildSpec {
+        let config = &self.project.config;
+        let repository = &config.image.repository;
+        let tags: Vec<String> = release_tags(&self.project, git)
+            .iter()
+            .map(|tag| format!("{repository}:{tag}"))
+            .collect();
+        let mut labels = BTreeMap::new();
+        labels.insert("org.opencontainers.image.revision".to_string(), git.sha.clone());
+        labels.insert(
+            "org.opencontainers.image.created".to_string(),
+            self.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+        labels.insert("org.opencontainers.image.title".to_string(), config.app.name.clone());
+        if let Some(source) = &config.app.source {
+            labels.insert("org.opencontainers.image.source".to_string(), source.clone());
+        }
+        if let Some(version) = git.tag() {
+            labels.insert("org.opencontainers.image.version".to_string(), version.to_string());
+        }
+        BuildSpec {
+            context: self.project.root.join(&config.image.context),
+            dockerfile: self.project.root.join(&config.image.dockerfile),
+            platform: config.image.platform.clone(),
+            build_args: config.image.build_args.clone(),
+            tags,
+            labels,
+            cache_from: vec![format!("{repository}:latest-build")],
+        }
+    }
+
+    /// Secrets resolved and checked, the task definition rendered: all before any change.
+    async fn prepare_release(
+        &self,
+        run: &Run,
+        env: &EnvironmentConfig,
+        image: &PinnedImage,
+    ) -> Result<RenderedTaskDefinition, StageError> {
+        let secrets = match &env.secrets_path {
+            Some(path) => {
+                let spec = SecretsSpec {
+                    path: path.clone(),
+                    names: env.secrets.clone(),
+                };
+                self.stages.secrets.resolve(&spec).await?
+            }
+            None => Vec::new(),
+        };
+        let rendered = self.render(run, env, image, &secrets)?;
+        let sources = rendered.definition.secret_sources();
+        if !sources.is_empty() {
+            self.stages.secrets.ensure_exist(&sources).await?;
+        }
+        Ok(rendered)
+    }
+
+    fn render(
+        &self,
+        run: &Run,
+        env: &EnvironmentConfig,
+        image: &PinnedImage,
+        secrets: &[crate::model::SecretRef],
+    ) -> Result<RenderedTaskDefinition, StageError> {
+        let tags = vec![
+            ResourceTag {
+                key: "tugboat:app".into(),
+                value: run.target.app.clone(),
+            },
+            ResourceTag {
+                key: "tugboat:environment".into(),
+                value: run.target.environment.clone(),
+            },
+            ResourceTag {
+                key: "tugboat:release".into(),
+                value: run.record.release_id.0.clone(),
+            },
+            ResourceTag {
+                key: "tugboat:git-sha".into(),
+                value: if run.record.git.sha.is_empty() {
+                    "unknown".into()
+                } else {
+                    run.record.git.sha.clone()
+                },
+            },
+        ];
+        let inputs = ReleaseInputs {
+            image,
+            containers: &self.project.config.task_definition.containers,
+            environment: &env.environment,
+            secrets,
+            execution_role_arn: env.execution_role_arn.as_deref(),
+            task_role_arn: env.task_role_arn.as_deref(),
+            tags,
+        };
+        self.project
+            .task_definition
+            .render(&inputs)
+            .map_err(StageError::bad_input)
+    }
+
+    async fn verify(
+        &self,
+        run: &mut Run,
+        revision: &Revision,
+        image: &PinnedImage,
+        cancel: &CancellationToken,
+    ) -> Option<String> {
+        if self.stages.verifiers.is_empty() {
+            return None;
+        }
+        let started = self.begin(Stage::Verify);
+        let context = VerifyContext {
+            target: run.target.clone(),
+            release_id: run.record.release_id.clone(),
+            revision: revision.clone(),
+            image: Some(image.clone()),
+        };
+        let mut failure = None;
+        for verifier in &self.stages.verifiers {
+            let result = cancellable(verifier.verify(&context, &self.events), cancel).await;
+            if let Err(err) = result {
+                failure = Some(format!("verification {} failed: {}", verifier.name(), err.message));
+                break;
+            }
+        }
+        self.end(run, Stage::Verify, started, failure.is_none());
+        failure
+    }
+
+    /// After the service changed and the release failed: roll back to `previous` and
+    /// check that the rollback itself completed.
+    async fn recover(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        previous: Option<&Revision>,
+        reason: &str,
+    ) -> Ending {
+        let environment = run.target.environment.clone();
+        let new = run
+            .record
+            .revision
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "the new revision".into());
+        let Some(previous) = previous else {
+            return Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some(reason.to_string()),
+                message: format!(
+                    "{reason}. The service {} had no earlier revision, so there is nothing to roll back to: \
+                     it is on {new}, not working. Fix the release and run `tugboat deploy --env {environment}` again, \
+                     or scale it down with `aws ecs update-service --cluster {} --service {} --desired-count 0`.",
+                    run.target, run.target.cluster, run.target.service
+                ),
+            };
+        };
+        if !env.rollback.automatic {
+            return Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some(reason.to_string()),
+                message: format!(
+                    "{reason}. Automatic rollback is off for {environment}: the service {} is on {new}. \
+                     Run `tugboat rollback --env {environment} --to {previous}` to restore the release that served before.",
+                    run.target
+                ),
+            };
+        }
+        let started = self.begin(Stage::Rollback);
+        self.events.emit(PipelineEvent::RollbackStarted {
+            to: previous.clone(),
+            reason: reason.to_string(),
+        });
+        let result = self.roll_back_and_wait(&run.target, previous, env).await;
+        self.end(run, Stage::Rollback, started, result.is_ok());
+        match result {
+            Ok(()) => Ending {
+                outcome: RecordOutcome::RolledBack,
+                reason: Some(reason.to_string()),
+                message: format!(
+                    "{reason}. Rolled back: the service {} is on {previous} again, as before this release.",
+                    run.target
+                ),
+            },
+            Err(rollback_failure) => Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some(format!("{reason}; rollback failed: {rollback_failure}")),
+                message: format!(
+                    "{reason}. THE ROLLBACK TO {previous} FAILED TOO ({rollback_failure}). The service {} may be running \
+                     {new}, {previous}, or both. Run `tugboat status --env {environment}` to see its deployments, then \
+                     `tugboat rollback --env {environment} --to {previous}`.",
+                    run.target
+                ),
+            },
+        }
+    }
+
+    async fn roll_back_and_wait(
+        &self,
+        target: &DeployTarget,
+        to: &Revision,
+        env: &EnvironmentConfig,
+    ) -> Result<(), String> {
+        let deployment: DeploymentHandle = self
+            .stages
+            .deployer
+            .roll_back(target, to)
+            .await
+            .map_err(|err| err.message)?;
+        let outcome = self
+            .stages
+            .deployer
+            .wait_for_rollout(target, &deployment, &wait_options(env), &self.events)
+            .await
+            .map_err(|err| err.message)?;
+        if outcome.is_success() {
+            Ok(())
+        } else {
+            Err(outcome.describe())
+        }
+    }
+
+    /// Puts an environment back on an earlier release, under the deploy lock, and
+    /// records it.
+    pub async fn rollback(&self, request: RollbackRequest) -> DeployReport {
+        let env = match self.project.environment(&request.environment) {
+            Ok(env) => env.clone(),
+            Err(err) => {
+                return DeployReport {
+                    outcome: Outcome::BadInput,
+                    record: None,
+                    message: err.to_string(),
+                }
+            }
+        };
+        let target = target_of(&self.project, &request.environment, &env);
+        let refuse = |message: String| DeployReport {
+            outcome: Outcome::BadInput,
+            record: None,
+            message,
+        };
+        let history = match self
+            .stages
+            .artifacts
+            .history(&target.app, &target.environment, 100)
+            .await
+        {
+            Ok(history) => history,
+            Err(err) => return refuse(format!("cannot read the deploy history: {}", describe_error(&err))),
+        };
+        let current = match self.stages.deployer.current_revision(&target).await {
+            Ok(current) => current,
+            Err(err) => return refuse(format!("cannot read the service: {}", describe_error(&err))),
+        };
+        let chosen = match &request.to {
+            Some(RollbackTo::Release(id)) => match history.iter().find(|r| &r.release_id == id) {
+                Some(record) => record.revision.clone().map(|rev| (rev, Some(record.release_id.clone()))),
+                None => return refuse(format!(
+                    "release {id} is not in the history of {}/{}; run `tugboat history --env {}` to list releases",
+                    target.app, target.environment, target.environment
+                )),
+            },
+            Some(RollbackTo::Revision(text)) => {
+                let known = history.iter().find_map(|r| {
+                    r.revision
+                        .as_ref()
+                        .filter(|rev| &rev.label == text || &rev.id == text)
+                        .map(|rev| (rev.clone(), Some(r.release_id.clone())))
+                });
+                Some(known.unwrap_or_else(|| (Revision::new(text.clone(), text.clone()), None)))
+            }
+            None => {
+                let serving = history
+                    .iter()
+                    .find(|r| r.revision.is_some() && r.revision == current);
+                let candidates: Vec<DeployRecord> = history
+                    .iter()
+                    .filter(|r| r.revision.is_some() && r.revision != current)
+                    .cloned()
+                    .collect();
+                last_good_release(&candidates, serving.map(|r| &r.release_id))
+                    .and_then(|r| r.revision.clone().map(|rev| (rev, Some(r.release_id.clone()))))
+            }
+        };
+        let Some((revision, release)) = chosen else {
+            return refuse(format!(
+                "no earlier good release of {}/{} to roll back to; pass --to <revision> (for example {}:<number>)",
+                target.app, target.environment, self.project.task_definition.family
+            ));
+        };
+        if current.as_ref() == Some(&revision) {
+            return refuse(format!("the service {target} already runs {revision}; nothing to roll back"));
+        }
+
+        let started_at = self.clock.now();
+        let git = release
+            .as_ref()
+            .and_then(|id| history.iter().find(|r| &r.release_id == id))
+            .map(|r| r.git.clone())
+            .unwrap_or_default();
+        let mut run = Run {
+            record: DeployRecord {
+                release_id: ReleaseId::new(started_at, &git),
+                app: target.app.clone(),
+                environment: target.environment.clone(),
+                git,
+                image: release
+                    .as_ref()
+                    .and_then(|id| history.iter().find(|r| &r.release_id == id))
+                    .and_then(|r| r.image.clone()),
+                revision: Some(revision.clone()),
+                previous_revision: current.clone(),
+                outcome: RecordOutcome::InProgress,
+                reason: None,
+                stages: Vec::new(),
+                actor: request.actor.clone(),
+                started_at,
+                finished_at: None,
+                rollback_of: release,
+            },
+            target,
+            started: Instant::now(),
+        };
+        let holder = LockHolder {
+            who: request.actor.clone(),
+            release_id: run.record.release_id.clone(),
+            since: started_at,
+        };
+        let lock = match self
+            .stages
+            .artifacts
+            .acquire_lock(&run.target.app, &run.target.environment, &holder)
+            .await
+        {
+            Ok(lock) => lock,
+            Err(err) => return self.finish(run, Ending::refused(&err), false).await,
+        };
+        let started = self.begin(Stage::Rollback);
+        self.events.emit(PipelineEvent::RollbackStarted {
+            to: revision.clone(),
+            reason: format!("manual rollback by {}", request.actor),
+        });
+        let result = self.roll_back_and_wait(&run.target, &revision, &env).await;
+        self.end(&mut run, Stage::Rollback, started, result.is_ok());
+        if let Err(err) = self.stages.artifacts.release_lock(&lock).await {
+            self.events.warn(format!("could not release the deploy lock: {}", err.message));
+        }
+        let from = current.map(|c| c.to_string()).unwrap_or_else(|| "nothing".into());
+        let ending = match result {
+            Ok(()) => Ending {
+                outcome: RecordOutcome::Succeeded,
+                reason: None,
+                message: format!("rolled {} back from {from} to {revision}", run.target),
+            },
+            Err(failure) => Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some(failure.clone()),
+                message: format!(
+                    "the rollback of {} to {revision} did not complete ({failure}); the service may still be on {from}. \
+                     Run `tugboat status --env {}` to see its deployments.",
+                    run.target, run.target.environment
+                ),
+            },
+        };
+        self.finish(run, ending, true).await
+    }
+
+    /// What `deploy` would do, changing nothing: steps and the task definition diff.
+    pub async fn plan(&self, environment: &str, source: &ReleaseSource, git: &GitInfo) -> Result<Plan, StageError> {
+        let env = self
+            .project
+            .environment(environment)
+            .map_err(|err| StageError::bad_input(err.to_string()))?
+            .clone();
+        let target = target_of(&self.project, environment, &env);
+        let config = &self.project.config;
+        let mut steps = Vec::new();
+        let image = match source {
+            ReleaseSource::Build => {
+                if !config.test.commands.is_empty() {
+                    steps.push(format!(
+                        "test: run {} in {}",
+                        config.test.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                        config.test.workdir.display()
+                    ));
+                }
+                let spec = self.build_spec(git);
+                steps.push(format!(
+                    "build: {} ({}) as {}",
+                    config.image.dockerfile.display(),
+                    config.image.platform.as_deref().unwrap_or("engine's platform"),
+                    spec.tags.join(", ")
+                ));
+                steps.push(format!(
+                    "push: to repository {} with tags {}",
+                    config.image.repository,
+                    release_tags(&self.project, git).join(", ")
+                ));
+                PinnedImage {
+                    repository_uri: config.image.repository.clone(),
+                    digest: "<digest of the image built from this commit>".to_string(),
+                    tags: Vec::new(),
+                }
+            }
+            ReleaseSource::Image(reference) => {
+                let image = self.stages.registry.resolve(&config.image.repository, reference).await?;
+                steps.push(format!("use the pushed image {} ({reference})", image.reference()));
+                image
+            }
+        };
+        let secrets = match &env.secrets_path {
+            Some(path) => {
+                let spec = SecretsSpec {
+                    path: path.clone(),
+                    names: env.secrets.clone(),
+                };
+                self.stages.secrets.resolve(&spec).await?
+            }
+            None => Vec::new(),
+        };
+        let placeholder = Run {
+            record: DeployRecord {
+                release_id: ReleaseId("<release id>".into()),
+                app: target.app.clone(),
+                environment: target.environment.clone(),
+                git: git.clone(),
+                image: None,
+                revision: None,
+                previous_revision: None,
+                outcome: RecordOutcome::InProgress,
+                reason: None,
+                stages: Vec::new(),
+                actor: String::new(),
+                started_at: self.clock.now(),
+                finished_at: None,
+                rollback_of: None,
+            },
+            target: target.clone(),
+            started: Instant::now(),
+        };
+        let rendered = self.render(&placeholder, &env, &image, &secrets)?;
+        let current = self.stages.deployer.current_revision(&target).await?;
+        let diff = match &current {
+            Some(revision) => {
+                let registered = self.stages.service_reader.registered_definition(revision).await?;
+                task_definition::diff(&registered, &rendered.definition)
+            }
+            None => {
+                let empty = crate::task_definition::TaskDefinition {
+                    family: rendered.definition.family.clone(),
+                    network_mode: None,
+                    requires_compatibilities: Vec::new(),
+                    cpu: None,
+                    memory: None,
+                    container_definitions: Vec::new(),
+                    extra: serde_json::Map::new(),
+                };
+                task_definition::diff(&empty, &rendered.definition)
+            }
+        };
+        steps.push(format!(
+            "register: a new revision of family {} ({} secrets from {})",
+            rendered.definition.family,
+            rendered.definition.secret_sources().len(),
+            env.secrets_path.as_deref().unwrap_or("the task definition")
+        ));
+        steps.push(format!(
+            "update: service {target} from {} to the new revision{}",
+            current.as_ref().map(ToString::to_string).unwrap_or_else(|| "nothing".into()),
+            env.desired_count.map(|n| format!(", desired count {n}")).unwrap_or_default()
+        ));
+        steps.push(format!(
+            "wait: for that deployment to complete (timeout {}s, polling every {}s)",
+            env.deploy.timeout_seconds, env.deploy.poll_interval_seconds
+        ));
+        let mut checks = Vec::new();
+        if let Some(url) = &env.verify.url {
+            checks.push(format!(
+                "GET {}{} expects {}",
+                url.trim_end_matches('/'),
+                env.verify.health_path,
+                env.verify.expected_status
+            ));
+        }
+        if !env.verify.alarms.is_empty() {
+            checks.push(format!(
+                "alarms {} stay out of ALARM for {}s",
+                env.verify.alarms.join(", "),
+                env.verify.bake_seconds
+            ));
+        }
+        if !checks.is_empty() {
+            steps.push(format!("verify: {}", checks.join("; ")));
+        }
+        steps.push(match (&current, env.rollback.automatic) {
+            (Some(previous), true) => format!("on failure: roll back to {previous}"),
+            (None, true) => "on failure: nothing to roll back to (first release)".to_string(),
+            (_, false) => "on failure: stop (automatic rollback is off)".to_string(),
+        });
+        Ok(Plan {
+            environment: environment.to_string(),
+            target,
+            current_revision: current,
+            steps,
+            rendered,
+            diff,
+        })
+    }
+}
+
+fn cancelled_before_change() -> Ending {
+    Ending {
+        outcome: RecordOutcome::FailedUnchanged,
+        reason: Some("cancelled".into()),
+        message: "cancelled before the service was changed; nothing was deployed".into(),
+    }
+}
+
+async fn cancellable<T>(
+    work: impl Future<Output = Result<T, StageError>>,
+    cancel: &CancellationToken,
+) -> Result<T, StageError> {
+    tokio::select! {
+        result = work => result,
+        () = cancel.cancelled() => Err(StageError::failed("cancelled")),
+    }
+}
+
+fn wait_options(env: &EnvironmentConfig) -> WaitOptions {
+    WaitOptions {
+        timeout: Duration::from_secs(env.deploy.timeout_seconds),
+        poll_interval: Duration::from_secs_f64(env.deploy.poll_interval_seconds),
+    }
+}
+
+fn target_of(project: &Project, environment: &str, env: &EnvironmentConfig) -> DeployTarget {
+    DeployTarget {
+        app: project.config.app.name.clone(),
+        environment: environment.to_string(),
+        cluster: env.cluster.clone(),
+        service: env.service.clone(),
+        region: env.region.clone(),
+    }
+}
+
+/// The tags a built image is pushed with: the git sha, the version of a `v*` tag, and
+/// the configured extras.
+pub fn release_tags(project: &Project, git: &GitInfo) -> Vec<String> {
+    let mut tags = Vec::new();
+    if !git.sha.is_empty() {
+        tags.push(git.sha.clone());
+    }
+    if let Some(version) = git.tag() {
+        tags.push(version.to_string());
+    }
+    for tag in &project.config.image.tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    tags
+}

@@ -1,0 +1,390 @@
+//! The stage traits. Each is small, async and object safe; each has an `automock` mock
+//! for orchestration tests. Implementations live in adapter crates (`aws-adapters`,
+//! `host-adapters`); nothing here talks to the outside world.
+//!
+//! Every method returns [`StageError`] on failure. Its [`StageErrorKind`] tells the
+//! orchestrator whether the input was wrong (nothing was changed, exit 2) or the world
+//! failed (exit 1 or 3, depending on what had already changed).
+
+use crate::events::Events;
+use crate::model::{
+    Artifact, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle,
+    ImageReference, LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef,
+    ServiceStatus,
+};
+use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
+use async_trait::async_trait;
+use mockall::automock;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What kind of failure a stage met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageErrorKind {
+    /// The input was wrong (a missing image, parameter or Dockerfile, a bad reference):
+    /// nothing was changed, and the user must fix something.
+    BadInput,
+    /// Another run holds the deploy lock.
+    LockHeld,
+    /// The operation failed (a test failed, a build broke, an API call failed).
+    Failed,
+    /// The back end could not be reached (engine down, endpoint unreachable).
+    Unavailable,
+}
+
+/// A stage's failure, with what a person needs to act on it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct StageError {
+    pub kind: StageErrorKind,
+    pub message: String,
+    /// How to fix it, where a fix is known.
+    pub help: Option<String>,
+}
+
+impl StageError {
+    pub fn new(kind: StageErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(StageErrorKind::BadInput, message)
+    }
+
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::new(StageErrorKind::Failed, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StageErrorKind::Unavailable, message)
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// The test commands of a release and where to run them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestSpec {
+    pub commands: Vec<String>,
+    pub workdir: PathBuf,
+    /// The time limit of each command.
+    pub timeout: Duration,
+    /// Files (relative to `workdir`) to collect after the commands passed.
+    pub artifacts: Vec<String>,
+}
+
+/// What a passing test run left behind.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TestReport {
+    pub artifacts: Vec<Artifact>,
+}
+
+/// Runs the release's tests.
+#[automock]
+#[async_trait]
+pub trait TestRunner: Send + Sync {
+    /// Runs every command in order, streaming output as [`crate::PipelineEvent::Output`].
+    /// On success all commands exited 0 and the configured artifacts are returned.
+    /// On failure nothing after the failing command ran; the error names that command,
+    /// its exit status and the tail of its output.
+    async fn run_tests(&self, spec: &TestSpec, events: &Events) -> Result<TestReport, StageError>;
+}
+
+/// How to build the release's image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildSpec {
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    pub platform: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    /// Local names to tag the image with (`cv_matcher:<sha>`, `cv_matcher:v1.2.0`).
+    pub tags: Vec<String>,
+    /// OCI labels (`org.opencontainers.image.revision` …).
+    pub labels: BTreeMap<String, String>,
+    /// Images to use as build cache (the previous release).
+    pub cache_from: Vec<String>,
+}
+
+/// Builds images.
+#[automock]
+#[async_trait]
+pub trait ImageBuilder: Send + Sync {
+    /// On success the image exists in the local engine under every tag of `spec`.
+    /// On failure no image was tagged; the error says what was tried (engine address,
+    /// Dockerfile path) and the tail of the build output.
+    async fn build(&self, spec: &BuildSpec, events: &Events) -> Result<BuiltImage, StageError>;
+}
+
+/// Stores images and pins them by digest.
+#[automock]
+#[async_trait]
+pub trait Registry: Send + Sync {
+    /// Makes sure the repository exists (creating it with immutable tags and scan on
+    /// push where the registry supports it) and returns its URI.
+    async fn ensure_repository(&self, repository: &str) -> Result<String, StageError>;
+
+    /// Pushes a built image under `tags` and returns it pinned by the digest the
+    /// registry holds. Pushing a tag that already holds the same digest is a no-op;
+    /// a tag that holds another digest in an immutable repository is an error.
+    async fn push(
+        &self,
+        image: &BuiltImage,
+        repository: &str,
+        tags: &[String],
+        events: &Events,
+    ) -> Result<PinnedImage, StageError>;
+
+    /// Resolves a tag or digest to a pinned image. An image that is not in the
+    /// repository is a [`StageErrorKind::BadInput`] naming the repository and reference.
+    async fn resolve(
+        &self,
+        repository: &str,
+        reference: &ImageReference,
+    ) -> Result<PinnedImage, StageError>;
+}
+
+/// What [`Deployer::update_service`] asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateRequest {
+    pub revision: Revision,
+    pub desired_count: Option<u32>,
+    pub force_new_deployment: bool,
+}
+
+/// How to wait for a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitOptions {
+    /// Give up (and report [`RolloutOutcome::TimedOut`]) after this long.
+    pub timeout: Duration,
+    /// How often to look; implementations back off only when throttled.
+    pub poll_interval: Duration,
+}
+
+/// Rolls releases out to a service and back.
+#[automock]
+#[async_trait]
+pub trait Deployer: Send + Sync {
+    /// The revision the service runs now (its primary deployment's), if the service exists.
+    async fn current_revision(&self, target: &DeployTarget)
+        -> Result<Option<Revision>, StageError>;
+
+    /// Registers the rendered definition, tagged as the release. Does not touch the service.
+    async fn register(
+        &self,
+        target: &DeployTarget,
+        rendered: &RenderedTaskDefinition,
+    ) -> Result<Revision, StageError>;
+
+    /// Points the service at a revision and returns the deployment that change created:
+    /// the one [`Deployer::wait_for_rollout`] must follow.
+    async fn update_service(
+        &self,
+        target: &DeployTarget,
+        request: &UpdateRequest,
+    ) -> Result<DeploymentHandle, StageError>;
+
+    /// Follows *that* deployment until it completes on its revision, fails, is replaced,
+    /// disappears or the timeout passes, emitting progress and new service events.
+    /// A rollback done by the platform itself is [`RolloutOutcome::RolledBackByPlatform`],
+    /// never success. `Err` means the waiter could not observe the service at all.
+    async fn wait_for_rollout(
+        &self,
+        target: &DeployTarget,
+        deployment: &DeploymentHandle,
+        options: &WaitOptions,
+        events: &Events,
+    ) -> Result<RolloutOutcome, StageError>;
+
+    /// Puts the service back on `to` and returns the deployment to follow. If the
+    /// platform already restored `to` (circuit breaker), returns that deployment
+    /// instead of starting another.
+    async fn roll_back(
+        &self,
+        target: &DeployTarget,
+        to: &Revision,
+    ) -> Result<DeploymentHandle, StageError>;
+
+    /// Removes old revisions of the release's family, keeping the newest `keep` and
+    /// any revision a deployment still uses. Returns what was removed.
+    async fn prune_revisions(
+        &self,
+        target: &DeployTarget,
+        family: &str,
+        keep: usize,
+    ) -> Result<Vec<Revision>, StageError>;
+}
+
+/// Reads a service's state; never changes it.
+#[automock]
+#[async_trait]
+pub trait ServiceReader: Send + Sync {
+    /// Deployments with their state and counts, current revision, last events.
+    async fn status(&self, target: &DeployTarget) -> Result<ServiceStatus, StageError>;
+
+    /// The definition a revision was registered with, as a registrable task definition.
+    async fn registered_definition(&self, revision: &Revision)
+        -> Result<TaskDefinition, StageError>;
+}
+
+/// What a verifier knows about the release it checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyContext {
+    pub target: DeployTarget,
+    pub release_id: ReleaseId,
+    pub revision: Revision,
+    pub image: Option<PinnedImage>,
+}
+
+/// Checks that a release that rolled out is healthy.
+#[automock]
+#[async_trait]
+pub trait Verifier: Send + Sync {
+    /// A short name for progress lines (`http`, `alarms`).
+    fn name(&self) -> String;
+
+    /// On success the release passed this check. On failure the error says what was
+    /// checked and what came back, and the orchestrator rolls the release back.
+    async fn verify(&self, context: &VerifyContext, events: &Events) -> Result<(), StageError>;
+}
+
+/// Where an environment's secrets live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretsSpec {
+    /// Parameter Store path (`/cv-matcher/prod/`).
+    pub path: String,
+    /// The names under `path` to expose; `None` for every parameter under it.
+    pub names: Option<Vec<String>>,
+}
+
+/// Turns secret locations into `secrets` entries; never reads a secret value.
+#[automock]
+#[async_trait]
+pub trait SecretStore: Send + Sync {
+    /// The `secrets` entries for an environment: one per parameter, its name the last
+    /// path segment, `value_from` its ARN. A named parameter that does not exist is a
+    /// [`StageErrorKind::BadInput`] naming it.
+    async fn resolve(&self, spec: &SecretsSpec) -> Result<Vec<SecretRef>, StageError>;
+
+    /// Fails with [`StageErrorKind::BadInput`], naming each missing one, unless every
+    /// `value_from` (an ARN or a name) exists.
+    async fn ensure_exist(&self, value_froms: &[String]) -> Result<(), StageError>;
+}
+
+/// Keeps deploy records, artifacts and the per-service deploy lock.
+#[automock]
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Takes the lock of one app environment. If another run holds it (and it is not
+    /// stale) the error is [`StageErrorKind::LockHeld`] naming the holder and since when.
+    async fn acquire_lock(
+        &self,
+        app: &str,
+        environment: &str,
+        holder: &LockHolder,
+    ) -> Result<DeployLock, StageError>;
+
+    /// Gives the lock back; only removes it if `lock` still owns it.
+    async fn release_lock(&self, lock: &DeployLock) -> Result<(), StageError>;
+
+    /// Writes (or overwrites) the record of a release.
+    async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError>;
+
+    /// The records of one app environment, newest first, at most `limit`.
+    async fn history(
+        &self,
+        app: &str,
+        environment: &str,
+        limit: usize,
+    ) -> Result<Vec<DeployRecord>, StageError>;
+
+    /// Stores a test artifact with the release; returns where it went.
+    async fn put_artifact(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &ReleaseId,
+        artifact: &Artifact,
+    ) -> Result<String, StageError>;
+}
+
+/// What a notification is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    Started,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+/// A message to the team about a release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notification {
+    pub kind: NotificationKind,
+    pub app: String,
+    pub environment: String,
+    pub release_id: ReleaseId,
+    pub image_digest: Option<String>,
+    pub duration: Option<Duration>,
+    pub reason: Option<String>,
+}
+
+/// Tells people about releases. A notifier's failure is a warning, never a failed deploy.
+#[automock]
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, notification: &Notification) -> Result<(), StageError>;
+}
+
+/// Credentials for one registry server. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    /// `host[:port]` of the registry (`123456789012.dkr.ecr.us-east-1.amazonaws.com`).
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Moves built images into a registry server; a [`Registry`] uses it for the data
+/// plane (the layers) while it handles the control plane itself.
+#[automock]
+#[async_trait]
+pub trait ImagePusher: Send + Sync {
+    /// The digest `repository:tag` has on the server, `None` when the tag does not exist.
+    async fn remote_digest(
+        &self,
+        credentials: &RegistryCredentials,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<String>, StageError>;
+
+    /// Pushes a local image as `server/repository:tag` and returns the manifest digest
+    /// the server holds. The password goes to the engine in memory only: never on a
+    /// command line, never in a file.
+    async fn push(
+        &self,
+        image: &BuiltImage,
+        credentials: &RegistryCredentials,
+        repository: &str,
+        tag: &str,
+        events: &Events,
+    ) -> Result<String, StageError>;
+}

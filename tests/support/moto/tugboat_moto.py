@@ -1,0 +1,391 @@
+"""tugboat-moto: moto's server with ECS deployments that progress like real ECS.
+
+Usage:  python tugboat_moto.py --host 127.0.0.1 --port 5000 [--exit-on-stdin-eof]
+
+Serves every moto service exactly like ``moto_server`` (S3 path style, SSM,
+ECR, EC2, /moto-api/reset, ...) and prints ``tugboat-moto ready on
+http://HOST:PORT`` once the socket accepts connections.
+
+Plain moto never moves an ECS deployment: after update_service the single
+PRIMARY deployment keeps the old task definition and stays IN_PROGRESS, and
+deploymentConfiguration is dropped.  This module patches moto's ECS backend
+(moto.ecs.models.EC2ContainerServiceBackend, moto 5.2.x) so that:
+
+* create_service makes one PRIMARY deployment, COMPLETED, running == desired,
+  and keeps deploymentConfiguration (default circuit breaker enable+rollback,
+  maximumPercent 200, minimumHealthyPercent 100).
+* update_service with another task definition, another desiredCount or
+  forceNewDeployment starts a NEW PRIMARY deployment (id ``ecs-svc/`` + 19
+  digits, IN_PROGRESS, running 0, pending = desired); the old PRIMARY becomes
+  ACTIVE; the service's taskDefinition becomes the requested ARN.
+* Time is evaluated lazily from the wall clock whenever services are read or
+  updated, and every transition is stamped with the moment it *would* have
+  happened (not the moment of the read):
+  - healthy image: runningCount rises linearly to desired over
+    TUGBOAT_MOTO_ROLLOUT_SECONDS (default 1.5), then COMPLETED; ACTIVE
+    deployments are removed; events "has started 1 tasks", "deployment
+    completed", "has reached a steady state".
+  - an image containing ``crashloop``: running stays 0, failedTasks += 1 every
+    TUGBOAT_MOTO_FAIL_SECONDS (default 0.3); at the circuit-breaker threshold
+    (ceil(0.5 x desired) clamped to 3..200) the deployment is FAILED and, when
+    rollback is on, a new PRIMARY deployment of the last COMPLETED task
+    definition starts (and completes like a healthy one; a failed rollback is
+    not rolled back again).  Circuit breaker disabled: fails forever.
+  - an image containing ``hang``: stays IN_PROGRESS with 0 running forever.
+* GET /tugboat-moto/transitions returns the COMPLETED/FAILED moments as JSON
+  ``[{"deploymentId", "service", "state", "at"}]`` (epoch seconds, sorted);
+  POST /moto-api/reset clears it along with moto's state.
+
+Not modelled: tasks (list_tasks/describe_tasks know nothing of deployment
+tasks), load balancers/health check grace, minimumHealthyPercent/maximumPercent
+(old tasks run until the new deployment completes, then vanish), draining,
+capacity providers, task sets / CODE_DEPLOY / EXTERNAL controllers, deployment
+alarms, other update_service fields triggering a deployment, and EventBridge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+ROLLOUT_SECONDS = float(os.environ.get("TUGBOAT_MOTO_ROLLOUT_SECONDS", "1.5"))
+FAIL_SECONDS = max(0.001, float(os.environ.get("TUGBOAT_MOTO_FAIL_SECONDS", "0.3")))
+MAX_EVENTS = 100  # ECS keeps the latest 100 service events
+
+_lock = threading.RLock()  # werkzeug serves requests on threads
+_transitions: list[dict[str, Any]] = []
+_seq = itertools.count()  # orders events that share a timestamp
+
+
+def _dt(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def _deployment_id() -> str:
+    return "ecs-svc/" + str(random.randint(10**18, 10**19 - 1))
+
+
+def _default_config(given: dict[str, Any] | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+        "maximumPercent": 200,
+        "minimumHealthyPercent": 100,
+    }
+    cfg.update(given or {})
+    return cfg
+
+
+def _kind(backend: Any, task_definition: str | None) -> str:
+    """'crashloop', 'hang' or 'ok', from the images of the task definition."""
+    if not task_definition:
+        return "ok"
+    try:
+        td = backend.describe_task_definition(task_definition)
+    except Exception:
+        return "ok"
+    images = [str(c.get("image", "")) for c in td.container_definitions]
+    for kind in ("crashloop", "hang"):
+        if any(kind in image for image in images):
+            return kind
+    return "ok"
+
+
+def _new_deployment(svc: Any, td_arn: str, now: float, rollback: bool = False) -> dict[str, Any]:
+    template = svc.deployments[0] if svc.deployments else {}
+    dep_id = _deployment_id()
+    return {
+        "id": dep_id,
+        "status": "PRIMARY",
+        "taskDefinition": td_arn,
+        "desiredCount": svc.desired_count,
+        "pendingCount": svc.desired_count,
+        "runningCount": 0,
+        "failedTasks": 0,
+        "createdAt": _dt(now),
+        "updatedAt": _dt(now),
+        "launchType": template.get("launchType", svc.launch_type),
+        "platformVersion": template.get("platformVersion", svc.platform_version),
+        "platformFamily": template.get("platformFamily"),
+        "networkConfiguration": svc.network_configuration or None,
+        "rolloutState": "IN_PROGRESS",
+        "rolloutStateReason": f"ECS deployment {dep_id} in progress.",
+        # private bookkeeping: the serializer only picks the shape's members
+        "_kind": _kind(svc._backend, td_arn),
+        "_start": now,
+        "_rollback": rollback,
+        "_started": 0,  # tasks that reached RUNNING (events emitted)
+    }
+
+
+def _event(svc: Any, t: float, message: str) -> None:
+    svc.events.append({"id": str(uuid.uuid4()), "createdAt": _dt(t), "message": message, "_seq": next(_seq)})
+
+
+def _set_counts(svc: Any) -> None:
+    """Service counts = sum over deployments; keep the cluster's totals in sync."""
+    running = sum(d["runningCount"] for d in svc.deployments)
+    pending = sum(d["pendingCount"] for d in svc.deployments)
+    cluster = svc._backend.clusters.get(svc.cluster_name)
+    if cluster is not None:
+        cluster.running_tasks_count += running - svc.running_count
+        cluster.pending_tasks_count += pending - svc.pending_count
+    svc.running_count, svc.pending_count = running, pending
+
+
+def _record(svc: Any, dep: dict[str, Any], state: str, t: float) -> None:
+    _transitions.append({"deploymentId": dep["id"], "service": svc.name, "state": state, "at": t})
+
+
+def _tick(svc: Any, now: float | None = None) -> None:
+    """Advance the PRIMARY deployment of one service to `now`."""
+    if now is None:
+        now = time.time()
+    if svc.status != "ACTIVE" or not svc.deployments or not hasattr(svc, "_tug_last_completed"):
+        return
+    name = f"(service {svc.name})"
+    while True:
+        dep = svc.deployments[0]
+        if dep["rolloutState"] != "IN_PROGRESS":
+            break
+        start, desired, kind = dep["_start"], dep["desiredCount"], dep["_kind"]
+        if kind == "ok":
+            done_at = start + ROLLOUT_SECONDS
+            if now >= done_at:
+                running = desired
+            else:
+                running = min(desired, int(desired * (now - start) / ROLLOUT_SECONDS))
+            for i in range(dep["_started"] + 1, running + 1):
+                t = start + ROLLOUT_SECONDS * i / desired
+                _event(svc, t, f"{name} has started 1 tasks: (task {uuid.uuid4().hex}).")
+            if running > dep["_started"]:
+                dep["_started"] = running
+                dep["updatedAt"] = _dt(min(now, done_at))
+            dep["runningCount"], dep["pendingCount"] = running, desired - running
+            if now < done_at:
+                break
+            dep["rolloutState"] = "COMPLETED"
+            dep["rolloutStateReason"] = f"ECS deployment {dep['id']} completed."
+            dep["updatedAt"] = _dt(done_at)
+            svc.deployments[1:] = []  # ACTIVE deployments are drained and removed
+            svc._tug_last_completed = dep["taskDefinition"]
+            _event(svc, done_at, f"{name} (deployment {dep['id']}) deployment completed.")
+            _event(svc, done_at, f"{name} has reached a steady state.")
+            _record(svc, dep, "COMPLETED", done_at)
+            break
+        if kind == "hang":
+            break
+        # crashloop: attempt k starts at start+(k-1)*FAIL and fails at start+k*FAIL
+        cb = _default_config(getattr(svc, "deployment_configuration", None))["deploymentCircuitBreaker"]
+        threshold = min(200, max(3, math.ceil(0.5 * desired))) if cb.get("enable") else None
+        failed = int((now - start) / FAIL_SECONDS)
+        if threshold is not None:
+            failed = min(failed, threshold)
+        previous = dep["failedTasks"]
+        for k in range(max(previous + 1, failed - 20), failed + 1):  # bounded event burst
+            t = start + k * FAIL_SECONDS
+            _event(svc, t, f"{name} (task {uuid.uuid4().hex}) failed container health checks.")
+            if threshold is None or k < threshold:
+                _event(svc, t, f"{name} has started 1 tasks: (task {uuid.uuid4().hex}).")
+        if previous == 0 and dep["_started"] == 0:
+            dep["_started"] = 1
+            _event(svc, start, f"{name} has started 1 tasks: (task {uuid.uuid4().hex}).")
+        if failed > previous:
+            dep["failedTasks"] = failed
+            dep["updatedAt"] = _dt(start + failed * FAIL_SECONDS)
+        if threshold is None or failed < threshold:
+            break
+        failed_at = start + threshold * FAIL_SECONDS
+        dep["rolloutState"] = "FAILED"
+        dep["rolloutStateReason"] = "ECS deployment circuit breaker: tasks failed to start."
+        dep["pendingCount"] = 0
+        _event(svc, failed_at, f"{name} (deployment {dep['id']}) deployment failed: tasks failed to start.")
+        _record(svc, dep, "FAILED", failed_at)
+        if not cb.get("rollback") or dep["_rollback"] or not svc._tug_last_completed:
+            break
+        dep["status"] = "ACTIVE"
+        svc.task_definition = svc._tug_last_completed
+        svc.deployments.insert(0, _new_deployment(svc, svc.task_definition, failed_at, rollback=True))
+        # loop: the rollback deployment may already be done by `now`
+    svc.events.sort(key=lambda e: (e["createdAt"], e.get("_seq", 0)), reverse=True)
+    del svc.events[MAX_EVENTS:]
+    _set_counts(svc)
+
+
+def tick_everything() -> None:
+    from moto.ecs.models import ecs_backends
+
+    with _lock:
+        now = time.time()
+        for account in list(ecs_backends.values()):
+            for backend in list(account.values()):
+                for svc in list(getattr(backend, "services", {}).values()):
+                    _tick(svc, now)
+
+
+def patch_ecs() -> None:
+    from moto.ecs import models, responses
+
+    B = models.EC2ContainerServiceBackend
+    orig_create, orig_update = B.create_service, B.update_service
+    orig_describe, orig_list = B.describe_services, B.list_services
+    orig_describe_clusters = B.describe_clusters
+    orig_create_response = responses.EC2ContainerServiceResponse.create_service
+
+    def create_service(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _lock:
+            svc = orig_create(self, *args, **kwargs)
+            now = time.time()
+            svc.deployment_configuration = _default_config(None)
+            svc._tug_last_completed = svc.task_definition
+            if svc.deployments:  # deploymentController ECS
+                dep = svc.deployments[0]
+                dep.update(
+                    id=_deployment_id(), rolloutState="COMPLETED", runningCount=svc.desired_count,
+                    pendingCount=0, createdAt=_dt(now), updatedAt=_dt(now),
+                    taskDefinition=svc.task_definition, _kind="ok", _start=now, _rollback=False,
+                    _started=svc.desired_count,
+                )
+                dep["rolloutStateReason"] = f"ECS deployment {dep['id']} completed."
+                _set_counts(svc)
+            return svc
+
+    def create_service_response(self: Any) -> Any:
+        result = orig_create_response(self)
+        given = self._get_param("deploymentConfiguration")
+        if given:
+            result.result["service"].deployment_configuration = _default_config(given)
+        return result
+
+    def update_service(self: Any, props: dict[str, Any]) -> Any:
+        with _lock:
+            svc = self._get_service(props.get("cluster", "default"), props["service"].split("/")[-1])
+            _tick(svc)
+            old_td, old_desired = svc.task_definition, svc.desired_count
+            force = bool(props.pop("force_new_deployment", False))
+            given_cfg = props.pop("deployment_configuration", None)
+            cluster = self._get_cluster(props.get("cluster", "default"))
+            counts = cluster.running_tasks_count, cluster.pending_tasks_count
+            running, pending = svc.running_count, svc.pending_count
+            td_str = props.get("task_definition")
+            svc = orig_update(self, props)  # sets desired_count, task_definition string, ...
+            cluster.running_tasks_count, cluster.pending_tasks_count = counts
+            svc.running_count, svc.pending_count = running, pending
+            if given_cfg:
+                svc.deployment_configuration = {**svc.deployment_configuration, **given_cfg}
+            if td_str:  # moto stores the string as given ("family", "family:3"); ECS shows the ARN
+                svc.task_definition = self.describe_task_definition(td_str).arn
+            if svc.deployments and (force or svc.task_definition != old_td or svc.desired_count != old_desired):
+                now = time.time()
+                for d in svc.deployments:
+                    d["status"] = "ACTIVE"
+                svc.deployments.insert(0, _new_deployment(svc, svc.task_definition, now))
+            _tick(svc)
+            return svc
+
+    def describe_services(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _lock:
+            services, failures = orig_describe(self, *args, **kwargs)
+            for svc in services:
+                _tick(svc)
+            return services, failures
+
+    def list_services(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tick_everything()
+        return orig_list(self, *args, **kwargs)
+
+    def describe_clusters(self: Any, *args: Any, **kwargs: Any) -> Any:
+        tick_everything()
+        return orig_describe_clusters(self, *args, **kwargs)
+
+    B.create_service, B.update_service = create_service, update_service
+    B.describe_services, B.list_services = describe_services, list_services
+    B.describe_clusters = describe_clusters
+    responses.EC2ContainerServiceResponse.create_service = create_service_response
+
+
+class TugboatApp:
+    """WSGI wrapper: our /tugboat-moto/ routes, otherwise moto's dispatcher."""
+
+    def __init__(self, moto_app: Any) -> None:
+        self.moto_app = moto_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if path == "/tugboat-moto/transitions" and method == "GET":
+            tick_everything()
+            with _lock:
+                body = json.dumps(sorted(_transitions, key=lambda t: t["at"])).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/moto-api/reset" and method == "POST":
+            with _lock:
+                _transitions.clear()
+        return self.moto_app(environ, start_response)
+
+
+def _share_region_lookups() -> None:
+    """Startup speed: importing moto.ec2 calls boto3.Session().get_available_regions
+    three times, each new Session parsing botocore's endpoints data again (~0.15 s
+    each).  Answer them from one shared botocore session: same data, one parse."""
+    try:
+        import boto3.session
+        import botocore.session
+    except ImportError:
+        return
+    shared = botocore.session.Session()
+
+    def get_available_regions(self: Any, service_name: str, partition_name: str = "aws",
+                              allow_non_regional: bool = False) -> list[str]:
+        return shared.get_available_regions(service_name, partition_name, allow_non_regional)
+
+    boto3.session.Session.get_available_regions = get_available_regions  # type: ignore[method-assign]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5000)
+    parser.add_argument("--exit-on-stdin-eof", action="store_true",
+                        help="exit when stdin closes (the parent test process died)")
+    args = parser.parse_args()
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does
+    # ECS tests need no AMIs; loading ~1300 of them makes the first EC2 call 0.25 s slower.
+    os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+    _share_region_lookups()
+
+    from werkzeug.serving import make_server
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication, MotoRequestHandler, create_backend_app,
+    )
+
+    patch_ecs()
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    moto_app.debug = True  # type: ignore[attr-defined]
+    server = make_server(args.host, args.port, TugboatApp(moto_app), threaded=True,
+                         request_handler=MotoRequestHandler)
+    if args.exit_on_stdin_eof:
+        def watch_stdin() -> None:
+            while sys.stdin.buffer.read(4096):
+                pass
+            os._exit(0)
+        threading.Thread(target=watch_stdin, daemon=True).start()
+    # make_server has bound and is listening: connections queue from here on.
+    print(f"tugboat-moto ready on http://{args.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
