@@ -1,1 +1,361 @@
-fn main() {}
+//! `tugboat`: commit to a verified, roll-back-safe ECS release.
+//!
+//! Exit codes: 0 success; 1 failed and the service is on the release that served
+//! before; 2 bad input (config, task definition, flags) or lock held, nothing changed;
+//! 3 failed and NOT restored (the message says what state the service is in).
+
+mod git;
+mod output;
+mod wiring;
+
+use anyhow::Result;
+use clap::{CommandFactory, Parser, Subcommand};
+use output::{OutputFormat, Reporter, Verbosity};
+use pipeline_core::{
+    CancellationToken, DeployRequest, GitInfo, ImageReference, Orchestrator, Outcome, Project,
+    ReleaseSource, RollbackRequest, RollbackTo,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const EXIT_CODES: &str = "Exit codes:
+  0  success
+  1  failed; the service is on the release that served before (rolled back or never changed)
+  2  bad input (config, task definition, flags) or deploy lock held; nothing was changed
+  3  failed and NOT restored; the message says what state the service is in and what to run";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tugboat",
+    version,
+    about = "Test, build, push, deploy and verify a container release on AWS ECS, with automatic rollback",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Global {
+    /// Path of tugboat.toml.
+    #[arg(long, global = true, default_value = "tugboat.toml", env = "TUGBOAT_CONFIG_FILE")]
+    config: PathBuf,
+    /// Environment to act on; defaults to the one the git ref deploys to.
+    #[arg(long = "env", global = true)]
+    environment: Option<String>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    output: OutputFormat,
+    /// Only warnings, errors and the result.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Also every line of test and build output.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipeline (test, build, push, deploy, verify), or deploy a pushed image.
+    #[command(after_help = "Examples:\n  tugboat deploy --env staging\n  tugboat deploy --env production --image v1.2.0\n  GITHUB_REF=refs/tags/v1.2.0 tugboat deploy   # environment from the tag rule")]
+    Deploy {
+        /// Deploy this image (tag or sha256 digest) already in the repository: no test, build or push.
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Show what deploy would do, with the task definition diff; changes nothing.
+    #[command(after_help = "Example:\n  tugboat plan --env production --image v1.2.0")]
+    Plan {
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Put the service back on an earlier release (default: the last good one before the current).
+    #[command(after_help = "Examples:\n  tugboat rollback --env production\n  tugboat rollback --env production --to cv-matcher:41\n  tugboat rollback --env production --to r20261126-141500-abc1234")]
+    Rollback {
+        /// A revision (`family:number` or task definition ARN) or a release id from `tugboat history`.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Deployments, counts, current revision and release, last service events.
+    #[command(after_help = "Example:\n  tugboat status --env staging")]
+    Status,
+    /// Deploy records, newest first.
+    #[command(after_help = "Example:\n  tugboat history --env production --limit 5")]
+    History {
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// The rendered task definition against the registered one.
+    #[command(after_help = "Example:\n  tugboat diff --env staging --image 3f2a9c1")]
+    Diff {
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Print the task definition a release would register.
+    #[command(after_help = "Example:\n  tugboat render --env production --image v1.2.0 > rendered.json")]
+    Render {
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Preflight checks before a first deploy, each ok or with the fix.
+    #[command(after_help = "Example:\n  tugboat verify --env production --image v1.2.0")]
+    Verify {
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Write tugboat.toml and the task definition file from an existing service.
+    #[command(after_help = "Example:\n  tugboat init --cluster cv-matcher-cluster --service cv-matcher-service --region us-east-1 --app cv-matcher --repository cv_matcher")]
+    Init {
+        #[arg(long)]
+        cluster: String,
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        repository: String,
+        /// Environment name to write.
+        #[arg(long, default_value = "production")]
+        name: String,
+    },
+    /// Shell completions.
+    #[command(after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat")]
+    Completions { shell: clap_complete::Shell },
+}
+
+/// A failure with the exit code it maps to.
+struct Exit {
+    code: u8,
+    message: String,
+}
+
+impl Exit {
+    fn bad_input(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+}
+
+impl From<anyhow::Error> for Exit {
+    fn from(error: anyhow::Error) -> Self {
+        Self { code: 1, message: format!("{error:#}") }
+    }
+}
+
+impl From<pipeline_core::ConfigError> for Exit {
+    fn from(error: pipeline_core::ConfigError) -> Self {
+        Self::bad_input(error.to_string())
+    }
+}
+
+impl From<pipeline_core::StageError> for Exit {
+    fn from(error: pipeline_core::StageError) -> Self {
+        let code = match error.kind {
+            pipeline_core::StageErrorKind::BadInput | pipeline_core::StageErrorKind::LockHeld => 2,
+            _ => 1,
+        };
+        let message = match &error.help {
+            Some(help) => format!("{}\n  help: {help}", error.message),
+            None => error.message.clone(),
+        };
+        Self { code, message }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbosity = if cli.global.quiet {
+        Verbosity::Quiet
+    } else if cli.global.verbose {
+        Verbosity::Verbose
+    } else {
+        Verbosity::Normal
+    };
+    let reporter = Arc::new(Reporter::new(cli.global.output, verbosity));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli, reporter.clone())) {
+        Ok(code) => ExitCode::from(code),
+        Err(exit) => {
+            let json = serde_json::json!({"result": {"outcome": "error", "exit_code": exit.code, "message": exit.message}});
+            reporter.finish(json, &format!("error: {}", exit.message), true);
+            ExitCode::from(exit.code)
+        }
+    }
+}
+
+fn load(global: &Global) -> Result<Project, Exit> {
+    Ok(Project::load(&global.config)?)
+}
+
+/// The environment from `--env`, else from the git ref's branch and tag rules.
+fn environment(global: &Global, project: &Project, git: &GitInfo) -> Result<String, Exit> {
+    if let Some(name) = &global.environment {
+        project.environment(name)?;
+        return Ok(name.clone());
+    }
+    let known: Vec<&str> = project.config.environments.keys().map(String::as_str).collect();
+    project
+        .config
+        .environment_for_ref(&git.git_ref)
+        .map(str::to_string)
+        .ok_or_else(|| {
+            Exit::bad_input(format!(
+                "{}: no environment deploys git ref {:?} (no `branches` or `tags` rule matches)\n  help: pass --env {}",
+                global.config.display(),
+                git.git_ref,
+                known.join("|")
+            ))
+        })
+}
+
+fn source(image: Option<&String>) -> ReleaseSource {
+    match image {
+        Some(image) => ReleaseSource::Image(ImageReference::parse(image)),
+        None => ReleaseSource::Build,
+    }
+}
+
+async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
+    let global = cli.global.clone();
+    match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "tugboat", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Init { cluster, service, region, app, repository, name } => {
+            wiring::init(&global.config, &cluster, &service, region, &app, &repository, &name).await?;
+            reporter.finish(
+                serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "config": global.config}}),
+                &format!("wrote {} and its task definition", global.config.display()),
+                false,
+            );
+            Ok(0)
+        }
+        Command::Deploy { image } => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            let source = source(image.as_ref());
+            let stages = wiring::stages(&project, &env, source == ReleaseSource::Build).await?;
+            let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
+            let cancel = CancellationToken::new();
+            let on_signal = cancel.clone();
+            let signal_reporter = reporter.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    signal_reporter.line("interrupted: stopping; a changed service is rolled back first");
+                    on_signal.cancel();
+                }
+            });
+            let report = orchestrator
+                .deploy(DeployRequest { environment: env, source, git, actor: git::actor(), cancel })
+                .await;
+            Ok(finish_report(&reporter, &report))
+        }
+        Command::Rollback { to } => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            let stages = wiring::stages(&project, &env, false).await?;
+            let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
+            let to = to.map(|text| {
+                let looks_like_release = text.starts_with('r') && text.len() > 17 && text.as_bytes().get(9) == Some(&b'-');
+                if looks_like_release {
+                    RollbackTo::Release(pipeline_core::ReleaseId(text))
+                } else {
+                    RollbackTo::Revision(text)
+                }
+            });
+            let report = orchestrator
+                .rollback(RollbackRequest { environment: env, to, actor: git::actor() })
+                .await;
+            Ok(finish_report(&reporter, &report))
+        }
+        Command::Plan { image } => show_plan(&global, image, &reporter, PlanView::Plan).await,
+        Command::Diff { image } => show_plan(&global, image, &reporter, PlanView::Diff).await,
+        Command::Render { image } => show_plan(&global, image, &reporter, PlanView::Render).await,
+        Command::Verify { image } => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            let stages = wiring::stages(&project, &env, false).await?;
+            wiring::preflight(&project, &env, &stages, image.as_deref(), &reporter).await
+        }
+        Command::Status => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            wiring::status(&project, &env, &reporter).await?;
+            Ok(0)
+        }
+        Command::History { limit } => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            wiring::history(&project, &env, limit, &reporter).await?;
+            Ok(0)
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PlanView {
+    Plan,
+    Diff,
+    Render,
+}
+
+/// `plan`, `diff` and `render` show parts of the same plan; none changes anything.
+async fn show_plan(global: &Global, image: Option<String>, reporter: &Reporter, view: PlanView) -> Result<u8, Exit> {
+    let project = load(global)?;
+    let git = git::current();
+    let env = environment(global, &project, &git)?;
+    let source = source(image.as_ref());
+    let stages = wiring::stages(&project, &env, false).await?;
+    let orchestrator = Orchestrator::new(project, stages, pipeline_core::Events::new());
+    let plan = orchestrator.plan(&env, &source, &git).await?;
+    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0,
+        "steps": plan.steps, "diff": plan.diff, "task_definition": plan.rendered.definition, "tags": plan.rendered.tags}});
+    let human = match view {
+        PlanView::Render => plan.rendered.definition.to_json_pretty(),
+        PlanView::Diff if plan.diff.is_empty() => "no changes".to_string(),
+        PlanView::Diff => plan.diff.clone(),
+        PlanView::Plan => plan.to_string(),
+    };
+    reporter.finish(json, human.trim_end(), false);
+    Ok(0)
+}
+
+fn finish_report(reporter: &Reporter, report: &pipeline_core::DeployReport) -> u8 {
+    let code = report.outcome.exit_code();
+    let outcome = match report.outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::FailedRestored => "failed_restored",
+        Outcome::BadInput => "bad_input",
+        Outcome::FailedNotRestored => "failed_not_restored",
+    };
+    let json = serde_json::json!({"result": {
+        "outcome": outcome,
+        "exit_code": code,
+        "message": report.message,
+        "record": report.record,
+    }});
+    let human = match report.outcome {
+        Outcome::Succeeded => report.message.clone(),
+        Outcome::FailedNotRestored => format!("error: NOT RESTORED: {}", report.message),
+        _ => format!("error: {}", report.message),
+    };
+    reporter.finish(json, &human, report.outcome != Outcome::Succeeded);
+    u8::try_from(code).unwrap_or(1)
+}

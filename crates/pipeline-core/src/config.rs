@@ -777,9 +777,19 @@ pub fn expand(
     Ok(out)
 }
 
+/// The full key of a TOML duplicate-key error: "duplicate key `staging` in table
+/// `environments`" → `environments.staging`.
 fn duplicate_key(message: &str) -> Option<String> {
     let rest = message.split("duplicate key `").nth(1)?;
-    rest.split('`').next().map(|k| k.to_string())
+    let (key, rest) = rest.split_once('`')?;
+    let table = rest
+        .strip_prefix(" in table `")
+        .and_then(|table| table.split('`').next())
+        .filter(|table| !table.is_empty());
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 /// Turns a serde error into one that names the full key, the value and a fix.

@@ -808,15 +808,24 @@ impl Orchestrator {
                 Some(known.unwrap_or_else(|| (Revision::new(text.clone(), text.clone()), None)))
             }
             None => {
+                // The release serving now is the newest record that put the current
+                // revision in place; when that was a manual rollback, the release it
+                // restored. "Before" counts from there, so a second rollback goes
+                // further back instead of forward to the release just rolled back from.
                 let serving = history
                     .iter()
-                    .find(|r| r.revision.is_some() && r.revision == current);
-                let candidates: Vec<DeployRecord> = history
+                    .position(|r| r.revision.is_some() && r.revision == current);
+                let origin = serving.and_then(|index| match &history[index].rollback_of {
+                    Some(id) => history.iter().position(|r| &r.release_id == id),
+                    None => Some(index),
+                });
+                let older = origin.map_or(&history[..], |index| &history[index + 1..]);
+                let candidates: Vec<DeployRecord> = older
                     .iter()
                     .filter(|r| r.revision.is_some() && r.revision != current)
                     .cloned()
                     .collect();
-                last_good_release(&candidates, serving.map(|r| &r.release_id))
+                last_good_release(&candidates, None)
                     .and_then(|r| r.revision.clone().map(|rev| (rev, Some(r.release_id.clone()))))
             }
         };
@@ -826,7 +835,11 @@ impl Orchestrator {
                 target.app, target.environment, self.project.task_definition.family
             ));
         };
-        if current.as_ref() == Some(&revision) {
+        // A revision typed by hand has its text as both id and label: match either.
+        let already_serving = current
+            .as_ref()
+            .is_some_and(|c| c.id == revision.id || c.label == revision.label);
+        if already_serving {
             return refuse(format!("the service {target} already runs {revision}; nothing to roll back"));
         }
 

@@ -379,6 +379,18 @@ pub trait ImagePusher: Send + Sync {
     /// Pushes a local image as `server/repository:tag` and returns the manifest digest
     /// the server holds. The password goes to the engine in memory only: never on a
     /// command line, never in a file.
+    /// Whether `repository:tag` on the server holds this very image (same image config
+    /// digest), so that pushing it again can be skipped. `false` when unknown.
+    async fn holds_image(
+        &self,
+        _credentials: &RegistryCredentials,
+        _repository: &str,
+        _tag: &str,
+        _image: &BuiltImage,
+    ) -> Result<bool, StageError> {
+        Ok(false)
+    }
+
     async fn push(
         &self,
         image: &BuiltImage,

@@ -206,7 +206,18 @@ impl TaskDefinition {
                 } else {
                     key
                 };
-                TaskDefinitionError::new(file, key, inner)
+                // "invalid type: integer `7`, expected a string": the value goes where
+                // every other error puts it.
+                match inner.split_once(", expected ") {
+                    Some((found, expected)) => {
+                        let found = found
+                            .trim_start_matches("invalid type: ")
+                            .trim_start_matches("invalid value: ");
+                        TaskDefinitionError::new(file, key, format!("expected {expected}"))
+                            .value(found)
+                    }
+                    None => TaskDefinitionError::new(file, key, inner),
+                }
             })?;
         definition.validate(file)?;
         Ok(definition)
@@ -373,6 +384,9 @@ impl TaskDefinition {
             }
         }
         prune_empty(&mut value);
+        // serde_json keeps insertion order (`preserve_order`), and AWS returns fields in
+        // its own order: sort every object so the text diff compares content only.
+        value.sort_all_objects();
         value
     }
 }
@@ -406,6 +420,7 @@ fn sort_values(list: &mut [Value]) {
     list.sort_by_key(|v| v.to_string());
 }
 
+/// Drops empty values and sorts object keys, so key order never shows in a diff.
 fn prune_empty(value: &mut Value) {
     match value {
         Value::Object(object) => {
@@ -413,6 +428,7 @@ fn prune_empty(value: &mut Value) {
                 prune_empty(child);
             }
             object.retain(|_, v| !is_empty(v));
+            object.sort_keys();
         }
         Value::Array(list) => list.iter_mut().for_each(prune_empty),
         _ => {}

@@ -36,6 +36,10 @@ deploymentConfiguration is dropped.  This module patches moto's ECS backend
   ``[{"deploymentId", "service", "state", "at"}]`` (epoch seconds, sorted);
   POST /moto-api/reset clears it along with moto's state.
 
+Startup tweaks (moto behaviour otherwise unchanged): MOTO_EC2_LOAD_DEFAULT_AMIS
+defaults to false here, and moto's import-time region lookups share one botocore
+session (about 1.0 s -> 0.65 s to the ready line).
+
 Not modelled: tasks (list_tasks/describe_tasks know nothing of deployment
 tasks), load balancers/health check grace, minimumHealthyPercent/maximumPercent
 (old tasks run until the new deployment completes, then vanish), draining,
@@ -47,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import hashlib
 import json
 import math
 import os
@@ -94,10 +99,55 @@ def _kind(backend: Any, task_definition: str | None) -> str:
     except Exception:
         return "ok"
     images = [str(c.get("image", "")) for c in td.container_definitions]
+    # Releases pin images by digest: look the digest up in ECR and judge by its tags.
+    images += [tag for image in images if "@sha256:" in image for tag in _ecr_tags(image)]
     for kind in ("crashloop", "hang"):
         if any(kind in image for image in images):
             return kind
     return "ok"
+
+
+def _ecr_tags(image: str) -> list[str]:
+    """The tags ECR (moto) holds for `registry/repo@sha256:...`."""
+    from moto.ecr.models import ecr_backends
+
+    name, digest = image.split("@", 1)
+    repo_name = name.split("/", 1)[1] if "/" in name else name
+    tags: list[str] = []
+    for account in ecr_backends.values():
+        for backend in account.values():
+            repo = backend.repositories.get(repo_name)
+            for img in getattr(repo, "images", []) or []:
+                if img.get_image_digest() == digest and img.image_tag:
+                    tags.append(img.image_tag)
+    return tags
+
+
+def patch_ecr() -> None:
+    """Image digests as real ECR computes them: sha256 of the manifest bytes (moto hashes
+    the layer digests, so every image without layers gets one digest)."""
+    from moto.ecr.models import Image
+
+    def _create_digest(self: Any) -> None:
+        self._image_digest = "sha256:" + hashlib.sha256(self.image_manifest.encode("utf-8")).hexdigest()
+
+    Image._create_digest = _create_digest
+
+
+def patch_ssm() -> None:
+    """DescribeParameters returns each parameter's ARN, as real SSM does (moto omits it)."""
+    from moto.ssm.models import Parameter
+    from moto.ssm.utils import parameter_arn
+
+    original = Parameter.describe_response_object
+
+    def describe_response_object(self: Any, *args: Any, **kwargs: Any) -> Any:
+        response = original(self, *args, **kwargs)
+        region = getattr(self, "region_name", None) or getattr(self, "region", None) or "us-east-1"
+        response.setdefault("ARN", parameter_arn(self.account_id, region, self.name))
+        return response
+
+    Parameter.describe_response_object = describe_response_object
 
 
 def _new_deployment(svc: Any, td_arn: str, now: float, rollback: bool = False) -> dict[str, Any]:
@@ -169,14 +219,14 @@ def _tick(svc: Any, now: float | None = None) -> None:
                 _event(svc, t, f"{name} has started 1 tasks: (task {uuid.uuid4().hex}).")
             if running > dep["_started"]:
                 dep["_started"] = running
-                dep["updatedAt"] = _dt(min(now, done_at))
+                dep["updatedAt"] = _dt(start + ROLLOUT_SECONDS * running / desired)
             dep["runningCount"], dep["pendingCount"] = running, desired - running
             if now < done_at:
                 break
             dep["rolloutState"] = "COMPLETED"
             dep["rolloutStateReason"] = f"ECS deployment {dep['id']} completed."
             dep["updatedAt"] = _dt(done_at)
-            svc.deployments[1:] = []  # ACTIVE deployments are drained and removed
+            svc.deployments = [dep]  # ACTIVE deployments are drained and removed
             svc._tug_last_completed = dep["taskDefinition"]
             _event(svc, done_at, f"{name} (deployment {dep['id']}) deployment completed.")
             _event(svc, done_at, f"{name} has reached a steady state.")
@@ -214,10 +264,10 @@ def _tick(svc: Any, now: float | None = None) -> None:
             break
         dep["status"] = "ACTIVE"
         svc.task_definition = svc._tug_last_completed
-        svc.deployments.insert(0, _new_deployment(svc, svc.task_definition, failed_at, rollback=True))
+        svc.deployments = [_new_deployment(svc, svc.task_definition, failed_at, rollback=True)] + svc.deployments
         # loop: the rollback deployment may already be done by `now`
-    svc.events.sort(key=lambda e: (e["createdAt"], e.get("_seq", 0)), reverse=True)
-    del svc.events[MAX_EVENTS:]
+    # new lists rather than in-place edits: a response may be serializing the old ones
+    svc.events = sorted(svc.events, key=lambda e: (e["createdAt"], e.get("_seq", 0)), reverse=True)[:MAX_EVENTS]
     _set_counts(svc)
 
 
@@ -288,7 +338,7 @@ def patch_ecs() -> None:
                 now = time.time()
                 for d in svc.deployments:
                     d["status"] = "ACTIVE"
-                svc.deployments.insert(0, _new_deployment(svc, svc.task_definition, now))
+                svc.deployments = [_new_deployment(svc, svc.task_definition, now)] + svc.deployments
             _tick(svc)
             return svc
 
@@ -369,6 +419,8 @@ def main() -> None:
     )
 
     patch_ecs()
+    patch_ecr()
+    patch_ssm()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True  # type: ignore[attr-defined]
     server = make_server(args.host, args.port, TugboatApp(moto_app), threaded=True,

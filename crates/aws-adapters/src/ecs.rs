@@ -1,0 +1,673 @@
+//! ECS: register task definitions, update services, and follow *our own* deployment
+//! until it truly completes — a circuit-breaker rollback is a failure, never a success.
+
+use crate::errors::{is_throttling, stage_error};
+use crate::raw::{replace_body, CaptureResponse};
+use async_trait::async_trait;
+use aws_sdk_ecs::types::{Deployment, Service, TaskDefinitionStatus};
+use chrono::{DateTime, TimeZone, Utc};
+use pipeline_core::task_definition::RenderedTaskDefinition;
+use pipeline_core::{
+    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent, Revision,
+    RolloutOutcome, ServiceEventLine, ServiceReader, ServiceStatus, StageError, TaskDefinition,
+    UpdateRequest, WaitOptions,
+};
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The longest pause between two looks while AWS throttles us.
+const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(30);
+/// Consecutive failed looks (other than throttling) before the waiter gives up.
+const MAX_CONSECUTIVE_ERRORS: u32 = 5;
+
+/// [`Deployer`] and [`ServiceReader`] on ECS.
+#[derive(Clone, Debug)]
+pub struct EcsDeployer {
+    client: aws_sdk_ecs::Client,
+}
+
+impl EcsDeployer {
+    pub fn new(client: aws_sdk_ecs::Client) -> Self {
+        Self { client }
+    }
+
+    async fn describe_raw(
+        &self,
+        target: &DeployTarget,
+    ) -> Result<
+        Option<Service>,
+        aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_services::DescribeServicesError>,
+    > {
+        let output = self
+            .client
+            .describe_services()
+            .cluster(&target.cluster)
+            .services(&target.service)
+            .send()
+            .await?;
+        Ok(output
+            .services()
+            .iter()
+            .find(|s| s.status() != Some("INACTIVE"))
+            .cloned())
+    }
+
+    async fn describe(&self, target: &DeployTarget) -> Result<Service, StageError> {
+        match self.describe_raw(target).await {
+            Ok(Some(service)) => Ok(service),
+            Ok(None) => Err(StageError::bad_input(format!(
+                "service {} not found in cluster {}",
+                target.service, target.cluster
+            ))
+            .with_help(format!(
+                "check environments.{}.cluster and .service in tugboat.toml, or create the service first",
+                target.environment
+            ))),
+            Err(err) => Err(stage_error("DescribeServices", &err)),
+        }
+    }
+}
+
+/// The label people use for a task definition: `family:revision` from an ARN or a label.
+pub(crate) fn revision_label(id: &str) -> String {
+    id.rsplit_once(":task-definition/")
+        .map(|(_, label)| label.to_string())
+        .unwrap_or_else(|| id.to_string())
+}
+
+fn revision_of(id: &str) -> Revision {
+    Revision::new(id, revision_label(id))
+}
+
+fn same_revision(a: &str, b: &str) -> bool {
+    revision_label(a) == revision_label(b)
+}
+
+fn count(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+fn to_chrono(time: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
+    time.and_then(|t| {
+        Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single()
+    })
+    .unwrap_or_default()
+}
+
+/// A deployment as the waiter judges it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DeploymentView {
+    pub id: String,
+    /// `PRIMARY`, `ACTIVE`, `INACTIVE`.
+    pub status: String,
+    pub task_definition: String,
+    /// `IN_PROGRESS`, `COMPLETED`, `FAILED`; absent outside the rolling controller.
+    pub rollout_state: Option<String>,
+    pub rollout_state_reason: Option<String>,
+    pub running: u32,
+    pub pending: u32,
+    pub desired: u32,
+    pub failed_tasks: u32,
+}
+
+impl From<&Deployment> for DeploymentView {
+    fn from(deployment: &Deployment) -> Self {
+        Self {
+            id: deployment.id().unwrap_or_default().to_string(),
+            status: deployment.status().unwrap_or_default().to_string(),
+            task_definition: deployment.task_definition().unwrap_or_default().to_string(),
+            rollout_state: deployment.rollout_state().map(|s| s.as_str().to_string()),
+            rollout_state_reason: deployment.rollout_state_reason().map(str::to_string),
+            running: count(deployment.running_count()),
+            pending: count(deployment.pending_count()),
+            desired: count(deployment.desired_count()),
+            failed_tasks: count(deployment.failed_tasks()),
+        }
+    }
+}
+
+/// Whether the followed deployment is still going.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolloutVerdict {
+    InProgress,
+    Finished(RolloutOutcome),
+}
+
+/// The rule from the ECS semantics: success only when *our* deployment is PRIMARY and
+/// COMPLETED on the revision we registered (or, without `rolloutState`, the only
+/// deployment with running == desired). FAILED, replaced, gone: failure.
+pub fn judge_rollout(
+    ours: &DeploymentHandle,
+    service_status: Option<&str>,
+    deployments: &[DeploymentView],
+) -> RolloutVerdict {
+    use RolloutOutcome as O;
+    if matches!(service_status, Some("DRAINING" | "INACTIVE")) {
+        return RolloutVerdict::Finished(O::Gone);
+    }
+    let primary = deployments.iter().find(|d| d.status == "PRIMARY");
+    let Some(mine) = deployments.iter().find(|d| d.id == ours.id) else {
+        return RolloutVerdict::Finished(O::Gone);
+    };
+    if mine.rollout_state.as_deref() == Some("FAILED") {
+        let reason = mine
+            .rollout_state_reason
+            .clone()
+            .unwrap_or_else(|| "the deployment failed".to_string());
+        return RolloutVerdict::Finished(match primary {
+            Some(p) if p.id != mine.id => O::RolledBackByPlatform {
+                reason: format!("{reason} (ECS started deployment {} on {})", p.id, revision_label(&p.task_definition)),
+            },
+            _ => O::Failed { reason },
+        });
+    }
+    if mine.status != "PRIMARY" {
+        let by = primary.map(|p| p.id.clone()).unwrap_or_else(|| "another deployment".into());
+        return RolloutVerdict::Finished(O::Replaced { by });
+    }
+    if !same_revision(&mine.task_definition, &ours.revision.id) {
+        return RolloutVerdict::Finished(O::Replaced {
+            by: format!("{} (revision {})", mine.id, revision_label(&mine.task_definition)),
+        });
+    }
+    let done = match mine.rollout_state.as_deref() {
+        Some("COMPLETED") => true,
+        Some(_) => false,
+        None => deployments.len() == 1 && mine.running == mine.desired,
+    };
+    if done {
+        RolloutVerdict::Finished(O::Completed)
+    } else {
+        RolloutVerdict::InProgress
+    }
+}
+
+/// A deployment that vanished between two looks may have failed and been rolled back
+/// by the circuit breaker in between: the service's events say so.
+fn explain_disappearance(
+    outcome: RolloutOutcome,
+    service: &Service,
+    ours: &DeploymentHandle,
+) -> RolloutOutcome {
+    if outcome != RolloutOutcome::Gone {
+        return outcome;
+    }
+    let marker = format!("(deployment {})", ours.id);
+    let failure = service.events().iter().find_map(|e| {
+        let message = e.message()?;
+        (message.contains(&marker) && message.contains("failed")).then(|| message.to_string())
+    });
+    match failure {
+        Some(reason) => RolloutOutcome::RolledBackByPlatform {
+            reason: format!(
+                "{reason} (ECS rolled the service back to {})",
+                primary(service)
+                    .and_then(Deployment::task_definition)
+                    .map(revision_label)
+                    .unwrap_or_else(|| "an earlier revision".into())
+            ),
+        },
+        None => outcome,
+    }
+}
+
+fn handle_for(deployment: &Deployment) -> DeploymentHandle {
+    let view = DeploymentView::from(deployment);
+    DeploymentHandle {
+        id: view.id,
+        revision: revision_of(&view.task_definition),
+    }
+}
+
+fn primary(service: &Service) -> Option<&Deployment> {
+    service.deployments().iter().find(|d| d.status() == Some("PRIMARY"))
+}
+
+/// Reports counts, new service events and rising failures while following a rollout.
+struct ProgressReporter<'a> {
+    events: &'a Events,
+    seen_events: HashSet<String>,
+    first_look: bool,
+    last_counts: Option<(Option<String>, u32, u32, u32, u32)>,
+    last_failed: u32,
+}
+
+impl<'a> ProgressReporter<'a> {
+    fn new(events: &'a Events) -> Self {
+        Self {
+            events,
+            seen_events: HashSet::new(),
+            first_look: true,
+            last_counts: None,
+            last_failed: 0,
+        }
+    }
+
+    fn look(&mut self, service: &Service, ours: &DeploymentHandle) {
+        let mine = service.deployments().iter().find(|d| d.id() == Some(ours.id.as_str()));
+        let since = mine.map(|d| to_chrono(d.created_at()));
+        let mut fresh: Vec<_> = service
+            .events()
+            .iter()
+            .filter(|e| self.seen_events.insert(e.id().unwrap_or_default().to_string()))
+            .filter(|e| {
+                !self.first_look || since.is_some_and(|s| to_chrono(e.created_at()) >= s)
+            })
+            .collect();
+        self.first_look = false;
+        fresh.reverse();
+        for event in fresh {
+            self.events.emit(PipelineEvent::ServiceEvent {
+                at: to_chrono(event.created_at()),
+                message: event.message().unwrap_or_default().to_string(),
+            });
+        }
+        if let Some(mine) = mine {
+            let view = DeploymentView::from(mine);
+            let counts = (
+                view.rollout_state.clone(),
+                view.running,
+                view.pending,
+                view.desired,
+                view.failed_tasks,
+            );
+            if self.last_counts.as_ref() != Some(&counts) {
+                self.events.emit(PipelineEvent::RolloutProgress {
+                    deployment: view.id.clone(),
+                    state: view.rollout_state.clone().unwrap_or_else(|| view.status.clone()),
+                    running: view.running,
+                    pending: view.pending,
+                    desired: view.desired,
+                    failed_tasks: view.failed_tasks,
+                });
+                self.last_counts = Some(counts);
+            }
+            if view.failed_tasks > self.last_failed {
+                self.events.warn(format!(
+                    "{} task(s) of deployment {} failed to start or stay healthy ({} in all); \
+                     the circuit breaker may roll it back",
+                    view.failed_tasks - self.last_failed,
+                    view.id,
+                    view.failed_tasks
+                ));
+                self.last_failed = view.failed_tasks;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Deployer for EcsDeployer {
+    async fn current_revision(&self, target: &DeployTarget) -> Result<Option<Revision>, StageError> {
+        match self.describe_raw(target).await {
+            Ok(Some(service)) => Ok(primary(&service)
+                .and_then(Deployment::task_definition)
+                .or(service.task_definition())
+                .map(revision_of)),
+            Ok(None) => Ok(None),
+            Err(err) => Err(stage_error("DescribeServices", &err)),
+        }
+    }
+
+    async fn register(
+        &self,
+        target: &DeployTarget,
+        rendered: &RenderedTaskDefinition,
+    ) -> Result<Revision, StageError> {
+        let mut body = serde_json::to_value(&rendered.definition)
+            .map_err(|err| StageError::failed(format!("cannot encode the task definition: {err}")))?;
+        if let Some(object) = body.as_object_mut() {
+            if !rendered.tags.is_empty() {
+                object.insert(
+                    "tags".into(),
+                    serde_json::to_value(&rendered.tags).unwrap_or_default(),
+                );
+            }
+        }
+        let body = serde_json::to_vec(&body)
+            .map_err(|err| StageError::failed(format!("cannot encode the task definition: {err}")))?;
+        let output = self
+            .client
+            .register_task_definition()
+            .family(&rendered.definition.family)
+            .customize()
+            .mutate_request(replace_body(body))
+            .send()
+            .await
+            .map_err(|err| {
+                let mut error = stage_error("RegisterTaskDefinition", &err);
+                if error.message.contains("ClientException") {
+                    error.kind = pipeline_core::StageErrorKind::BadInput;
+                    error = error.with_help(format!(
+                        "ECS refused the task definition of {}; fix the task definition file",
+                        target.app
+                    ));
+                }
+                error
+            })?;
+        let arn = output
+            .task_definition()
+            .and_then(|t| t.task_definition_arn())
+            .ok_or_else(|| StageError::failed("RegisterTaskDefinition returned no task definition ARN"))?;
+        Ok(revision_of(arn))
+    }
+
+    async fn update_service(
+        &self,
+        target: &DeployTarget,
+        request: &UpdateRequest,
+    ) -> Result<DeploymentHandle, StageError> {
+        let mut call = self
+            .client
+            .update_service()
+            .cluster(&target.cluster)
+            .service(&target.service)
+            .task_definition(&request.revision.id)
+            .force_new_deployment(request.force_new_deployment);
+        if let Some(count) = request.desired_count {
+            call = call.desired_count(i32::try_from(count).unwrap_or(i32::MAX));
+        }
+        let output = call.send().await.map_err(|err| stage_error("UpdateService", &err))?;
+        let service = output
+            .service()
+            .ok_or_else(|| StageError::failed("UpdateService returned no service"))?;
+        let created = primary(service)
+            .ok_or_else(|| StageError::failed("UpdateService left the service without a PRIMARY deployment"))?;
+        Ok(handle_for(created))
+    }
+
+    async fn wait_for_rollout(
+        &self,
+        target: &DeployTarget,
+        deployment: &DeploymentHandle,
+        options: &WaitOptions,
+        events: &Events,
+    ) -> Result<RolloutOutcome, StageError> {
+        let deadline = Instant::now() + options.timeout;
+        let mut reporter = ProgressReporter::new(events);
+        let mut throttle_backoff: Option<Duration> = None;
+        let mut consecutive_errors = 0;
+        loop {
+            match self.describe_raw(target).await {
+                Ok(Some(service)) => {
+                    consecutive_errors = 0;
+                    throttle_backoff = None;
+                    reporter.look(&service, deployment);
+                    let views: Vec<DeploymentView> =
+                        service.deployments().iter().map(DeploymentView::from).collect();
+                    if let RolloutVerdict::Finished(outcome) =
+                        judge_rollout(deployment, service.status(), &views)
+                    {
+                        return Ok(explain_disappearance(outcome, &service, deployment));
+                    }
+                }
+                Ok(None) => return Ok(RolloutOutcome::Gone),
+                Err(err) if is_throttling(&err) => {
+                    let next = throttle_backoff.map_or(options.poll_interval * 2, |b| b * 2);
+                    throttle_backoff = Some(next.min(MAX_THROTTLE_BACKOFF));
+                    events.warn("ECS is throttling DescribeServices; looking less often");
+                }
+                Err(err) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                        return Err(stage_error("DescribeServices", &err));
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(RolloutOutcome::TimedOut { after: options.timeout });
+            }
+            let pause = throttle_backoff.unwrap_or(options.poll_interval);
+            tokio::time::sleep(pause.min(deadline - now)).await;
+        }
+    }
+
+    async fn roll_back(&self, target: &DeployTarget, to: &Revision) -> Result<DeploymentHandle, StageError> {
+        let service = self.describe(target).await?;
+        if let Some(current) = primary(&service) {
+            let view = DeploymentView::from(current);
+            // The circuit breaker may already be restoring (or have restored) `to`:
+            // follow that deployment instead of starting another.
+            if same_revision(&view.task_definition, &to.id) && view.rollout_state.as_deref() != Some("FAILED") {
+                return Ok(handle_for(current));
+            }
+        }
+        self.update_service(
+            target,
+            &UpdateRequest {
+                revision: to.clone(),
+                desired_count: None,
+                force_new_deployment: false,
+            },
+        )
+        .await
+    }
+
+    async fn prune_revisions(
+        &self,
+        target: &DeployTarget,
+        family: &str,
+        keep: usize,
+    ) -> Result<Vec<Revision>, StageError> {
+        let arns: Vec<String> = self
+            .client
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(TaskDefinitionStatus::Active)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|err| stage_error("ListTaskDefinitions", &err))?;
+        // moto (and older APIs) ignore `sort`: order by revision number ourselves.
+        let mut revisions: Vec<(u64, String)> = arns
+            .into_iter()
+            .filter_map(|arn| {
+                let label = revision_label(&arn);
+                let (fam, number) = label.rsplit_once(':')?;
+                (fam == family).then(|| number.parse().ok().map(|n| (n, arn.clone())))?
+            })
+            .collect();
+        revisions.sort_by(|a, b| b.0.cmp(&a.0));
+        let service = self.describe(target).await?;
+        let in_use: HashSet<String> = service
+            .deployments()
+            .iter()
+            .filter_map(Deployment::task_definition)
+            .chain(service.task_definition())
+            .map(revision_label)
+            .collect();
+        let mut removed = Vec::new();
+        for (_, arn) in revisions.into_iter().skip(keep) {
+            if in_use.contains(&revision_label(&arn)) {
+                continue;
+            }
+            self.client
+                .deregister_task_definition()
+                .task_definition(&arn)
+                .send()
+                .await
+                .map_err(|err| stage_error("DeregisterTaskDefinition", &err))?;
+            removed.push(revision_of(&arn));
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl ServiceReader for EcsDeployer {
+    async fn status(&self, target: &DeployTarget) -> Result<ServiceStatus, StageError> {
+        let service = self.describe(target).await?;
+        let deployments = service
+            .deployments()
+            .iter()
+            .map(|d| {
+                let view = DeploymentView::from(d);
+                DeploymentStatus {
+                    id: view.id,
+                    status: view.status,
+                    rollout_state: view.rollout_state,
+                    rollout_state_reason: view.rollout_state_reason,
+                    revision: revision_of(&view.task_definition),
+                    running: view.running,
+                    pending: view.pending,
+                    desired: view.desired,
+                    failed_tasks: view.failed_tasks,
+                }
+            })
+            .collect();
+        let events = service
+            .events()
+            .iter()
+            .take(20)
+            .map(|e| ServiceEventLine {
+                id: e.id().unwrap_or_default().to_string(),
+                at: to_chrono(e.created_at()),
+                message: e.message().unwrap_or_default().to_string(),
+            })
+            .collect();
+        Ok(ServiceStatus {
+            target: target.clone(),
+            revision: primary(&service)
+                .and_then(Deployment::task_definition)
+                .or(service.task_definition())
+                .map(revision_of),
+            running: count(service.running_count()),
+            pending: count(service.pending_count()),
+            desired: count(service.desired_count()),
+            deployments,
+            events,
+        })
+    }
+
+    async fn registered_definition(&self, revision: &Revision) -> Result<TaskDefinition, StageError> {
+        let capture = CaptureResponse::default();
+        self.client
+            .describe_task_definition()
+            .task_definition(&revision.id)
+            .customize()
+            .interceptor(capture.clone())
+            .send()
+            .await
+            .map_err(|err| stage_error("DescribeTaskDefinition", &err))?;
+        let body = capture
+            .take()
+            .ok_or_else(|| StageError::failed("DescribeTaskDefinition returned no body"))?;
+        let text = String::from_utf8_lossy(&body);
+        let source = format!("registered revision {}", revision.label);
+        TaskDefinition::parse(Path::new(&source), &text)
+            .map_err(|err| StageError::failed(err.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, status: &str, td: &str, state: Option<&str>, running: u32, desired: u32) -> DeploymentView {
+        DeploymentView {
+            id: id.into(),
+            status: status.into(),
+            task_definition: format!("arn:aws:ecs:us-east-1:123456789012:task-definition/{td}"),
+            rollout_state: state.map(str::to_string),
+            rollout_state_reason: None,
+            running,
+            pending: desired.saturating_sub(running),
+            desired,
+            failed_tasks: 0,
+        }
+    }
+
+    fn ours() -> DeploymentHandle {
+        DeploymentHandle {
+            id: "ecs-svc/2".into(),
+            revision: revision_of("arn:aws:ecs:us-east-1:123456789012:task-definition/app:2"),
+        }
+    }
+
+    #[test]
+    fn completed_only_when_ours_is_primary_completed_on_our_revision() {
+        let cases: Vec<(&str, Vec<DeploymentView>, RolloutVerdict)> = vec![
+            (
+                "in progress",
+                vec![
+                    view("ecs-svc/2", "PRIMARY", "app:2", Some("IN_PROGRESS"), 1, 2),
+                    view("ecs-svc/1", "ACTIVE", "app:1", Some("COMPLETED"), 2, 2),
+                ],
+                RolloutVerdict::InProgress,
+            ),
+            (
+                "completed",
+                vec![view("ecs-svc/2", "PRIMARY", "app:2", Some("COMPLETED"), 2, 2)],
+                RolloutVerdict::Finished(RolloutOutcome::Completed),
+            ),
+            (
+                "stable again on the old revision after a circuit breaker rollback",
+                vec![
+                    view("ecs-svc/3", "PRIMARY", "app:1", Some("IN_PROGRESS"), 2, 2),
+                    DeploymentView {
+                        rollout_state_reason: Some("ECS deployment circuit breaker: tasks failed to start.".into()),
+                        ..view("ecs-svc/2", "ACTIVE", "app:2", Some("FAILED"), 0, 2)
+                    },
+                ],
+                RolloutVerdict::Finished(RolloutOutcome::RolledBackByPlatform {
+                    reason: "ECS deployment circuit breaker: tasks failed to start. (ECS started deployment ecs-svc/3 on app:1)".into(),
+                }),
+            ),
+            (
+                "failed without rollback",
+                vec![view("ecs-svc/2", "PRIMARY", "app:2", Some("FAILED"), 0, 2)],
+                RolloutVerdict::Finished(RolloutOutcome::Failed { reason: "the deployment failed".into() }),
+            ),
+            (
+                "replaced by someone else's deployment",
+                vec![
+                    view("ecs-svc/9", "PRIMARY", "app:3", Some("IN_PROGRESS"), 0, 2),
+                    view("ecs-svc/2", "ACTIVE", "app:2", Some("IN_PROGRESS"), 1, 2),
+                ],
+                RolloutVerdict::Finished(RolloutOutcome::Replaced { by: "ecs-svc/9".into() }),
+            ),
+            (
+                "gone",
+                vec![view("ecs-svc/1", "PRIMARY", "app:1", Some("COMPLETED"), 2, 2)],
+                RolloutVerdict::Finished(RolloutOutcome::Gone),
+            ),
+            (
+                "no rolloutState: one deployment, running == desired",
+                vec![view("ecs-svc/2", "PRIMARY", "app:2", None, 2, 2)],
+                RolloutVerdict::Finished(RolloutOutcome::Completed),
+            ),
+            (
+                "no rolloutState: old deployment still draining",
+                vec![
+                    view("ecs-svc/2", "PRIMARY", "app:2", None, 2, 2),
+                    view("ecs-svc/1", "ACTIVE", "app:1", None, 1, 0),
+                ],
+                RolloutVerdict::InProgress,
+            ),
+        ];
+        for (name, deployments, expected) in cases {
+            assert_eq!(judge_rollout(&ours(), Some("ACTIVE"), &deployments), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_draining_service_is_gone() {
+        let deployments = vec![view("ecs-svc/2", "PRIMARY", "app:2", Some("COMPLETED"), 2, 2)];
+        assert_eq!(
+            judge_rollout(&ours(), Some("DRAINING"), &deployments),
+            RolloutVerdict::Finished(RolloutOutcome::Gone)
+        );
+    }
+
+    #[test]
+    fn labels_come_from_arns_or_stay() {
+        assert_eq!(revision_label("arn:aws:ecs:us-east-1:1:task-definition/cv-matcher:7"), "cv-matcher:7");
+        assert_eq!(revision_label("cv-matcher:7"), "cv-matcher:7");
+        assert!(same_revision("arn:aws:ecs:us-east-1:1:task-definition/cv-matcher:7", "cv-matcher:7"));
+    }
+}

@@ -1,0 +1,287 @@
+//! Builds the stages an environment runs with, and the read-only commands.
+
+use crate::output::{OutputFormat, Reporter};
+use crate::Exit;
+use aws_adapters::{AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore};
+use host_adapters::{DockerEnginePusher, DockerImageBuilder, FileArtifactStore, ShellTestRunner};
+use pipeline_core::{
+    ArtifactStore, DeployTarget, Events, ImageReference, Project, SecretsSpec, ServiceReader, Stages,
+};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn events(reporter: Arc<Reporter>) -> Events {
+    Events::new().with(reporter)
+}
+
+async fn clients(region: Option<String>) -> AwsClients {
+    AwsClients::load(&ClientOptions { region, profile: None }).await
+}
+
+fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
+    let env = project.environment(environment)?;
+    Ok(DeployTarget {
+        app: project.config.app.name.clone(),
+        environment: environment.to_string(),
+        cluster: env.cluster.clone(),
+        service: env.service.clone(),
+        region: env.region.clone(),
+    })
+}
+
+fn artifact_store(project: &Project, environment: &str, clients: &AwsClients) -> Result<Arc<dyn ArtifactStore>, Exit> {
+    let env = project.environment(environment)?;
+    Ok(match &env.records {
+        Some(records) => Arc::new(
+            S3ArtifactStore::new(clients.s3.clone(), &records.bucket, &records.prefix)
+                .with_lock_expiry(Duration::from_secs(records.lock_expiry_seconds)),
+        ),
+        None => Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
+    })
+}
+
+/// The AWS stages of one environment; with `build`, also the host's test runner and
+/// Docker builder.
+pub async fn stages(project: &Project, environment: &str, build: bool) -> Result<Stages, Exit> {
+    let env = project.environment(environment)?;
+    let clients = clients(env.region.clone()).await;
+    let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()));
+    let mut registry = EcrRegistry::new(clients.ecr.clone()).with_pusher(Arc::new(DockerEnginePusher::from_env()));
+    // A registry on this machine standing in for ECR's data plane (tests, rehearsals).
+    if let Ok(server) = std::env::var("TUGBOAT_ECR_DATA_PLANE") {
+        registry = registry.with_data_plane(server);
+    }
+    Ok(Stages {
+        test_runner: build.then(|| Arc::new(ShellTestRunner::new()) as _),
+        image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
+        registry: Arc::new(registry),
+        deployer: ecs.clone(),
+        service_reader: ecs,
+        verifiers: Vec::new(),
+        secrets: Arc::new(ParameterStore::new(clients.ssm.clone())),
+        artifacts: artifact_store(project, environment, &clients)?,
+        notifiers: Vec::new(),
+    })
+}
+
+pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
+    let env = project.environment(environment)?;
+    let clients = clients(env.region.clone()).await;
+    let target = target(project, environment)?;
+    let status = EcsDeployer::new(clients.ecs.clone()).status(&target).await?;
+    let records = artifact_store(project, environment, &clients)?
+        .history(&target.app, environment, 20)
+        .await?;
+    let release = records
+        .iter()
+        .find(|r| r.revision.is_some() && r.revision == status.revision);
+    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "status": status, "release": release}});
+    let mut text = format!(
+        "{} ({}): revision {}, running {}/{} (pending {})\nrelease: {}\ndeployments:\n",
+        target,
+        environment,
+        status.revision.as_ref().map(ToString::to_string).unwrap_or_else(|| "none".into()),
+        status.running,
+        status.desired,
+        status.pending,
+        release
+            .map(|r| format!("{} ({}, {})", r.release_id, r.git.short_sha(), r.git.git_ref))
+            .unwrap_or_else(|| "not deployed by tugboat".into()),
+    );
+    for d in &status.deployments {
+        text.push_str(&format!(
+            "  {} {} {} {} running {}/{} pending {} failed {}\n",
+            d.id,
+            d.status,
+            d.rollout_state.as_deref().unwrap_or("-"),
+            d.revision,
+            d.running,
+            d.desired,
+            d.pending,
+            d.failed_tasks
+        ));
+    }
+    text.push_str("events:\n");
+    for e in status.events.iter().take(10) {
+        text.push_str(&format!("  {} {}\n", e.at.format("%Y-%m-%dT%H:%M:%SZ"), e.message));
+    }
+    reporter.finish(json, text.trim_end(), false);
+    Ok(())
+}
+
+pub async fn history(project: &Project, environment: &str, limit: usize, reporter: &Reporter) -> Result<(), Exit> {
+    let env = project.environment(environment)?;
+    let clients = clients(env.region.clone()).await;
+    let records = artifact_store(project, environment, &clients)?
+        .history(&project.config.app.name, environment, limit)
+        .await?;
+    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "records": records}});
+    let mut text = String::from("RELEASE                    OUTCOME          REVISION            IMAGE                 BY\n");
+    for r in &records {
+        text.push_str(&format!(
+            "{:<26} {:<16} {:<19} {:<21} {}\n",
+            r.release_id.0,
+            serde_json::to_value(r.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            r.revision.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into()),
+            r.image.as_ref().map(|i| i.digest.chars().take(19).collect::<String>()).unwrap_or_else(|| "-".into()),
+            r.actor
+        ));
+    }
+    if records.is_empty() {
+        text.push_str("(no releases recorded yet)\n");
+    }
+    reporter.finish(json, text.trim_end(), false);
+    Ok(())
+}
+
+/// Preflight checks before a first deploy; each is ok or says how to fix it.
+pub async fn preflight(
+    project: &Project,
+    environment: &str,
+    stages: &Stages,
+    image: Option<&str>,
+    reporter: &Reporter,
+) -> Result<u8, Exit> {
+    let env = project.environment(environment)?;
+    let target = target(project, environment)?;
+    let mut checks: Vec<(String, Result<String, String>)> = Vec::new();
+    let fix = |e: pipeline_core::StageError| match e.help {
+        Some(help) => format!("{} (fix: {help})", e.message),
+        None => e.message,
+    };
+    checks.push((
+        "service".into(),
+        stages
+            .service_reader
+            .status(&target)
+            .await
+            .map(|s| format!("{target} exists, running {}/{}", s.running, s.desired))
+            .map_err(fix),
+    ));
+    checks.push((
+        "image".into(),
+        match image {
+            Some(image) => stages
+                .registry
+                .resolve(&project.config.image.repository, &ImageReference::parse(image))
+                .await
+                .map(|p| p.reference())
+                .map_err(fix),
+            None => Ok("not checked (pass --image TAG to check one)".into()),
+        },
+    ));
+    let secrets = match &env.secrets_path {
+        Some(path) => stages
+            .secrets
+            .resolve(&SecretsSpec { path: path.clone(), names: env.secrets.clone() })
+            .await
+            .map(|refs| format!("{} parameter(s) under {path} exist", refs.len()))
+            .map_err(fix),
+        None => Ok("no secrets_path configured".into()),
+    };
+    checks.push(("parameters".into(), secrets));
+    let sources = project.task_definition.secret_sources();
+    if !sources.is_empty() {
+        checks.push((
+            "task definition secrets".into(),
+            stages.secrets.ensure_exist(&sources).await.map(|()| format!("{} exist", sources.len())).map_err(fix),
+        ));
+    }
+    let has_role = project.task_definition.extra.contains_key("executionRoleArn") || env.execution_role_arn.is_some();
+    let needs_role = env.secrets_path.is_some() || !sources.is_empty() || project.task_definition.to_json_pretty().contains("awslogs");
+    checks.push((
+        "execution role".into(),
+        if has_role || !needs_role {
+            Ok("set".into())
+        } else {
+            Err(format!(
+                "the task needs an execution role (it reads secrets or writes awslogs) (fix: set environments.{environment}.execution_role_arn or \"executionRoleArn\" in the task definition)"
+            ))
+        },
+    ));
+    checks.push((
+        "records".into(),
+        stages
+            .artifacts
+            .history(&target.app, environment, 1)
+            .await
+            .map(|r| format!("readable ({} record(s) seen)", r.len()))
+            .map_err(fix),
+    ));
+    let log_group = project
+        .task_definition
+        .container_definitions
+        .iter()
+        .find_map(|c| c.extra.get("logConfiguration")?.get("options")?.get("awslogs-group")?.as_str().map(str::to_string));
+    checks.push((
+        "log group".into(),
+        Ok(match log_group {
+            Some(group) => format!("{group} is named; its existence is not checked by this version"),
+            None => "no awslogs group configured".into(),
+        }),
+    ));
+    let failed = checks.iter().filter(|(_, r)| r.is_err()).count();
+    let mut text = String::new();
+    for (name, result) in &checks {
+        match result {
+            Ok(ok) => text.push_str(&format!("ok    {name}: {ok}\n")),
+            Err(err) => text.push_str(&format!("FAIL  {name}: {err}\n")),
+        }
+    }
+    let code = if failed == 0 { 0 } else { 2 };
+    let json = serde_json::json!({"result": {"outcome": if failed == 0 { "succeeded" } else { "bad_input" }, "exit_code": code,
+        "checks": checks.iter().map(|(n, r)| serde_json::json!({"check": n, "ok": r.is_ok(), "detail": r.as_ref().unwrap_or_else(|e| e)})).collect::<Vec<_>>()}});
+    if reporter.format() == OutputFormat::Json || failed == 0 {
+        reporter.finish(json, text.trim_end(), false);
+    } else {
+        reporter.finish(json, &format!("{}\n{failed} check(s) failed", text.trim_end()), true);
+    }
+    Ok(code)
+}
+
+/// Writes tugboat.toml and `.aws/task-definition.json` from an existing service.
+pub async fn init(
+    config: &Path,
+    cluster: &str,
+    service: &str,
+    region: Option<String>,
+    app: &str,
+    repository: &str,
+    name: &str,
+) -> Result<(), Exit> {
+    let root = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let task_file = root.join(".aws/task-definition.json");
+    for path in [config, task_file.as_path()] {
+        if path.exists() {
+            return Err(Exit::bad_input(format!(
+                "{} exists already; init does not overwrite files\n  help: move it away or pass --config to write elsewhere",
+                path.display()
+            )));
+        }
+    }
+    let clients = clients(region.clone()).await;
+    let ecs = EcsDeployer::new(clients.ecs.clone());
+    let target = DeployTarget {
+        app: app.to_string(),
+        environment: name.to_string(),
+        cluster: cluster.to_string(),
+        service: service.to_string(),
+        region: region.clone(),
+    };
+    let status = ecs.status(&target).await?;
+    let revision = status
+        .revision
+        .ok_or_else(|| Exit::bad_input(format!("service {service} has no task definition to start from")))?;
+    let definition = ecs.registered_definition(&revision).await?;
+    let containers: Vec<String> = definition.container_definitions.iter().map(|c| format!("{:?}", c.name)).collect();
+    std::fs::create_dir_all(root.join(".aws")).map_err(|e| anyhow::anyhow!("creating .aws: {e}"))?;
+    std::fs::write(&task_file, definition.to_json_pretty() + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", task_file.display()))?;
+    let region_line = region.map(|r| format!("region = \"{r}\"\n")).unwrap_or_default();
+    let toml = format!(
+        "[app]\nname = \"{app}\"\n\n[image]\nrepository = \"{repository}\"\n\n[task_definition]\nfile = \".aws/task-definition.json\"\ncontainers = [{}]\n\n[environments.{name}]\ncluster = \"{cluster}\"\nservice = \"{service}\"\n{region_line}",
+        containers.first().cloned().unwrap_or_default()
+    );
+    std::fs::write(config, toml).map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! pipeline-core's integration tests, as one binary.
+
+mod bad_inputs;
+mod failure_points;
+mod harness;
+mod rollback;
+mod routing;
+mod support;
+mod task_definitions;
