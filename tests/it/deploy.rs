@@ -22,15 +22,28 @@ fn primary(service: &Service) -> anyhow::Result<&Deployment> {
 
 /// The service runs `revision` and its only deployment completed on it.
 fn assert_serves(service: &Service, revision: &str) -> anyhow::Result<()> {
-    assert_eq!(service.task_definition(), Some(revision), "service taskDefinition");
+    assert_eq!(
+        service.task_definition(),
+        Some(revision),
+        "service taskDefinition"
+    );
     let primary = primary(service)?;
-    assert_eq!(primary.task_definition(), Some(revision), "PRIMARY deployment");
+    assert_eq!(
+        primary.task_definition(),
+        Some(revision),
+        "PRIMARY deployment"
+    );
     assert_eq!(
         primary.rollout_state(),
         Some(&DeploymentRolloutState::Completed),
         "PRIMARY deployment state: {primary:?}"
     );
-    assert_eq!(service.deployments().len(), 1, "{:?}", service.deployments());
+    assert_eq!(
+        service.deployments().len(),
+        1,
+        "{:?}",
+        service.deployments()
+    );
     Ok(())
 }
 
@@ -50,7 +63,10 @@ async fn cv_matcher_task_definition_is_deployed() -> anyhow::Result<()> {
         cv.aws.moto.log_tail()
     );
     let record = run.record()?;
-    let revision = record.revision.clone().context("no revision in the record")?;
+    let revision = record
+        .revision
+        .clone()
+        .context("no revision in the record")?;
     assert_eq!(cv::label(&revision.id), "cv-matcher:2");
     assert_serves(&cv.service().await?, &revision.id)?;
 
@@ -119,8 +135,18 @@ async fn cv_matcher_task_definition_is_deployed() -> anyhow::Result<()> {
             .send()
             .await?;
         let metadata_arn = metadata.parameters().first().and_then(|p| p.arn());
-        let parameter = cv.aws.clients.ssm.get_parameter().name(&full).send().await?;
-        let arn = parameter.parameter().and_then(|p| p.arn()).context("no ARN")?;
+        let parameter = cv
+            .aws
+            .clients
+            .ssm
+            .get_parameter()
+            .name(&full)
+            .send()
+            .await?;
+        let arn = parameter
+            .parameter()
+            .and_then(|p| p.arn())
+            .context("no ARN")?;
         assert_eq!(
             arn,
             format!("arn:aws:ssm:us-east-1:123456789012:parameter{full}")
@@ -164,7 +190,10 @@ async fn cv_matcher_task_definition_is_deployed() -> anyhow::Result<()> {
         .iter()
         .filter_map(|t| Some((t.key()?, t.value()?)))
         .collect();
-    assert_eq!(described_tags, expected_tags, "DescribeTaskDefinition include=TAGS");
+    assert_eq!(
+        described_tags, expected_tags,
+        "DescribeTaskDefinition include=TAGS"
+    );
 
     // The record in S3, and the lock given back.
     let stored = cv.stored_record(&record.release_id.0).await?;
@@ -174,16 +203,27 @@ async fn cv_matcher_task_definition_is_deployed() -> anyhow::Result<()> {
         stored.previous_revision.as_ref().map(|r| r.id.as_str()),
         Some(cv.initial_revision.as_str())
     );
-    assert_eq!(stored.image.as_ref().map(|i| i.digest.as_str()), Some(image.digest.as_str()));
+    assert_eq!(
+        stored.image.as_ref().map(|i| i.digest.as_str()),
+        Some(image.digest.as_str())
+    );
     assert_eq!(stored.git.sha, git_sha);
     assert!(stored.finished_at.is_some());
     let raw = cv
-        .object(&format!("{}records/{}.json", cv.key_prefix(), record.release_id))
+        .object(&format!(
+            "{}records/{}.json",
+            cv.key_prefix(),
+            record.release_id
+        ))
         .await?
         .context("record object")?;
     let raw: serde_json::Value = serde_json::from_slice(&raw)?;
     assert_eq!(raw["outcome"], "succeeded");
-    assert_eq!(cv.stored_lock().await?, None, "the deploy lock was not released");
+    assert_eq!(
+        cv.stored_lock().await?,
+        None,
+        "the deploy lock was not released"
+    );
     Ok(())
 }
 
@@ -281,7 +321,10 @@ async fn timeout_is_rolled_back() -> anyhow::Result<()> {
     let stored = cv.stored_record(&record.release_id.0).await?;
     assert_eq!(stored.outcome, RecordOutcome::RolledBack);
     let reason = stored.reason.unwrap_or_default();
-    assert!(reason.contains("did not finish within 2s"), "reason: {reason}");
+    assert!(
+        reason.contains("did not finish within 2s"),
+        "reason: {reason}"
+    );
     assert!(run.report.message.contains("did not finish within 2s"));
 
     // The wait gave up after the configured 2 s, not much later.
@@ -316,14 +359,23 @@ async fn missing_parameter_is_refused_before_any_change() -> anyhow::Result<()> 
 
     let run = cv.deploy(&cv.project, "v1.1.0", &cv::sha('e')).await;
 
-    assert_eq!(run.report.outcome, Outcome::BadInput, "{}", run.report.message);
+    assert_eq!(
+        run.report.outcome,
+        Outcome::BadInput,
+        "{}",
+        run.report.message
+    );
     assert_eq!(run.report.outcome.exit_code(), 2);
     assert!(
         run.report.message.contains(&missing),
         "the message does not name {missing}: {}",
         run.report.message
     );
-    assert_eq!(cv.active_revisions().await?, revisions_before, "a revision was registered");
+    assert_eq!(
+        cv.active_revisions().await?,
+        revisions_before,
+        "a revision was registered"
+    );
     assert_eq!(revisions_before.len(), 1);
     assert_serves(&cv.service().await?, &cv.initial_revision)?;
     let record = run.record()?;
@@ -344,14 +396,20 @@ async fn concurrent_deploy_is_refused_by_the_lock() -> anyhow::Result<()> {
         release_id: ReleaseId("r20261126-090000-0000000".to_string()),
         since: chrono::Utc::now(),
     };
-    let held = pipeline_core::ArtifactStore::acquire_lock(&store, "cv-matcher", cv::ENVIRONMENT, &other)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let held =
+        pipeline_core::ArtifactStore::acquire_lock(&store, "cv-matcher", cv::ENVIRONMENT, &other)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let revisions_before = cv.active_revisions().await?;
 
     let run = cv.deploy(&cv.project, "v1.1.0", &cv::sha('f')).await;
 
-    assert_eq!(run.report.outcome, Outcome::BadInput, "{}", run.report.message);
+    assert_eq!(
+        run.report.outcome,
+        Outcome::BadInput,
+        "{}",
+        run.report.message
+    );
     assert!(
         run.report.message.contains("alice@ci-runner-7"),
         "the message does not name the holder: {}",
@@ -359,7 +417,11 @@ async fn concurrent_deploy_is_refused_by_the_lock() -> anyhow::Result<()> {
     );
     assert_eq!(cv.active_revisions().await?, revisions_before);
     assert_serves(&cv.service().await?, &cv.initial_revision)?;
-    assert_eq!(cv.stored_lock().await?, Some(other.clone()), "the held lock changed");
+    assert_eq!(
+        cv.stored_lock().await?,
+        Some(other.clone()),
+        "the held lock changed"
+    );
 
     pipeline_core::ArtifactStore::release_lock(&store, &held)
         .await
@@ -375,9 +437,19 @@ async fn rollback_goes_to_the_previous_release() -> anyhow::Result<()> {
     cv.put_image(cv::REPOSITORY, "v1.2.0").await?;
 
     let a = cv.deploy(&cv.project, "v1.1.0", &cv::sha('a')).await;
-    assert_eq!(a.report.outcome, Outcome::Succeeded, "A: {}", a.report.message);
+    assert_eq!(
+        a.report.outcome,
+        Outcome::Succeeded,
+        "A: {}",
+        a.report.message
+    );
     let b = cv.deploy(&cv.project, "v1.2.0", &cv::sha('b')).await;
-    assert_eq!(b.report.outcome, Outcome::Succeeded, "B: {}", b.report.message);
+    assert_eq!(
+        b.report.outcome,
+        Outcome::Succeeded,
+        "B: {}",
+        b.report.message
+    );
     let revision_a: Revision = a.record()?.revision.clone().context("A revision")?;
     let revision_b: Revision = b.record()?.revision.clone().context("B revision")?;
     assert_ne!(revision_a, revision_b);
@@ -385,7 +457,12 @@ async fn rollback_goes_to_the_previous_release() -> anyhow::Result<()> {
 
     let back = cv.rollback(&cv.project, None).await;
 
-    assert_eq!(back.report.outcome, Outcome::Succeeded, "{}", back.report.message);
+    assert_eq!(
+        back.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        back.report.message
+    );
     assert_serves(&cv.service().await?, &revision_a.id)?;
     let record = back.record()?;
     let stored = cv.stored_record(&record.release_id.0).await?;

@@ -18,7 +18,14 @@ fn holder(who: &str, age: chrono::Duration) -> LockHolder {
 }
 
 async fn stored(aws: &AwsFixture) -> anyhow::Result<Option<LockHolder>> {
-    let result = aws.clients.s3.get_object().bucket(BUCKET).key(KEY).send().await;
+    let result = aws
+        .clients
+        .s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(KEY)
+        .send()
+        .await;
     match result {
         Ok(output) => {
             let bytes = output.body.collect().await?.into_bytes();
@@ -65,7 +72,11 @@ async fn stale_lock_is_taken_over_and_only_the_owner_releases() -> anyhow::Resul
         .await
         .map_err(stage)?;
     assert_eq!(carols_lock.holder, carol);
-    assert_eq!(stored(&aws).await?, Some(carol.clone()), "the stale lock was not replaced");
+    assert_eq!(
+        stored(&aws).await?,
+        Some(carol.clone()),
+        "the stale lock was not replaced"
+    );
 
     // A fresh lock is not taken over: the error names its holder.
     let dave = holder("dave", chrono::Duration::zero());
@@ -79,7 +90,11 @@ async fn stale_lock_is_taken_over_and_only_the_owner_releases() -> anyhow::Resul
 
     // Bob's run wakes up and gives back "its" lock: carol's stays.
     store.release_lock(&bobs_lock).await.map_err(stage)?;
-    assert_eq!(stored(&aws).await?, Some(carol.clone()), "bob removed carol's lock");
+    assert_eq!(
+        stored(&aws).await?,
+        Some(carol.clone()),
+        "bob removed carol's lock"
+    );
 
     // Carol gives hers back, and the lock is free again (on a versioned bucket the
     // delete marker must not block the conditional create).

@@ -17,7 +17,12 @@ async fn one_deploy_calls_and_latency() -> anyhow::Result<()> {
     let run = cv.deploy(&cv.project, "v1.1.0", &cv::sha('9')).await;
     let counts = cv.aws.calls.snapshot();
 
-    assert_eq!(run.report.outcome, Outcome::Succeeded, "{}", run.report.message);
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        run.report.message
+    );
 
     // When did tugboat see our deployment COMPLETED, and when did moto complete it?
     let (noticed_at, deployment) = run
@@ -35,7 +40,9 @@ async fn one_deploy_calls_and_latency() -> anyhow::Result<()> {
         .iter()
         .find(|t| t["deploymentId"] == deployment.as_str() && t["state"] == "COMPLETED")
         .and_then(|t| t["at"].as_f64())
-        .with_context(|| format!("moto has no COMPLETED transition of {deployment}: {transitions:?}"))?;
+        .with_context(|| {
+            format!("moto has no COMPLETED transition of {deployment}: {transitions:?}")
+        })?;
     let completed_at = UNIX_EPOCH + Duration::from_secs_f64(completed_at);
     let noticed = noticed_at.duration_since(completed_at)?;
     let returned = run.returned_at.duration_since(completed_at)?;
@@ -64,7 +71,10 @@ async fn one_deploy_calls_and_latency() -> anyhow::Result<()> {
         "noticed {noticed:?} after completion"
     );
     assert!(returned >= noticed);
-    assert!(returned < Duration::from_secs(3), "returned {returned:?} after completion");
+    assert!(
+        returned < Duration::from_secs(3),
+        "returned {returned:?} after completion"
+    );
 
     // One registration, one service update, the image resolved once.
     assert_eq!(counts.calls_of("ecs.RegisterTaskDefinition"), 1, "{counts}");

@@ -18,7 +18,15 @@ async fn revision_cleanup_leaves_in_use_revisions_alone() -> anyhow::Result<()> 
         newer.push(cv.register_plain(&cv.initial_image.reference()).await?);
     }
     let labels: Vec<&str> = newer.iter().map(|arn| cv::label(arn)).collect();
-    assert_eq!(labels, ["cv-matcher:2", "cv-matcher:3", "cv-matcher:4", "cv-matcher:5"]);
+    assert_eq!(
+        labels,
+        [
+            "cv-matcher:2",
+            "cv-matcher:3",
+            "cv-matcher:4",
+            "cv-matcher:5"
+        ]
+    );
 
     let deployer = EcsDeployer::new(cv.aws.clients.ecs.clone());
     let removed = deployer
@@ -44,7 +52,10 @@ async fn revision_cleanup_leaves_in_use_revisions_alone() -> anyhow::Result<()> 
             .task_definition(arn)
             .send()
             .await?;
-        let status = described.task_definition().and_then(|t| t.status()).cloned();
+        let status = described
+            .task_definition()
+            .and_then(|t| t.status())
+            .cloned();
         assert_eq!(status, Some(expected), "{}", cv::label(arn));
     }
     let mut active: Vec<String> = cv
@@ -77,9 +88,10 @@ async fn registration_keeps_fields_tugboat_does_not_model() -> anyhow::Result<()
         "runtimePlatform".into(),
         serde_json::json!({"cpuArchitecture": "ARM64", "operatingSystemFamily": "LINUX"}),
     );
-    definition
-        .extra
-        .insert("ephemeralStorage".into(), serde_json::json!({"sizeInGiB": 30}));
+    definition.extra.insert(
+        "ephemeralStorage".into(),
+        serde_json::json!({"sizeInGiB": 30}),
+    );
     for container in &mut definition.container_definitions {
         container.image = cv.initial_image.reference();
     }
@@ -107,7 +119,9 @@ async fn registration_keeps_fields_tugboat_does_not_model() -> anyhow::Result<()
         .send()
         .await?;
     let td = described.task_definition().context("no task definition")?;
-    let platform = td.runtime_platform().context("runtimePlatform was dropped")?;
+    let platform = td
+        .runtime_platform()
+        .context("runtimePlatform was dropped")?;
     assert_eq!(platform.cpu_architecture(), Some(&CpuArchitecture::Arm64));
     assert_eq!(
         td.ephemeral_storage().map(|e| e.size_in_gib()),
@@ -117,7 +131,10 @@ async fn registration_keeps_fields_tugboat_does_not_model() -> anyhow::Result<()
     // The port mapping and log configuration of the file, which tugboat passes through.
     let container = td.container_definitions().first().context("no container")?;
     assert_eq!(
-        container.port_mappings().first().and_then(|p| p.container_port()),
+        container
+            .port_mappings()
+            .first()
+            .and_then(|p| p.container_port()),
         Some(8000)
     );
     assert_eq!(

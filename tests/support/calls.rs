@@ -1,5 +1,6 @@
 //! Counts the AWS API calls a set of clients makes, by operation, with an SDK
-//! interceptor: operations (`read_before_execution`, once per call) and HTTP
+//! interceptor: operations (`read_before_serialization`, once per call; the
+//! operation's name is not in the config bag yet at `read_before_execution`) and HTTP
 //! attempts (`read_before_transmit`, once per try, so retries show up).
 
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-/// Calls and attempts per `service.Operation` (`ecs.DescribeServices`).
+/// Calls and attempts per `service.Operation` (`ecs.DescribeServices`; the service
+/// name lowercased).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CallCounts {
     pub calls: BTreeMap<String, usize>,
@@ -49,7 +51,10 @@ impl fmt::Display for CallCounts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (operation, calls) in &self.calls {
             let attempts = self.attempts.get(operation).copied().unwrap_or(0);
-            writeln!(f, "  {operation:<40} {calls:>3} calls, {attempts:>3} HTTP attempts")?;
+            writeln!(
+                f,
+                "  {operation:<40} {calls:>3} calls, {attempts:>3} HTTP attempts"
+            )?;
         }
         write!(
             f,
@@ -91,7 +96,7 @@ impl CallCounter {
     fn bump(&self, cfg: &ConfigBag, attempt: bool) {
         let name = cfg
             .load::<Metadata>()
-            .map(|m| format!("{}.{}", m.service(), m.name()))
+            .map(|m| format!("{}.{}", m.service().to_ascii_lowercase(), m.name()))
             .unwrap_or_else(|| "unknown".to_string());
         let mut counts = self
             .counts
@@ -111,9 +116,10 @@ impl Intercept for CallCounter {
         "tugboat-tests::CallCounter"
     }
 
-    fn read_before_execution(
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         self.bump(cfg, false);

@@ -17,8 +17,8 @@ use aws_sdk_ecs::types::{
 };
 use pipeline_core::{
     CancellationToken, DeployRecord, DeployReport, DeployRequest, DeployTarget, EventSubscriber,
-    Events, GitInfo, ImageReference, LockHolder, Orchestrator, PinnedImage, PipelineEvent,
-    Project, Registry, ReleaseSource, RollbackRequest, RollbackTo, Stages,
+    Events, GitInfo, ImageReference, LockHolder, Orchestrator, PinnedImage, PipelineEvent, Project,
+    Registry, ReleaseSource, RollbackRequest, RollbackTo, Stages,
 };
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -292,7 +292,10 @@ impl CvMatcher {
             }],
         })
         .to_string();
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(manifest.as_bytes())));
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(manifest.as_bytes()))
+        );
         ecr.put_image()
             .repository_name(repository)
             .image_manifest(&manifest)
@@ -485,8 +488,12 @@ impl CvMatcher {
     /// A deploy record read straight from the bucket.
     pub async fn stored_record(&self, release_id: &str) -> anyhow::Result<DeployRecord> {
         let key = format!("{}records/{release_id}.json", self.key_prefix());
-        let bytes = self.object(&key).await?.with_context(|| format!("no object s3://{}/{key}", self.bucket))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("s3://{}/{key} is not a deploy record", self.bucket))
+        let bytes = self
+            .object(&key)
+            .await?
+            .with_context(|| format!("no object s3://{}/{key}", self.bucket))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("s3://{}/{key} is not a deploy record", self.bucket))
     }
 
     /// The deploy lock as stored, `None` when there is none.

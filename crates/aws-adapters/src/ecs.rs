@@ -472,7 +472,7 @@ impl Deployer for EcsDeployer {
                 (fam == family).then(|| number.parse().ok().map(|n| (n, arn.clone())))?
             })
             .collect();
-        revisions.sort_by(|a, b| b.0.cmp(&a.0));
+        revisions.sort_by_key(|r| std::cmp::Reverse(r.0));
         let service = self.describe(target).await?;
         let in_use: HashSet<String> = service
             .deployments()

@@ -243,7 +243,7 @@ impl ArtifactStore for S3ArtifactStore {
                 Err(err) => tracing::warn!(key, %err, "skipping a record tugboat cannot read"),
             }
         }
-        records.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         Ok(records)
     }
 

@@ -188,9 +188,10 @@ fn throttled() -> HttpResponse {
         400,
         &json!({"__type": "com.amazonaws.ecs#ThrottlingException", "message": "Rate exceeded"}),
     );
-    response
-        .headers_mut()
-        .insert("x-amzn-errortype", "ThrottlingException:http://internal.amazon.com/coral/com.amazon.coral.availability/");
+    response.headers_mut().insert(
+        "x-amzn-errortype",
+        "ThrottlingException:http://internal.amazon.com/coral/com.amazon.coral.availability/",
+    );
     response
 }
 
@@ -233,7 +234,11 @@ async fn in_progress_then_completed_is_completed() {
 
     assert_eq!(outcome, RolloutOutcome::Completed);
     assert_eq!(rule.num_calls(), 2);
-    assert_eq!(started.elapsed(), Duration::from_secs(1), "one poll interval");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "one poll interval"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -275,7 +280,10 @@ async fn circuit_breaker_rollback_is_rolled_back_by_platform() {
     match &outcome {
         RolloutOutcome::RolledBackByPlatform { reason } => {
             assert!(reason.contains("circuit breaker"), "{reason}");
-            assert!(reason.contains(ROLLBACK) && reason.contains("cv-matcher:6"), "{reason}");
+            assert!(
+                reason.contains(ROLLBACK) && reason.contains("cv-matcher:6"),
+                "{reason}"
+            );
         }
         other => panic!("expected RolledBackByPlatform, got {other:?}"),
     }
@@ -283,7 +291,9 @@ async fn circuit_breaker_rollback_is_rolled_back_by_platform() {
     assert_eq!(rule.num_calls(), 2);
     let warnings = warnings(&recorded);
     assert!(
-        warnings.iter().any(|w| w.contains("failed to start or stay healthy")),
+        warnings
+            .iter()
+            .any(|w| w.contains("failed to start or stay healthy")),
         "{warnings:?}"
     );
 }
@@ -313,7 +323,10 @@ async fn throttling_backs_off_then_completes() {
     // 1 s poll, then twice the poll interval after the throttled look.
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     let warnings = warnings(&recorded);
-    assert!(warnings.iter().any(|w| w.contains("throttling")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("throttling")),
+        "{warnings:?}"
+    );
 }
 
 /// Keeps the body of the last request the client sent.
@@ -385,7 +398,10 @@ async fn register_sends_fields_the_sdk_does_not_know() {
 
     assert_eq!(revision.label, "cv-matcher:8");
     let sent: Value = serde_json::from_slice(&capture.0.lock().unwrap().clone().unwrap()).unwrap();
-    assert_eq!(sent["someFieldFromTheFuture"], json!({"enabled": true, "level": 3}));
+    assert_eq!(
+        sent["someFieldFromTheFuture"],
+        json!({"enabled": true, "level": 3})
+    );
     assert_eq!(sent["runtimePlatform"]["cpuArchitecture"], "ARM64");
     let container = &sent["containerDefinitions"][0];
     assert_eq!(container["anotherNewContainerField"], json!(["a", "b"]));

@@ -25,6 +25,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const PUSH_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// The most of an error body that is read.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// The most of a manifest that is read (registries refuse manifests over 4 MiB).
+const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The manifest types a tag can point at; a registry answers `HEAD` with the digest of
 /// the manifest as stored only when it may return that type.
@@ -33,7 +35,8 @@ const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+js
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json";
 
-/// Pushes images through the Docker Engine API and reads tags from the registry.
+/// Pushes images through the Docker Engine API and reads tags from the registry
+/// (`remote_digest` with `HEAD`, `holds_image` with `GET` of the manifest).
 ///
 /// The registry password travels in memory only: to the engine in the
 /// `X-Registry-Auth` header of the push request, to the registry in an `Authorization`
@@ -679,36 +682,39 @@ impl DockerEnginePusher {
         Ok(Box::new(tls))
     }
 
-    async fn remote_digest_inner(
+    /// Sends `method /v2/<repository>/manifests/<reference>` to the registry; 200 and
+    /// 404 come back, other answers are errors saying what the registry refused.
+    async fn manifest_request(
         &self,
+        method: &str,
         credentials: &RegistryCredentials,
         repository: &str,
-        tag: &str,
-    ) -> Result<Option<String>, StageError> {
+        reference: &str,
+    ) -> Result<Response<Box<dyn Connection>>, StageError> {
         let address = RegistryAddress::parse(&credentials.server)?;
         if !valid_repository(repository) {
             return Err(StageError::bad_input(format!(
                 "bad repository name `{repository}`: expected lowercase letters, digits and . _ - /"
             )));
         }
-        let reference_ok = valid_tag(tag)
-            || tag
+        let reference_ok = valid_tag(reference)
+            || reference
                 .strip_prefix("sha256:")
                 .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
         if !reference_ok {
             return Err(StageError::bad_input(format!(
-                "bad image tag or digest `{tag}`"
+                "bad image tag or digest `{reference}`"
             )));
         }
-        let url = format!("{}/v2/{repository}/manifests/{tag}", address.url());
+        let url = format!("{}/v2/{repository}/manifests/{reference}", address.url());
         let stream = self.registry_connection(&address).await?;
         let mut headers = vec![("Accept", MANIFEST_TYPES.to_string())];
         if !credentials.username.is_empty() || !credentials.password.is_empty() {
             headers.push(("Authorization", basic_auth(credentials)));
         }
-        let target = format!("/v2/{repository}/manifests/{tag}");
+        let target = format!("/v2/{repository}/manifests/{reference}");
         let request = Request {
-            method: "HEAD",
+            method,
             target: &target,
             host: &address.authority,
             headers,
@@ -717,43 +723,101 @@ impl DockerEnginePusher {
             .await
             .map_err(|_| {
                 StageError::unavailable(format!(
-                    "HEAD {url} got no answer within {}s",
+                    "{method} {url} got no answer within {}s",
                     REQUEST_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|err| StageError::unavailable(format!("HEAD {url} failed: {err}")))?;
+            .map_err(|err| StageError::unavailable(format!("{method} {url} failed: {err}")))?;
         match response.status {
-            200 => match response.header("Docker-Content-Digest") {
-                Some(digest) if digest.starts_with("sha256:") => Ok(Some(digest.to_string())),
-                _ => Err(StageError::failed(format!(
-                    "HEAD {url} answered 200 without a Docker-Content-Digest header"
-                ))),
-            },
-            404 => Ok(None),
+            200 | 404 => Ok(response),
             401 | 403 => {
                 let bearer = response
                     .header("WWW-Authenticate")
                     .is_some_and(|value| value.to_ascii_lowercase().starts_with("bearer"));
-                let mut error = StageError::failed(format!(
-                    "the registry {} refused HEAD {url} (HTTP {}) for user `{}`",
+                let error = StageError::failed(format!(
+                    "the registry {} refused {method} {url} (HTTP {}) for user `{}`",
                     address.url(),
                     response.status,
                     credentials.username
                 ));
-                error = if bearer {
+                Err(if bearer {
                     error.with_help("this registry wants a bearer token exchange, which tugboat does not support yet; ECR and basic-auth registries work")
                 } else {
                     error.with_help(
                         "check the registry credentials and that they may read the repository",
                     )
-                };
-                Err(error)
+                })
             }
             status => Err(StageError::failed(format!(
-                "HEAD {url} answered HTTP {status}"
+                "{method} {url} answered HTTP {status}"
             ))),
         }
     }
+
+    async fn remote_digest_inner(
+        &self,
+        credentials: &RegistryCredentials,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<String>, StageError> {
+        let response = self
+            .manifest_request("HEAD", credentials, repository, tag)
+            .await?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        match response.header("Docker-Content-Digest") {
+            Some(digest) if digest.starts_with("sha256:") => Ok(Some(digest.to_string())),
+            _ => Err(StageError::failed(format!(
+                "the registry {} answered HEAD /v2/{repository}/manifests/{tag} without a Docker-Content-Digest header",
+                credentials.server
+            ))),
+        }
+    }
+
+    async fn holds_image_inner(
+        &self,
+        credentials: &RegistryCredentials,
+        repository: &str,
+        tag: &str,
+        image: &BuiltImage,
+    ) -> Result<bool, StageError> {
+        let mut response = self
+            .manifest_request("GET", credentials, repository, tag)
+            .await?;
+        if response.status == 404 || image.image_id.is_empty() {
+            return Ok(false);
+        }
+        let body = response
+            .body
+            .read_to_end(MANIFEST_LIMIT)
+            .await
+            .map_err(|err| {
+                StageError::unavailable(format!(
+                    "reading the manifest of {repository}:{tag} from {} failed: {err}",
+                    credentials.server
+                ))
+            })?;
+        // A list or index names no single config: whether it holds this image is unknown.
+        let manifest: ImageManifest = match serde_json::from_slice(&body) {
+            Ok(manifest) => manifest,
+            Err(_) => return Ok(false),
+        };
+        Ok(manifest
+            .config
+            .is_some_and(|config| config.digest == image.image_id))
+    }
+}
+
+/// The part of an image manifest (Docker v2 schema 2 or OCI) that names the image config.
+#[derive(Debug, Deserialize)]
+struct ImageManifest {
+    config: Option<ManifestConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestConfig {
+    digest: String,
 }
 
 #[async_trait]
@@ -766,6 +830,21 @@ impl ImagePusher for DockerEnginePusher {
     ) -> Result<Option<String>, StageError> {
         let redactor = Redactor::new([credentials.password.clone(), basic_auth(credentials)]);
         self.remote_digest_inner(credentials, repository, tag)
+            .await
+            .map_err(|err| redactor.error(err))
+    }
+
+    /// Compares the config digest of the manifest `repository:tag` points at with the
+    /// engine's image id (which is that digest for images the engine built).
+    async fn holds_image(
+        &self,
+        credentials: &RegistryCredentials,
+        repository: &str,
+        tag: &str,
+        image: &BuiltImage,
+    ) -> Result<bool, StageError> {
+        let redactor = Redactor::new([credentials.password.clone(), basic_auth(credentials)]);
+        self.holds_image_inner(credentials, repository, tag, image)
             .await
             .map_err(|err| redactor.error(err))
     }

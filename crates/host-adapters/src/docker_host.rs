@@ -37,8 +37,12 @@ pub(crate) enum EngineEndpoint {
 impl DockerHost {
     /// `DOCKER_HOST` if it is set and not empty, else the default socket.
     pub fn from_env() -> Self {
-        match std::env::var("DOCKER_HOST") {
-            Ok(address) if !address.trim().is_empty() => Self {
+        Self::from_env_value(std::env::var("DOCKER_HOST").ok())
+    }
+
+    fn from_env_value(value: Option<String>) -> Self {
+        match value {
+            Some(address) if !address.trim().is_empty() => Self {
                 address: address.trim().to_string(),
                 source: DockerHostSource::Environment,
             },
@@ -183,6 +187,25 @@ mod tests {
             err,
             Some((pipeline_core::StageErrorKind::BadInput, message)) if message.contains("ssh://me@host")
         ));
+    }
+
+    #[test]
+    fn docker_host_from_the_environment_wins_unless_empty() {
+        let host = DockerHost::from_env_value(Some("unix:///tmp/nonexistent.sock".into()));
+        assert_eq!(host.source(), DockerHostSource::Environment);
+        assert_eq!(
+            host.describe(),
+            "unix:///tmp/nonexistent.sock (from DOCKER_HOST)"
+        );
+        assert!(host.unreachable_help().contains("fix DOCKER_HOST"));
+        assert_eq!(
+            DockerHost::from_env_value(Some(" ".into())),
+            DockerHost::default_socket()
+        );
+        assert_eq!(
+            DockerHost::from_env_value(None),
+            DockerHost::default_socket()
+        );
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub(crate) async fn run_streaming(
         .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn()?;
-    let guard = GroupGuard {
+    let mut guard = GroupGuard {
         pgid: child
             .id()
             .and_then(|id| i32::try_from(id).ok())
@@ -134,7 +134,9 @@ pub(crate) async fn run_streaming(
         }
     };
     // Anything the command left running in its group goes too; then the pipes close.
+    // Once the group is empty its id may be reused: never signal it again.
     guard.kill();
+    guard.pgid = None;
     let drain_until = Instant::now() + DRAIN_GRACE;
     loop {
         tokio::select! {

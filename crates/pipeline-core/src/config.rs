@@ -394,7 +394,12 @@ impl Config {
             let message = err.message().to_string();
             let line = err
                 .span()
-                .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+                // 1 + the newlines before the error (`lines()` would miss a line that
+                // the error starts).
+                .map(|span| {
+                    let before = &text.as_bytes()[..span.start.min(text.len())];
+                    1 + before.iter().filter(|b| **b == b'\n').count()
+                });
             let key = duplicate_key(&message)
                 .or_else(|| line.map(|l| format!("line {l}")))
                 .unwrap_or_else(|| "$".to_string());
@@ -439,11 +444,13 @@ impl Config {
         }
         if let Some(platform) = &self.image.platform {
             if !matches!(platform.as_str(), "linux/amd64" | "linux/arm64") {
-                return Err(
-                    ConfigError::invalid(file, "image.platform", "is not a Fargate platform")
-                        .with_value(format!("{platform:?}"))
-                        .with_help("use \"linux/amd64\" or \"linux/arm64\" (Graviton)"),
-                );
+                return Err(ConfigError::invalid(
+                    file,
+                    "image.platform",
+                    "is not a Fargate platform",
+                )
+                .with_value(format!("{platform:?}"))
+                .with_help("use \"linux/amd64\" or \"linux/arm64\" (Graviton)"));
             }
         }
         if self.test.timeout_seconds == 0 {
@@ -490,11 +497,15 @@ impl Config {
                 let parts: Vec<&str> = region.split('-').collect();
                 let region_ok = parts.len() >= 3
                     && parts.iter().all(|p| !p.is_empty())
-                    && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+                    && parts
+                        .last()
+                        .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
                 if !region_ok {
-                    return Err(ConfigError::invalid(file, key("region"), "is not an AWS region")
-                        .with_value(format!("{region:?}"))
-                        .with_help("for example region = \"us-east-1\""));
+                    return Err(
+                        ConfigError::invalid(file, key("region"), "is not an AWS region")
+                            .with_value(format!("{region:?}"))
+                            .with_help("for example region = \"us-east-1\""),
+                    );
                 }
             }
             if let Some(path) = &env.secrets_path {
@@ -575,9 +586,15 @@ impl Config {
             ] {
                 if let Some(role) = role {
                     if !(role.starts_with("arn:aws") && role.contains(":role/")) {
-                        return Err(ConfigError::invalid(file, key(field), "is not an IAM role ARN")
-                            .with_value(format!("{role:?}"))
-                            .with_help("for example arn:aws:iam::123456789012:role/cv-matcher-task-execution"));
+                        return Err(ConfigError::invalid(
+                            file,
+                            key(field),
+                            "is not an IAM role ARN",
+                        )
+                        .with_value(format!("{role:?}"))
+                        .with_help(
+                            "for example arn:aws:iam::123456789012:role/cv-matcher-task-execution",
+                        ));
                     }
                 }
             }
@@ -603,7 +620,10 @@ impl Config {
                         key(field),
                         format!("{rule} already deploys to environment {other:?}"),
                     )
-                    .with_value(format!("{:?}", rule.split_once(' ').map(|r| r.1).unwrap_or("")))
+                    .with_value(format!(
+                        "{:?}",
+                        rule.split_once(' ').map(|r| r.1).unwrap_or("")
+                    ))
                     .with_help("each branch or tag pattern may deploy to one environment only"));
                 }
             }
@@ -612,7 +632,11 @@ impl Config {
     }
 
     /// Cross-checks the config with the task definition it names.
-    pub fn check_against(&self, file: &Path, definition: &TaskDefinition) -> Result<(), ConfigError> {
+    pub fn check_against(
+        &self,
+        file: &Path,
+        definition: &TaskDefinition,
+    ) -> Result<(), ConfigError> {
         for (index, name) in self.task_definition.containers.iter().enumerate() {
             if definition.container(name).is_none() {
                 let known: Vec<&str> = definition
@@ -626,7 +650,10 @@ impl Config {
                     "names no container of the task definition",
                 )
                 .with_value(format!("{name:?}"))
-                .with_help(format!("the task definition's containers are: {}", known.join(", "))));
+                .with_help(format!(
+                    "the task definition's containers are: {}",
+                    known.join(", ")
+                )));
             }
         }
         Ok(())
@@ -797,13 +824,13 @@ fn serde_error(file: &Path, path: &str, message: &str) -> ConfigError {
     let path = if path == "." { "" } else { path };
     if let Some(rest) = message.strip_prefix("unknown field `") {
         let (field, expected) = rest.split_once('`').unwrap_or((rest, ""));
-        let candidates: Vec<&str> = expected
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .collect();
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let key = if path.is_empty() || path.ends_with(field) {
-            if path.is_empty() { field.to_string() } else { path.to_string() }
+            if path.is_empty() {
+                field.to_string()
+            } else {
+                path.to_string()
+            }
         } else {
             format!("{path}.{field}")
         };
@@ -812,9 +839,17 @@ fn serde_error(file: &Path, path: &str, message: &str) -> ConfigError {
             .map(|c| (strsim::damerau_levenshtein(field, c), *c))
             .min();
         let help = match nearest {
-            Some((distance, candidate)) if distance <= 3 || candidate.contains(field) || field.contains(candidate) => {
-                let parent = key.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
-                format!("did you mean `{parent}{candidate}`? valid keys here: {}", candidates.join(", "))
+            Some((distance, candidate))
+                if distance <= 3 || candidate.contains(field) || field.contains(candidate) =>
+            {
+                let parent = key
+                    .rsplit_once('.')
+                    .map(|(p, _)| format!("{p}."))
+                    .unwrap_or_default();
+                format!(
+                    "did you mean `{parent}{candidate}`? valid keys here: {}",
+                    candidates.join(", ")
+                )
             }
             _ => format!("valid keys here: {}", candidates.join(", ")),
         };
@@ -824,14 +859,23 @@ fn serde_error(file: &Path, path: &str, message: &str) -> ConfigError {
     }
     if let Some(rest) = message.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or(rest);
-        let key = if path.is_empty() { field.to_string() } else { format!("{path}.{field}") };
+        let key = if path.is_empty() {
+            field.to_string()
+        } else {
+            format!("{path}.{field}")
+        };
         return ConfigError::invalid(file, key, "is required but missing")
             .with_help("see examples/cv-matcher/tugboat.toml for a complete file");
     }
     let (problem, value) = match message.split_once(", expected ") {
         Some((found, expected)) => (
             format!("expected {expected}"),
-            Some(found.trim_start_matches("invalid type: ").trim_start_matches("invalid value: ").to_string()),
+            Some(
+                found
+                    .trim_start_matches("invalid type: ")
+                    .trim_start_matches("invalid value: ")
+                    .to_string(),
+            ),
         ),
         None => (message.to_string(), None),
     };

@@ -73,7 +73,9 @@ impl ImageReference {
             return Self::Digest(text.to_string());
         }
         match text.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') && !repo.is_empty() => Self::Tag(tag.to_string()),
+            Some((repo, tag)) if !tag.contains('/') && !repo.is_empty() => {
+                Self::Tag(tag.to_string())
+            }
             _ => Self::Tag(text.to_string()),
         }
     }
@@ -314,7 +316,9 @@ impl RolloutOutcome {
             }
             Self::Replaced { by } => format!("rollout was replaced by deployment {by}"),
             Self::Gone => "the deployment disappeared from the service".to_string(),
-            Self::TimedOut { after } => format!("rollout did not finish within {}s", after.as_secs()),
+            Self::TimedOut { after } => {
+                format!("rollout did not finish within {}s", after.as_secs())
+            }
         }
     }
 }
@@ -396,7 +400,10 @@ mod tests {
 
     #[test]
     fn image_reference_parses_tags_and_digests() {
-        assert_eq!(ImageReference::parse("abc123"), ImageReference::Tag("abc123".into()));
+        assert_eq!(
+            ImageReference::parse("abc123"),
+            ImageReference::Tag("abc123".into())
+        );
         assert_eq!(
             ImageReference::parse("repo/name:v1.0.0"),
             ImageReference::Tag("v1.0.0".into())

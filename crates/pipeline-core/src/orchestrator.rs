@@ -117,7 +117,11 @@ pub struct Plan {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plan for environment {} ({})", self.environment, self.target)?;
+        writeln!(
+            f,
+            "plan for environment {} ({})",
+            self.environment, self.target
+        )?;
         for (index, step) in self.steps.iter().enumerate() {
             writeln!(f, "  {}. {step}", index + 1)?;
         }
@@ -327,8 +331,10 @@ impl Orchestrator {
         };
         for notifier in &self.stages.notifiers {
             if let Err(err) = notifier.notify(&notification).await {
-                self.events
-                    .warn(format!("notification not sent (the release goes on): {}", err.message));
+                self.events.warn(format!(
+                    "notification not sent (the release goes on): {}",
+                    err.message
+                ));
             }
         }
     }
@@ -348,7 +354,12 @@ impl Orchestrator {
         run.record.stages.push(StageTiming { stage, millis, ok });
     }
 
-    async fn execute(&self, run: &mut Run, env: &EnvironmentConfig, request: &DeployRequest) -> Ending {
+    async fn execute(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        request: &DeployRequest,
+    ) -> Ending {
         let cancel = &request.cancel;
         let image = match &request.source {
             ReleaseSource::Build => match self.test_build_push(run, request, cancel).await {
@@ -368,8 +379,7 @@ impl Orchestrator {
             }
         };
         run.record.image = Some(image.clone());
-        self.events
-            .info(format!("image {}", image.reference()));
+        self.events.info(format!("image {}", image.reference()));
 
         // Everything up to the service update only reads or registers: a failure here
         // leaves the service as it was.
@@ -409,7 +419,12 @@ impl Orchestrator {
             desired_count: env.desired_count,
             force_new_deployment: env.deploy.force_new_deployment,
         };
-        let deployment = match self.stages.deployer.update_service(&run.target, &update).await {
+        let deployment = match self
+            .stages
+            .deployer
+            .update_service(&run.target, &update)
+            .await
+        {
             Ok(deployment) => deployment,
             Err(err) => {
                 self.end(run, Stage::Deploy, started, false);
@@ -448,16 +463,22 @@ impl Orchestrator {
         let keep = env.rollback.keep_revisions;
         if keep > 0 {
             let family = &rendered.definition.family;
-            match self.stages.deployer.prune_revisions(&run.target, family, keep).await {
+            match self
+                .stages
+                .deployer
+                .prune_revisions(&run.target, family, keep)
+                .await
+            {
                 Ok(removed) if !removed.is_empty() => {
                     let labels: Vec<String> = removed.iter().map(ToString::to_string).collect();
                     self.events
                         .info(format!("deregistered old revisions: {}", labels.join(", ")));
                 }
                 Ok(_) => {}
-                Err(err) => self
-                    .events
-                    .warn(format!("old revisions were not cleaned up: {}", err.message)),
+                Err(err) => self.events.warn(format!(
+                    "old revisions were not cleaned up: {}",
+                    err.message
+                )),
             }
         }
         Ending {
@@ -481,13 +502,19 @@ impl Orchestrator {
     ) -> Result<PinnedImage, Ending> {
         let config = &self.project.config;
         let missing = |what: &str| {
-            Ending::refused(&StageError::bad_input(format!(
-                "this front end has no {what}, so it cannot build a release"
-            ))
-            .with_help("deploy an image that is already pushed (--image TAG)"))
+            Ending::refused(
+                &StageError::bad_input(format!(
+                    "this front end has no {what}, so it cannot build a release"
+                ))
+                .with_help("deploy an image that is already pushed (--image TAG)"),
+            )
         };
         if !config.test.commands.is_empty() {
-            let runner = self.stages.test_runner.clone().ok_or_else(|| missing("test runner"))?;
+            let runner = self
+                .stages
+                .test_runner
+                .clone()
+                .ok_or_else(|| missing("test runner"))?;
             let spec = TestSpec {
                 commands: config.test.commands.clone(),
                 workdir: self.project.root.join(&config.test.workdir),
@@ -502,10 +529,17 @@ impl Orchestrator {
                 let stored = self
                     .stages
                     .artifacts
-                    .put_artifact(&run.target.app, &run.target.environment, &run.record.release_id, artifact)
+                    .put_artifact(
+                        &run.target.app,
+                        &run.target.environment,
+                        &run.record.release_id,
+                        artifact,
+                    )
                     .await;
                 match stored {
-                    Ok(location) => self.events.info(format!("kept {} at {location}", artifact.name)),
+                    Ok(location) => self
+                        .events
+                        .info(format!("kept {} at {location}", artifact.name)),
                     Err(err) => self.events.warn(format!(
                         "test artifact {} was not kept: {}",
                         artifact.name, err.message
@@ -514,7 +548,11 @@ impl Orchestrator {
             }
         }
 
-        let builder = self.stages.image_builder.clone().ok_or_else(|| missing("image builder"))?;
+        let builder = self
+            .stages
+            .image_builder
+            .clone()
+            .ok_or_else(|| missing("image builder"))?;
         let spec = self.build_spec(&request.git);
         let started = self.begin(Stage::Build);
         let result = cancellable(builder.build(&spec, &self.events), cancel).await;
@@ -544,17 +582,31 @@ impl Orchestrator {
             .map(|tag| format!("{repository}:{tag}"))
             .collect();
         let mut labels = BTreeMap::new();
-        labels.insert("org.opencontainers.image.revision".to_string(), git.sha.clone());
+        labels.insert(
+            "org.opencontainers.image.revision".to_string(),
+            git.sha.clone(),
+        );
         labels.insert(
             "org.opencontainers.image.created".to_string(),
-            self.clock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.clock
+                .now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         );
-        labels.insert("org.opencontainers.image.title".to_string(), config.app.name.clone());
+        labels.insert(
+            "org.opencontainers.image.title".to_string(),
+            config.app.name.clone(),
+        );
         if let Some(source) = &config.app.source {
-            labels.insert("org.opencontainers.image.source".to_string(), source.clone());
+            labels.insert(
+                "org.opencontainers.image.source".to_string(),
+                source.clone(),
+            );
         }
         if let Some(version) = git.tag() {
-            labels.insert("org.opencontainers.image.version".to_string(), version.to_string());
+            labels.insert(
+                "org.opencontainers.image.version".to_string(),
+                version.to_string(),
+            );
         }
         BuildSpec {
             context: self.project.root.join(&config.image.context),
@@ -585,7 +637,13 @@ impl Orchestrator {
             None => Vec::new(),
         };
         let rendered = self.render(run, env, image, &secrets)?;
-        let sources = rendered.definition.secret_sources();
+        // Parameters `resolve` just found exist; check only the ones the file names.
+        let sources: Vec<String> = rendered
+            .definition
+            .secret_sources()
+            .into_iter()
+            .filter(|source| !secrets.iter().any(|s| &s.value_from == source))
+            .collect();
         if !sources.is_empty() {
             self.stages.secrets.ensure_exist(&sources).await?;
         }
@@ -657,7 +715,11 @@ impl Orchestrator {
         for verifier in &self.stages.verifiers {
             let result = cancellable(verifier.verify(&context, &self.events), cancel).await;
             if let Err(err) = result {
-                failure = Some(format!("verification {} failed: {}", verifier.name(), err.message));
+                failure = Some(format!(
+                    "verification {} failed: {}",
+                    verifier.name(),
+                    err.message
+                ));
                 break;
             }
         }
@@ -784,11 +846,18 @@ impl Orchestrator {
             .await
         {
             Ok(history) => history,
-            Err(err) => return refuse(format!("cannot read the deploy history: {}", describe_error(&err))),
+            Err(err) => {
+                return refuse(format!(
+                    "cannot read the deploy history: {}",
+                    describe_error(&err)
+                ))
+            }
         };
         let current = match self.stages.deployer.current_revision(&target).await {
             Ok(current) => current,
-            Err(err) => return refuse(format!("cannot read the service: {}", describe_error(&err))),
+            Err(err) => {
+                return refuse(format!("cannot read the service: {}", describe_error(&err)))
+            }
         };
         let chosen = match &request.to {
             Some(RollbackTo::Release(id)) => match history.iter().find(|r| &r.release_id == id) {
@@ -840,7 +909,9 @@ impl Orchestrator {
             .as_ref()
             .is_some_and(|c| c.id == revision.id || c.label == revision.label);
         if already_serving {
-            return refuse(format!("the service {target} already runs {revision}; nothing to roll back"));
+            return refuse(format!(
+                "the service {target} already runs {revision}; nothing to roll back"
+            ));
         }
 
         let started_at = self.clock.now();
@@ -894,9 +965,14 @@ impl Orchestrator {
         let result = self.roll_back_and_wait(&run.target, &revision, &env).await;
         self.end(&mut run, Stage::Rollback, started, result.is_ok());
         if let Err(err) = self.stages.artifacts.release_lock(&lock).await {
-            self.events.warn(format!("could not release the deploy lock: {}", err.message));
+            self.events.warn(format!(
+                "could not release the deploy lock: {}",
+                err.message
+            ));
         }
-        let from = current.map(|c| c.to_string()).unwrap_or_else(|| "nothing".into());
+        let from = current
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "nothing".into());
         let ending = match result {
             Ok(()) => Ending {
                 outcome: RecordOutcome::Succeeded,
@@ -917,7 +993,12 @@ impl Orchestrator {
     }
 
     /// What `deploy` would do, changing nothing: steps and the task definition diff.
-    pub async fn plan(&self, environment: &str, source: &ReleaseSource, git: &GitInfo) -> Result<Plan, StageError> {
+    pub async fn plan(
+        &self,
+        environment: &str,
+        source: &ReleaseSource,
+        git: &GitInfo,
+    ) -> Result<Plan, StageError> {
         let env = self
             .project
             .environment(environment)
@@ -931,7 +1012,13 @@ impl Orchestrator {
                 if !config.test.commands.is_empty() {
                     steps.push(format!(
                         "test: run {} in {}",
-                        config.test.commands.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "),
+                        config
+                            .test
+                            .commands
+                            .iter()
+                            .map(|c| format!("`{c}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         config.test.workdir.display()
                     ));
                 }
@@ -939,7 +1026,11 @@ impl Orchestrator {
                 steps.push(format!(
                     "build: {} ({}) as {}",
                     config.image.dockerfile.display(),
-                    config.image.platform.as_deref().unwrap_or("engine's platform"),
+                    config
+                        .image
+                        .platform
+                        .as_deref()
+                        .unwrap_or("engine's platform"),
                     spec.tags.join(", ")
                 ));
                 steps.push(format!(
@@ -954,8 +1045,15 @@ impl Orchestrator {
                 }
             }
             ReleaseSource::Image(reference) => {
-                let image = self.stages.registry.resolve(&config.image.repository, reference).await?;
-                steps.push(format!("use the pushed image {} ({reference})", image.reference()));
+                let image = self
+                    .stages
+                    .registry
+                    .resolve(&config.image.repository, reference)
+                    .await?;
+                steps.push(format!(
+                    "use the pushed image {} ({reference})",
+                    image.reference()
+                ));
                 image
             }
         };
@@ -993,7 +1091,11 @@ impl Orchestrator {
         let current = self.stages.deployer.current_revision(&target).await?;
         let diff = match &current {
             Some(revision) => {
-                let registered = self.stages.service_reader.registered_definition(revision).await?;
+                let registered = self
+                    .stages
+                    .service_reader
+                    .registered_definition(revision)
+                    .await?;
                 task_definition::diff(&registered, &rendered.definition)
             }
             None => {
@@ -1017,8 +1119,13 @@ impl Orchestrator {
         ));
         steps.push(format!(
             "update: service {target} from {} to the new revision{}",
-            current.as_ref().map(ToString::to_string).unwrap_or_else(|| "nothing".into()),
-            env.desired_count.map(|n| format!(", desired count {n}")).unwrap_or_default()
+            current
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "nothing".into()),
+            env.desired_count
+                .map(|n| format!(", desired count {n}"))
+                .unwrap_or_default()
         ));
         steps.push(format!(
             "wait: for that deployment to complete (timeout {}s, polling every {}s)",

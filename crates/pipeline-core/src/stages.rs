@@ -8,9 +8,8 @@
 
 use crate::events::Events;
 use crate::model::{
-    Artifact, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle,
-    ImageReference, LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef,
-    ServiceStatus,
+    Artifact, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle, ImageReference,
+    LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef, ServiceStatus,
 };
 use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
 use async_trait::async_trait;
@@ -230,8 +229,10 @@ pub trait ServiceReader: Send + Sync {
     async fn status(&self, target: &DeployTarget) -> Result<ServiceStatus, StageError>;
 
     /// The definition a revision was registered with, as a registrable task definition.
-    async fn registered_definition(&self, revision: &Revision)
-        -> Result<TaskDefinition, StageError>;
+    async fn registered_definition(
+        &self,
+        revision: &Revision,
+    ) -> Result<TaskDefinition, StageError>;
 }
 
 /// What a verifier knows about the release it checks.
@@ -376,9 +377,6 @@ pub trait ImagePusher: Send + Sync {
         tag: &str,
     ) -> Result<Option<String>, StageError>;
 
-    /// Pushes a local image as `server/repository:tag` and returns the manifest digest
-    /// the server holds. The password goes to the engine in memory only: never on a
-    /// command line, never in a file.
     /// Whether `repository:tag` on the server holds this very image (same image config
     /// digest), so that pushing it again can be skipped. `false` when unknown.
     async fn holds_image(
@@ -391,6 +389,9 @@ pub trait ImagePusher: Send + Sync {
         Ok(false)
     }
 
+    /// Pushes a local image as `server/repository:tag` and returns the manifest digest
+    /// the server holds. The password goes to the engine in memory only: never on a
+    /// command line, never in a file.
     async fn push(
         &self,
         image: &BuiltImage,

@@ -175,8 +175,10 @@ impl TaskDefinition {
                 None => object,
             },
             other => {
-                return Err(TaskDefinitionError::new(file, "$", "expected a JSON object")
-                    .value(json_type(&other)))
+                return Err(
+                    TaskDefinitionError::new(file, "$", "expected a JSON object")
+                        .value(json_type(&other)),
+                )
             }
         };
         Self::from_object(file, object)
@@ -192,7 +194,10 @@ impl TaskDefinition {
         Self::parse(file, &text)
     }
 
-    fn from_object(file: &Path, mut object: Map<String, Value>) -> Result<Self, TaskDefinitionError> {
+    fn from_object(
+        file: &Path,
+        mut object: Map<String, Value>,
+    ) -> Result<Self, TaskDefinitionError> {
         for field in READ_ONLY_FIELDS {
             object.remove(*field);
         }
@@ -256,9 +261,11 @@ impl TaskDefinition {
                     .value(format!("{:?}", container.name)));
             }
             if !seen.insert(container.name.as_str()) {
-                return Err(TaskDefinitionError::new(file, key, "is used by two containers")
-                    .value(format!("{:?}", container.name))
-                    .help("give every container its own name"));
+                return Err(
+                    TaskDefinitionError::new(file, key, "is used by two containers")
+                        .value(format!("{:?}", container.name))
+                        .help("give every container its own name"),
+                );
             }
             let mut names = std::collections::BTreeSet::new();
             for (i, variable) in container.environment.iter().enumerate() {
@@ -399,14 +406,20 @@ fn normalise_container(container: &mut Map<String, Value>, awsvpc: bool) {
     for list in ["environment", "secrets"] {
         if let Some(Value::Array(entries)) = container.get_mut(list) {
             entries.sort_by(|a, b| {
-                let name = |v: &Value| v.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+                let name = |v: &Value| {
+                    v.get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
                 name(a).cmp(&name(b))
             });
         }
     }
     if let Some(Value::Array(ports)) = container.get_mut("portMappings") {
         for port in ports.iter_mut().filter_map(Value::as_object_mut) {
-            port.entry("protocol").or_insert(Value::String("tcp".into()));
+            port.entry("protocol")
+                .or_insert(Value::String("tcp".into()));
             if awsvpc {
                 if let Some(container_port) = port.get("containerPort").cloned() {
                     port.entry("hostPort").or_insert(container_port);
@@ -491,9 +504,11 @@ fn validate_fargate_size(
         8192 => (16..=60).step_by(4).map(|g| g * 1024).collect(),
         16384 => (32..=120).step_by(8).map(|g| g * 1024).collect(),
         _ => {
-            return Err(TaskDefinitionError::new(file, "cpu", "is not a Fargate CPU size")
-                .value(format!("{cpu_text:?}"))
-                .help("Fargate takes 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units"))
+            return Err(
+                TaskDefinitionError::new(file, "cpu", "is not a Fargate CPU size")
+                    .value(format!("{cpu_text:?}"))
+                    .help("Fargate takes 256, 512, 1024, 2048, 4096, 8192 or 16384 CPU units"),
+            )
         }
     };
     if !allowed.contains(&memory_mib) {
@@ -504,7 +519,10 @@ fn validate_fargate_size(
             format!("is not allowed with cpu {cpu_text:?} on FARGATE"),
         )
         .value(format!("{memory_text:?}"))
-        .help(format!("with cpu {cpu_text:?} use one of: {}", listed.join(", "))));
+        .help(format!(
+            "with cpu {cpu_text:?} use one of: {}",
+            listed.join(", ")
+        )));
     }
     Ok(())
 }

@@ -182,6 +182,31 @@ async fn the_example_app_is_tested_built_pushed_and_pushed_again_without_uploads
         Ok(Some(first.digest.clone()))
     );
 
+    // The tag holds this very image (its config digest is the engine's image id), and
+    // not another one.
+    assert_eq!(
+        pusher
+            .holds_image(&credentials, "cv_matcher", &remote_tag, &image)
+            .await,
+        Ok(true)
+    );
+    let other = BuiltImage {
+        image_id: format!("sha256:{}", "3".repeat(64)),
+        local_tags: vec![],
+    };
+    assert_eq!(
+        pusher
+            .holds_image(&credentials, "cv_matcher", &remote_tag, &other)
+            .await,
+        Ok(false)
+    );
+    assert_eq!(
+        pusher
+            .holds_image(&credentials, "cv_matcher", "no-such-tag", &image)
+            .await,
+        Ok(false)
+    );
+
     // Second push of the unchanged image: the registry starts no upload.
     let started = Instant::now();
     let (second_events, second_recorder) = recorded();
@@ -400,6 +425,11 @@ async fn remote_digest_reads_tags_over_https_with_a_private_ca() {
     assert_eq!(
         trusting.remote_digest(&https, "small", &digest).await,
         Ok(Some(digest.clone()))
+    );
+
+    assert_eq!(
+        trusting.holds_image(&https, "small", &tag, &image).await,
+        Ok(true)
     );
 
     // Without the CA the certificate is not trusted: a clear error, no password.

@@ -140,3 +140,69 @@ async fn an_engine_that_does_not_answer_is_unavailable_naming_the_address_tried(
         "{text}"
     );
 }
+
+/// `DOCKER_HOST` from the real environment is what the builder and the pusher try, and
+/// their errors say so. The test runs itself again with `DOCKER_HOST` set, so that no
+/// other test sees the changed environment.
+#[tokio::test]
+async fn docker_host_from_the_environment_is_the_engine_tried() {
+    const CHILD: &str = "HOST_ADAPTERS_IT_DOCKER_HOST_CHILD";
+    const NAME: &str = "docker_image_builder::docker_host_from_the_environment_is_the_engine_tried";
+    if std::env::var_os(CHILD).is_none() {
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(err) => panic!("no test executable: {err}"),
+        };
+        let output = std::process::Command::new(exe)
+            .args(["--exact", NAME, "--test-threads", "1"])
+            .env(CHILD, "1")
+            .env("DOCKER_HOST", "unix:///tmp/nonexistent.sock")
+            .output();
+        let output = match output {
+            Ok(output) => output,
+            Err(err) => panic!("could not run the test again: {err}"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+
+    let context = TempDir::new("build-env-host");
+    context.write("Dockerfile", "FROM scratch\n");
+    let (events, _recorder) = recorded();
+    let builder = DockerImageBuilder::from_env();
+    let error = builder
+        .build(&spec(context.path(), "host-adapters-it-none:1"), &events)
+        .await
+        .err();
+    let expected = "unix:///tmp/nonexistent.sock (from DOCKER_HOST)";
+    assert!(
+        matches!(&error, Some(e) if e.kind == StageErrorKind::Unavailable
+            && e.message.contains(expected)
+            && e.help.as_deref().is_some_and(|help| help.contains("fix DOCKER_HOST"))),
+        "{error:?}"
+    );
+
+    let pusher = host_adapters::DockerEnginePusher::from_env();
+    let image = pipeline_core::BuiltImage {
+        image_id: format!("sha256:{}", "2".repeat(64)),
+        local_tags: vec![],
+    };
+    let credentials = pipeline_core::RegistryCredentials {
+        server: "127.0.0.1:5000".into(),
+        username: "u".into(),
+        password: "not-a-real-password".into(),
+    };
+    let error =
+        pipeline_core::ImagePusher::push(&pusher, &image, &credentials, "cv_matcher", "x", &events)
+            .await
+            .err();
+    assert!(
+        matches!(&error, Some(e) if e.kind == StageErrorKind::Unavailable && e.message.contains(expected)),
+        "{error:?}"
+    );
+}

@@ -3,6 +3,20 @@ use host_adapters::ShellTestRunner;
 use pipeline_core::{PipelineEvent, Stage, StageErrorKind, TestRunner, TestSpec};
 use std::time::{Duration, Instant};
 
+/// Waits until process `pid` is gone (or a zombie waiting for init to reap it).
+async fn assert_process_gone(pid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
+        if stat.is_empty() || state == Some(Some('Z')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} survived: {stat}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn spec(dir: &TempDir, commands: &[&str], artifacts: &[&str]) -> TestSpec {
     TestSpec {
         commands: commands.iter().map(|c| c.to_string()).collect(),
@@ -116,21 +130,8 @@ async fn a_command_past_its_time_limit_is_killed_with_everything_it_started() {
         !pid.is_empty(),
         "the background process should have started"
     );
-    // The background sleep was in the command's process group: it must be gone (or a
-    // zombie waiting for init to reap it).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(") ").map(|(_, rest)| rest.chars().next());
-        if stat.is_empty() || state == Some(Some('Z')) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "background process {pid} survived: {stat}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The background sleep was in the command's process group.
+    assert_process_gone(pid).await;
 }
 
 #[tokio::test]
@@ -207,4 +208,31 @@ async fn the_example_apps_lint_and_tests_pass_and_leave_a_cobertura_report() {
         text.contains("must contain exactly: ok") || text.contains("expected 'ok'"),
         "{text}"
     );
+}
+
+/// The orchestrator cancels a stage by dropping its future: nothing may keep running.
+#[tokio::test]
+async fn a_cancelled_run_leaves_no_process_behind() {
+    let dir = TempDir::new("runner-cancel");
+    let spec = spec(
+        &dir,
+        &["sleep 300 & echo $! > background.pid; sleep 300"],
+        &[],
+    );
+    let (events, _recorder) = recorded();
+    let runner = ShellTestRunner::new();
+    let cancelled =
+        tokio::time::timeout(Duration::from_secs(1), runner.run_tests(&spec, &events)).await;
+    assert!(
+        cancelled.is_err(),
+        "the run should still be going when cancelled"
+    );
+
+    let pid = std::fs::read_to_string(dir.path().join("background.pid")).unwrap_or_default();
+    let pid = pid.trim().to_string();
+    assert!(
+        !pid.is_empty(),
+        "the background process should have started"
+    );
+    assert_process_gone(&pid).await;
 }

@@ -153,6 +153,23 @@ fn cases() -> Vec<Case> {
             ..case("unknown key: a typo in a top-level table")
         },
         Case {
+            config: &[("repository = \"demo\"", "repository = \"CV Matcher\"")],
+            key: "image.repository",
+            value: Some("\"CV Matcher\""),
+            says: &["is not an ECR repository name"],
+            ..case("a repository name ECR refuses")
+        },
+        Case {
+            config: &[(
+                "repository = \"demo\"",
+                "repository = \"demo\"\nplatform = \"windows/amd64\"",
+            )],
+            key: "image.platform",
+            value: Some("\"windows/amd64\""),
+            says: &["linux/arm64"],
+            ..case("a platform Fargate does not run")
+        },
+        Case {
             config: &[("containers = [\"web\"]", "containers = [\"worker\"]")],
             key: "task_definition.containers[0]",
             value: Some("\"worker\""),
@@ -299,6 +316,20 @@ fn cases() -> Vec<Case> {
             ..case("a TOML syntax error")
         },
         Case {
+            config: &[("[image]", "@bad = 1\n[image]")],
+            key: "line 5",
+            value: Some("invalid"),
+            says: &["is not valid TOML"],
+            ..case("a TOML syntax error at the start of a line")
+        },
+        Case {
+            config: &[("\n[environments.production]", "\n[environments.staging.records]\nbuckt = \"demo-records\"\n\n[environments.production]")],
+            key: "environments.staging.records.buckt",
+            value: Some("buckt"),
+            says: &["did you mean `environments.staging.records.bucket`"],
+            ..case("unknown key: a typo in an optional table")
+        },
+        Case {
             config: &[("file = \"task-definition.json\"", "file = \"missing.json\"")],
             file: File::Missing,
             key: "$",
@@ -404,7 +435,10 @@ fn cases() -> Vec<Case> {
 fn edit(base: &str, replacements: &[(&str, &str)], name: &str) -> String {
     let mut text = base.to_string();
     for (from, to) in replacements {
-        assert!(text.contains(from), "{name}: the edit {from:?} matches nothing");
+        assert!(
+            text.contains(from),
+            "{name}: the edit {from:?} matches nothing"
+        );
         text = text.replacen(from, to, 1);
     }
     text
@@ -465,9 +499,21 @@ fn check(case: &Case) -> Result<(), String> {
         File::Definition => definition.clone(),
         File::Missing => dir.path().join("missing.json"),
     };
-    ensure!(file == expected_file, "{name}: names the file {}; message:\n{message}", file.display());
-    ensure!(key == case.key, "{name}: names the key {key:?}, not {:?}; message:\n{message}", case.key);
-    ensure!(err.key() == case.key, "{name}: ConfigError::key is {:?}", err.key());
+    ensure!(
+        file == expected_file,
+        "{name}: names the file {}; message:\n{message}",
+        file.display()
+    );
+    ensure!(
+        key == case.key,
+        "{name}: names the key {key:?}, not {:?}; message:\n{message}",
+        case.key
+    );
+    ensure!(
+        err.key() == case.key,
+        "{name}: ConfigError::key is {:?}",
+        err.key()
+    );
     ensure!(
         message.contains(&format!("{}: `{}`", expected_file.display(), case.key)),
         "{name}: the message does not start with the file and key:\n{message}"
@@ -484,7 +530,10 @@ fn check(case: &Case) -> Result<(), String> {
                 "{name}: the message does not show the value:\n{message}"
             );
         }
-        None => ensure!(value.is_none(), "{name}: no value expected, found {value:?}"),
+        None => ensure!(
+            value.is_none(),
+            "{name}: no value expected, found {value:?}"
+        ),
     }
     for text in case.says {
         ensure!(

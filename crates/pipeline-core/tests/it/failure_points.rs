@@ -6,11 +6,14 @@
 //! and that people are told how the run ended.
 
 use crate::harness::{harness, Calls, Rollout, World};
-use crate::support::{pinned_image, revision};
+use crate::support::{cv_matcher, develop_commit, pinned_image, revision};
 use pipeline_core::{
-    ImageReference, NotificationKind, Outcome, PipelineEvent, RecordOutcome, ReleaseSource,
-    RolloutOutcome, Stage, StageErrorKind,
+    DeployRequest, Events, ImageReference, MockArtifactStore, MockDeployer, MockImageBuilder,
+    MockRegistry, MockSecretStore, MockServiceReader, MockTestRunner, NotificationKind,
+    Orchestrator, Outcome, PipelineEvent, RecordOutcome, ReleaseSource, RolloutOutcome, Stage,
+    StageErrorKind, Stages,
 };
+use std::sync::Arc;
 use std::time::Duration;
 
 use Stage::{Build, Deploy, Push, Rollback, Test, Verify};
@@ -453,7 +456,11 @@ async fn each_failure_point_ends_in_the_documented_state() {
         let harness = harness(&case.world, case.calls);
         let report = harness.deploy().await;
 
-        assert_eq!(report.outcome, case.outcome, "{name}: outcome; message: {}", report.message);
+        assert_eq!(
+            report.outcome, case.outcome,
+            "{name}: outcome; message: {}",
+            report.message
+        );
         for text in case.message {
             assert!(
                 report.message.contains(text),
@@ -463,16 +470,31 @@ async fn each_failure_point_ends_in_the_documented_state() {
         }
 
         let records = harness.records();
-        assert_eq!(records.len(), 1, "{name}: exactly one deploy record is written");
+        assert_eq!(
+            records.len(),
+            1,
+            "{name}: exactly one deploy record is written"
+        );
         let record = &records[0];
-        assert_eq!(report.record.as_ref(), Some(record), "{name}: the report carries the record");
+        assert_eq!(
+            report.record.as_ref(),
+            Some(record),
+            "{name}: the report carries the record"
+        );
         assert_eq!(record.outcome, case.record, "{name}: record outcome");
-        assert_eq!(record.outcome.outcome(), report.outcome, "{name}: record and report agree");
+        assert_eq!(
+            record.outcome.outcome(),
+            report.outcome,
+            "{name}: record and report agree"
+        );
         assert_eq!(record.app, "cv-matcher", "{name}");
         assert_eq!(record.environment, "staging", "{name}");
         assert_eq!(record.actor, "alice", "{name}");
         assert_eq!(record.release_id.0, "r20261126-141500-abc1234", "{name}");
-        assert!(record.finished_at.is_some(), "{name}: the record is finished");
+        assert!(
+            record.finished_at.is_some(),
+            "{name}: the record is finished"
+        );
         assert_eq!(
             record.reason.is_none(),
             case.outcome == Outcome::Succeeded,
@@ -481,14 +503,22 @@ async fn each_failure_point_ends_in_the_documented_state() {
         );
         let stages: Vec<(Stage, bool)> = record.stages.iter().map(|t| (t.stage, t.ok)).collect();
         assert_eq!(stages, case.stages, "{name}: stage timings");
-        assert_eq!(record.revision, case.revision.map(revision), "{name}: new revision");
+        assert_eq!(
+            record.revision,
+            case.revision.map(revision),
+            "{name}: new revision"
+        );
         assert_eq!(
             record.previous_revision,
             case.previous.map(revision),
             "{name}: previous revision"
         );
         if case.outcome == Outcome::Succeeded {
-            assert_eq!(record.image, Some(pinned_image()), "{name}: the image is recorded");
+            assert_eq!(
+                record.image,
+                Some(pinned_image()),
+                "{name}: the image is recorded"
+            );
         }
 
         let notifications = harness.notifications();
@@ -498,9 +528,16 @@ async fn each_failure_point_ends_in_the_documented_state() {
                 RecordOutcome::RolledBack => NotificationKind::RolledBack,
                 _ => NotificationKind::Failed,
             };
-            assert_eq!(notifications, [NotificationKind::Started, last], "{name}: notifications");
+            assert_eq!(
+                notifications,
+                [NotificationKind::Started, last],
+                "{name}: notifications"
+            );
         } else {
-            assert!(notifications.is_empty(), "{name}: a refused run notifies nobody");
+            assert!(
+                notifications.is_empty(),
+                "{name}: a refused run notifies nobody"
+            );
         }
 
         let events = harness.events.take();
@@ -517,12 +554,59 @@ async fn each_failure_point_ends_in_the_documented_state() {
                 "{name}: expected a warning containing {text:?}; warnings: {warnings:?}"
             );
         }
-        let rolled_back = case.stages.contains(&(Rollback, true)) || case.stages.contains(&(Rollback, false));
+        let rolled_back =
+            case.stages.contains(&(Rollback, true)) || case.stages.contains(&(Rollback, false));
         let rollback_events = events
             .iter()
-            .filter(|e| matches!(e, PipelineEvent::RollbackStarted { to, .. } if *to == revision(6)))
+            .filter(
+                |e| matches!(e, PipelineEvent::RollbackStarted { to, .. } if *to == revision(6)),
+            )
             .count();
-        assert_eq!(rollback_events, usize::from(rolled_back), "{name}: rollback announced");
+        assert_eq!(
+            rollback_events,
+            usize::from(rolled_back),
+            "{name}: rollback announced"
+        );
         drop(harness);
     }
+}
+
+#[tokio::test]
+async fn an_unknown_environment_is_refused_before_anything_runs() {
+    // Mocks without expectations: any call at all fails the test.
+    let stages = Stages {
+        test_runner: Some(Arc::new(MockTestRunner::new())),
+        image_builder: Some(Arc::new(MockImageBuilder::new())),
+        registry: Arc::new(MockRegistry::new()),
+        deployer: Arc::new(MockDeployer::new()),
+        service_reader: Arc::new(MockServiceReader::new()),
+        verifiers: Vec::new(),
+        secrets: Arc::new(MockSecretStore::new()),
+        artifacts: Arc::new(MockArtifactStore::new()),
+        notifiers: Vec::new(),
+    };
+    let orchestrator = Orchestrator::new(cv_matcher(), stages, Events::new());
+    let report = orchestrator
+        .deploy(DeployRequest {
+            environment: "prod".into(),
+            source: ReleaseSource::Build,
+            git: develop_commit(),
+            actor: "alice".into(),
+            cancel: Default::default(),
+        })
+        .await;
+    assert_eq!(report.outcome, Outcome::BadInput);
+    assert!(report.record.is_none());
+    assert!(
+        report.message.contains("(found \"prod\")"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains("--env takes one of: production, staging"),
+        "{}",
+        report.message
+    );
 }

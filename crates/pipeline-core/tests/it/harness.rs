@@ -4,15 +4,15 @@
 
 use crate::support::{cv_matcher, develop_commit, pinned_image, pinned_time, revision, FixedClock};
 use async_trait::async_trait;
+use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
     BuiltImage, CancellationToken, DeployLock, DeployRecord, DeployReport, DeployRequest,
     DeployTarget, Deployer, DeploymentHandle, Events, MockArtifactStore, MockDeployer,
     MockImageBuilder, MockNotifier, MockRegistry, MockSecretStore, MockServiceReader,
     MockTestRunner, MockVerifier, NotificationKind, Orchestrator, PipelineEvent, RecordedEvents,
-    ReleaseSource, Revision, RolloutOutcome, SecretRef,
-    Stage, StageError, StageErrorKind, Stages, TestReport, UpdateRequest, WaitOptions,
+    ReleaseSource, Revision, RolloutOutcome, SecretRef, Stage, StageError, StageErrorKind, Stages,
+    TestReport, UpdateRequest, WaitOptions,
 };
-use pipeline_core::task_definition::RenderedTaskDefinition;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -147,7 +147,9 @@ impl Harness {
 }
 
 pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn answer(step: Result<(), StageErrorKind>, what: &str) -> Result<(), StageError> {
@@ -157,7 +159,9 @@ fn answer(step: Result<(), StageErrorKind>, what: &str) -> Result<(), StageError
 fn rollout_result(rollout: &Rollout) -> Result<RolloutOutcome, StageError> {
     match rollout {
         Rollout::Ends(outcome) => Ok(outcome.clone()),
-        Rollout::Unobservable => Err(StageError::unavailable("DescribeServices: connection refused")),
+        Rollout::Unobservable => Err(StageError::unavailable(
+            "DescribeServices: connection refused",
+        )),
         Rollout::CancelledMidway => Err(StageError::failed(
             "the mock waiter cannot block; CancelDuringRollout handles this",
         )),
@@ -215,11 +219,12 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .expect_resolve()
         .times(calls.resolve)
         .returning(move |repository, reference| {
-            result
-                .map(|()| pinned_image())
-                .map_err(|kind| {
-                    StageError::new(kind, format!("no image {reference} in repository {repository}"))
-                })
+            result.map(|()| pinned_image()).map_err(|kind| {
+                StageError::new(
+                    kind,
+                    format!("no image {reference} in repository {repository}"),
+                )
+            })
         });
 
     let mut secrets = MockSecretStore::new();
@@ -227,8 +232,11 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
     secrets.expect_resolve().returning(move |spec| {
         result
             .map_err(|kind| {
-                StageError::new(kind, format!("parameter {}JWT_SECRET_KEY does not exist", spec.path))
-                    .with_help("aws ssm put-parameter --type SecureString ...")
+                StageError::new(
+                    kind,
+                    format!("parameter {}JWT_SECRET_KEY does not exist", spec.path),
+                )
+                .with_help("aws ssm put-parameter --type SecureString ...")
             })
             .map(|()| {
                 ["DATABASE_URL", "JWT_SECRET_KEY", "S3_BUCKET_NAME"]
@@ -350,7 +358,9 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
                 .map_err(|kind| {
                     StageError::new(
                         kind,
-                        format!("the deploy lock of {app}/{environment} is held by bob since 14:00"),
+                        format!(
+                            "the deploy lock of {app}/{environment} is held by bob since 14:00"
+                        ),
                     )
                 })
         });
@@ -359,10 +369,13 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .times(usize::from(lock_taken))
         .returning(|_| Ok(()));
     let seen = records.clone();
-    artifacts.expect_put_record().times(1).returning(move |record| {
-        lock(&seen).push(record.clone());
-        Ok(())
-    });
+    artifacts
+        .expect_put_record()
+        .times(1)
+        .returning(move |record| {
+            lock(&seen).push(record.clone());
+            Ok(())
+        });
     artifacts
         .expect_put_artifact()
         .returning(|_, _, _, artifact| Ok(format!("s3://records/{}", artifact.name)));
@@ -416,7 +429,10 @@ struct CancelDuringRollout {
 
 #[async_trait]
 impl Deployer for CancelDuringRollout {
-    async fn current_revision(&self, target: &DeployTarget) -> Result<Option<Revision>, StageError> {
+    async fn current_revision(
+        &self,
+        target: &DeployTarget,
+    ) -> Result<Option<Revision>, StageError> {
         self.inner.current_revision(target).await
     }
 

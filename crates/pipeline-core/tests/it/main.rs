@@ -1,9 +1,11 @@
 //! pipeline-core's integration tests, as one binary.
 
 mod bad_inputs;
+mod cv_matcher;
 mod failure_points;
 mod harness;
 mod rollback;
 mod routing;
 mod support;
 mod task_definitions;
+mod variables;

@@ -36,7 +36,7 @@ fn release(n: u32) -> ReleaseId {
     ReleaseId(format!("r2026110{n}-120000-rel{n}"))
 }
 
-/// A manual rollback by `who` that put `rev` (of release `of`) back in service.
+/// Record `n`: a manual rollback that put `rev`, of release `of`, back in service.
 fn manual_rollback(n: u32, rev: u32, of: u32) -> DeployRecord {
     DeployRecord {
         rollback_of: Some(release(of)),
@@ -166,13 +166,19 @@ fn orchestrator(
                 token: "t".into(),
             })
         });
-    artifacts.expect_release_lock().times(runs).returning(|_| Ok(()));
+    artifacts
+        .expect_release_lock()
+        .times(runs)
+        .returning(|_| Ok(()));
     let records = Arc::new(Mutex::new(Vec::new()));
     let seen = records.clone();
-    artifacts.expect_put_record().times(runs).returning(move |record| {
-        lock(&seen).push(record.clone());
-        Ok(())
-    });
+    artifacts
+        .expect_put_record()
+        .times(runs)
+        .returning(move |record| {
+            lock(&seen).push(record.clone());
+            Ok(())
+        });
 
     let mut deployer = MockDeployer::new();
     deployer
@@ -234,21 +240,39 @@ async fn a_manual_rollback_picks_the_right_release_or_refuses() {
         let report = orchestrator.rollback(request(case.to.clone())).await;
         match case.expected {
             Ok((rev, of)) => {
-                assert_eq!(report.outcome, Outcome::Succeeded, "{name}: {}", report.message);
+                assert_eq!(
+                    report.outcome,
+                    Outcome::Succeeded,
+                    "{name}: {}",
+                    report.message
+                );
                 let records = lock(&records).clone();
                 assert_eq!(records.len(), 1, "{name}: one record");
                 let record = &records[0];
                 assert_eq!(report.record.as_ref(), Some(record), "{name}");
                 assert_eq!(record.outcome, RecordOutcome::Succeeded, "{name}");
-                assert_eq!(record.revision, Some(revision(rev)), "{name}: rolled back to");
-                assert_eq!(record.previous_revision, case.current.map(revision), "{name}: from");
+                assert_eq!(
+                    record.revision,
+                    Some(revision(rev)),
+                    "{name}: rolled back to"
+                );
+                assert_eq!(
+                    record.previous_revision,
+                    case.current.map(revision),
+                    "{name}: from"
+                );
                 assert_eq!(record.rollback_of, of.map(release), "{name}: rollback_of");
                 assert_eq!(record.actor, "alice", "{name}");
-                let stages: Vec<(Stage, bool)> = record.stages.iter().map(|t| (t.stage, t.ok)).collect();
+                let stages: Vec<(Stage, bool)> =
+                    record.stages.iter().map(|t| (t.stage, t.ok)).collect();
                 assert_eq!(stages, [(Stage::Rollback, true)], "{name}");
                 if let Some(of) = of {
                     let source = case.history.iter().find(|r| r.release_id == release(of));
-                    assert_eq!(Some(&record.git), source.map(|r| &r.git), "{name}: the git of the release restored");
+                    assert_eq!(
+                        Some(&record.git),
+                        source.map(|r| &r.git),
+                        "{name}: the git of the release restored"
+                    );
                 }
                 assert!(
                     report.message.contains(&format!("to cv-matcher:{rev}")),
@@ -257,9 +281,17 @@ async fn a_manual_rollback_picks_the_right_release_or_refuses() {
                 );
             }
             Err(text) => {
-                assert_eq!(report.outcome, Outcome::BadInput, "{name}: {}", report.message);
+                assert_eq!(
+                    report.outcome,
+                    Outcome::BadInput,
+                    "{name}: {}",
+                    report.message
+                );
                 assert!(report.message.contains(text), "{name}: {}", report.message);
-                assert!(lock(&records).is_empty(), "{name}: a refusal changes nothing");
+                assert!(
+                    lock(&records).is_empty(),
+                    "{name}: a refusal changes nothing"
+                );
             }
         }
         drop(orchestrator);
@@ -277,9 +309,24 @@ async fn a_rollback_that_does_not_complete_is_not_restored() {
         },
     );
     let report = orchestrator.rollback(request(None)).await;
-    assert_eq!(report.outcome, Outcome::FailedNotRestored, "{}", report.message);
-    assert!(report.message.contains("did not complete (rollout failed: tasks failed to start)"), "{}", report.message);
-    assert!(report.message.contains("tugboat status --env staging"), "{}", report.message);
+    assert_eq!(
+        report.outcome,
+        Outcome::FailedNotRestored,
+        "{}",
+        report.message
+    );
+    assert!(
+        report
+            .message
+            .contains("did not complete (rollout failed: tasks failed to start)"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.message.contains("tugboat status --env staging"),
+        "{}",
+        report.message
+    );
     let records = lock(&records).clone();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].outcome, RecordOutcome::NotRestored);
@@ -290,22 +337,32 @@ async fn a_rollback_that_does_not_complete_is_not_restored() {
 #[tokio::test]
 async fn a_rollback_under_a_held_lock_is_refused_and_recorded() {
     let mut artifacts = MockArtifactStore::new();
-    artifacts.expect_history().returning(|_, _, _| Ok(history()));
-    artifacts.expect_acquire_lock().times(1).returning(|_, _, _| {
-        Err(StageError::new(
-            pipeline_core::StageErrorKind::LockHeld,
-            "held by bob since 14:00",
-        ))
-    });
+    artifacts
+        .expect_history()
+        .returning(|_, _, _| Ok(history()));
+    artifacts
+        .expect_acquire_lock()
+        .times(1)
+        .returning(|_, _, _| {
+            Err(StageError::new(
+                pipeline_core::StageErrorKind::LockHeld,
+                "held by bob since 14:00",
+            ))
+        });
     artifacts.expect_release_lock().times(0);
     let records = Arc::new(Mutex::new(Vec::new()));
     let seen = records.clone();
-    artifacts.expect_put_record().times(1).returning(move |record| {
-        lock(&seen).push(record.clone());
-        Ok(())
-    });
+    artifacts
+        .expect_put_record()
+        .times(1)
+        .returning(move |record| {
+            lock(&seen).push(record.clone());
+            Ok(())
+        });
     let mut deployer = MockDeployer::new();
-    deployer.expect_current_revision().returning(|_| Ok(Some(revision(8))));
+    deployer
+        .expect_current_revision()
+        .returning(|_| Ok(Some(revision(8))));
     deployer.expect_roll_back().times(0);
     let stages = Stages {
         test_runner: None,

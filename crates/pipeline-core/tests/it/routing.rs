@@ -27,7 +27,11 @@ fn glob_match_follows_star_only_rules() {
         ("fé*", "fé-ñ", true),
     ];
     for (pattern, text, expected) in cases {
-        assert_eq!(glob_match(pattern, text), expected, "glob_match({pattern:?}, {text:?})");
+        assert_eq!(
+            glob_match(pattern, text),
+            expected,
+            "glob_match({pattern:?}, {text:?})"
+        );
     }
 }
 

@@ -43,10 +43,8 @@ impl TempDir {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let path = std::env::temp_dir().join(format!(
-            "tugboat-core-it-{}-{n}-{safe}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("tugboat-core-it-{}-{n}-{safe}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|err| panic!("cannot create {}: {err}", path.display()));

@@ -42,7 +42,10 @@ fn fields_tugboat_does_not_model_survive_a_round_trip() {
             original.pointer(pointer),
             "{pointer} changed in the round trip"
         );
-        assert!(original.pointer(pointer).is_some(), "{pointer} is in the test data");
+        assert!(
+            original.pointer(pointer).is_some(),
+            "{pointer} is in the test data"
+        );
     }
 }
 
@@ -58,12 +61,17 @@ fn describe_task_definition_output_is_accepted_without_its_read_only_fields() {
         assert!(!object.contains_key(*field), "{field} was not stripped");
     }
     // The describe wrapper's `tags` belong to the revision, not to its definition.
-    assert!(!object.contains_key("tags"), "the describe `tags` leaked in");
+    assert!(
+        !object.contains_key("tags"),
+        "the describe `tags` leaked in"
+    );
     assert!(!object.contains_key("taskDefinition"));
     assert_eq!(definition.family, "cv-matcher");
     assert_eq!(
         object.get("executionRoleArn"),
-        Some(&json!("arn:aws:iam::123456789012:role/cv-matcher-task-execution"))
+        Some(&json!(
+            "arn:aws:iam::123456789012:role/cv-matcher-task-execution"
+        ))
     );
     assert_eq!(
         definition.secret_sources().len(),
@@ -74,7 +82,10 @@ fn describe_task_definition_output_is_accepted_without_its_read_only_fields() {
 
     // The inner object alone (`--query taskDefinition`) parses the same.
     let full: Value = serde_json::from_str(&read_data("describe-cv-matcher-6.json")).expect("JSON");
-    assert_eq!(parse_value("inner.json", &full["taskDefinition"]), definition);
+    assert_eq!(
+        parse_value("inner.json", &full["taskDefinition"]),
+        definition
+    );
 }
 
 #[test]
@@ -87,9 +98,15 @@ fn a_project_can_name_a_describe_task_definition_file() {
             "file = \"registered.json\"",
         );
     let config = dir.write("tugboat.toml", &config);
-    dir.write("registered.json", &read_data("describe-cv-matcher-file.json"));
+    dir.write(
+        "registered.json",
+        &read_data("describe-cv-matcher-file.json"),
+    );
     let project = Project::load_with(&config, &|_| None).expect("loads");
-    assert_eq!(project.task_definition_file, dir.path().join("registered.json"));
+    assert_eq!(
+        project.task_definition_file,
+        dir.path().join("registered.json")
+    );
     assert_eq!(
         task_definition::diff(&project.task_definition, &cv_matcher().task_definition),
         "",
@@ -168,7 +185,14 @@ fn a_real_change_shows_in_the_diff() {
                     json!([{"name": "APP_ENV", "value": "staging"}])
             },
             &[],
-            &[r#""environment": ["#, "{", r#""name": "APP_ENV""#, r#""value": "staging""#, "}", "],"],
+            &[
+                r#""environment": ["#,
+                "{",
+                r#""name": "APP_ENV""#,
+                r#""value": "staging""#,
+                "}",
+                "],",
+            ],
         ),
         (
             "another port",
@@ -197,7 +221,10 @@ fn a_real_change_shows_in_the_diff() {
         let mut file = cv_matcher_file();
         edit(&mut file);
         let diff = task_definition::diff(&registered, &parse_value(name, &file));
-        assert!(diff.starts_with("--- registered\n+++ rendered\n@@ "), "{name}:\n{diff}");
+        assert!(
+            diff.starts_with("--- registered\n+++ rendered\n@@ "),
+            "{name}:\n{diff}"
+        );
         let body: Vec<&str> = diff.lines().skip(2).collect();
         let changed = |sign: char| -> Vec<&str> {
             body.iter()
@@ -209,11 +236,17 @@ fn a_real_change_shows_in_the_diff() {
             let lines = changed(sign);
             for text in expected {
                 assert!(
-                    lines.iter().any(|line| line.trim_end_matches(',') == text.trim_end_matches(',')),
+                    lines
+                        .iter()
+                        .any(|line| line.trim_end_matches(',') == text.trim_end_matches(',')),
                     "{name}: the diff should have a {sign} line {text:?}:\n{diff}"
                 );
             }
-            assert_eq!(lines.len(), expected.len(), "{name}: only the change shows ({sign}):\n{diff}");
+            assert_eq!(
+                lines.len(),
+                expected.len(),
+                "{name}: only the change shows ({sign}):\n{diff}"
+            );
         }
     }
 }
@@ -294,7 +327,11 @@ fn rendering_merges_the_release_into_the_named_containers_only() {
             "tags": [{"key": "tugboat:release", "value": "r1"}]
         })
     );
-    assert_eq!(definition.container("cv-matcher").map(|c| c.image.as_str()), Some("<ECR_URI>:latest"), "render does not change the source definition");
+    assert_eq!(
+        definition.container("cv-matcher").map(|c| c.image.as_str()),
+        Some("<ECR_URI>:latest"),
+        "render does not change the source definition"
+    );
 
     let unknown = ["worker".to_string()];
     let err = definition

@@ -1,0 +1,66 @@
+//! `${VAR}`, `${VAR:-default}` and `$${` in config strings.
+
+use pipeline_core::config::expand;
+use std::path::Path;
+
+#[test]
+fn variables_expand_from_the_lookup_and_nothing_else() {
+    let lookup = |name: &str| match name {
+        "REGION" => Some("eu-west-1".to_string()),
+        "EMPTY" => Some(String::new()),
+        "SNEAKY" => Some("${REGION}".to_string()),
+        _ => None,
+    };
+    let cases = [
+        ("${REGION}", "eu-west-1"),
+        ("${REGION:-us-east-1}", "eu-west-1"),
+        ("${UNSET:-us-east-1}", "us-east-1"),
+        ("${UNSET:-}", ""),
+        ("${EMPTY:-not used}", ""),
+        ("${UNSET:-http://127.0.0.1:8000}", "http://127.0.0.1:8000"),
+        ("${UNSET:-a:-b}", "a:-b"),
+        ("arn:${REGION}:${UNSET:-x}", "arn:eu-west-1:x"),
+        ("$${REGION}", "${REGION}"),
+        // Scanned left to right: a lone `$`, then the `$${` escape.
+        ("$$${REGION}", "$${REGION}"),
+        ("costs $5 or $", "costs $5 or $"),
+        ("no variables", "no variables"),
+        // A value is not expanded again.
+        ("${SNEAKY}", "${REGION}"),
+    ];
+    for (text, expected) in cases {
+        let expanded = expand(Path::new("tugboat.toml"), text, "key", &lookup);
+        assert_eq!(expanded.as_deref(), Ok(expected), "expand({text:?})");
+    }
+}
+
+#[test]
+fn a_variable_without_a_value_or_default_is_an_error_naming_it() {
+    let cases = [
+        ("${UNSET}", "UNSET, which is not set"),
+        (
+            "prefix-${ALSO_UNSET}-suffix",
+            "ALSO_UNSET, which is not set",
+        ),
+        ("${REGION", "unclosed `${`"),
+        ("${}", "bad variable name"),
+        ("${9LIVES}", "bad variable name"),
+        ("${A-B}", "bad variable name"),
+    ];
+    for (text, problem) in cases {
+        let err = expand(
+            Path::new("tugboat.toml"),
+            text,
+            "environments.staging.cluster",
+            &|_| None,
+        )
+        .expect_err(text);
+        let message = err.to_string();
+        assert_eq!(err.key(), "environments.staging.cluster", "{text:?}");
+        assert!(
+            message.starts_with("tugboat.toml: `environments.staging.cluster`: "),
+            "{message}"
+        );
+        assert!(message.contains(problem), "{text:?}: {message}");
+    }
+}
