@@ -15,11 +15,15 @@ fn main() -> Result<()> {
     let root = project_root();
     match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
-        Some("ci") => run(Command::new("bash").arg(root.join(".ci/run")).current_dir(&root)),
+        Some("ci") => run(Command::new("bash")
+            .arg(root.join(".ci/run"))
+            .current_dir(&root)),
         Some("moto") => moto(&root, &args[1..]),
         Some("deploy") => deploy(&root, &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|moto [--port N]|deploy [--env E] [tugboat args…]>");
+            eprintln!(
+                "usage: cargo xtask <test|ci|moto [--port N]|deploy [--env E] [tugboat args…]>"
+            );
             bail!("unknown or missing task")
         }
     }
@@ -47,7 +51,9 @@ fn cargo() -> Command {
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
-    run(Command::new("bash").arg(root.join(".ci/setup-backends")).current_dir(root))?;
+    run(Command::new("bash")
+        .arg(root.join(".ci/setup-backends"))
+        .current_dir(root))?;
     run(cargo()
         .args(["test", "--workspace", "--locked"])
         .args(extra)
@@ -58,7 +64,9 @@ fn moto_python() -> PathBuf {
     std::env::var_os("TUGBOAT_MOTO_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
             home.join(".cache/tugboat-moto-venv/bin/python")
         })
 }
@@ -68,7 +76,9 @@ fn moto(root: &Path, args: &[String]) -> Result<()> {
         Some(i) => args.get(i + 1).context("--port needs a number")?.clone(),
         None => "5000".to_string(),
     };
-    run(Command::new("bash").arg(root.join(".ci/setup-backends")).current_dir(root))?;
+    run(Command::new("bash")
+        .arg(root.join(".ci/setup-backends"))
+        .current_dir(root))?;
     let python = moto_python();
     let support = root.join("tests/support/moto");
     let mut server = Command::new(&python)
@@ -101,8 +111,20 @@ fn moto(root: &Path, args: &[String]) -> Result<()> {
 fn deploy(root: &Path, args: &[String]) -> Result<()> {
     let example = root.join("examples/cv-matcher");
     run(cargo()
-        .args(["run", "--quiet", "--package", "tugboat-cli", "--bin", "tugboat", "--", "deploy"])
-        .args(["--config", &example.join("tugboat.toml").display().to_string()])
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "tugboat-cli",
+            "--bin",
+            "tugboat",
+            "--",
+            "deploy",
+        ])
+        .args([
+            "--config",
+            &example.join("tugboat.toml").display().to_string(),
+        ])
         .args(args)
         .current_dir(&example))
 }

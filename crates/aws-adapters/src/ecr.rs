@@ -64,19 +64,22 @@ impl EcrRegistry {
             .send()
             .await
             .map_err(|err| stage_error("GetAuthorizationToken", &err))?;
-        let data = output
-            .authorization_data()
-            .first()
-            .ok_or_else(|| StageError::failed("GetAuthorizationToken returned no authorization data"))?;
+        let data = output.authorization_data().first().ok_or_else(|| {
+            StageError::failed("GetAuthorizationToken returned no authorization data")
+        })?;
         let token = data.authorization_token().unwrap_or_default();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| StageError::failed("GetAuthorizationToken returned a token that is not base64 user:password"))?;
-        let (username, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| StageError::failed("GetAuthorizationToken returned a token without user:password"))?;
+            .ok_or_else(|| {
+                StageError::failed(
+                    "GetAuthorizationToken returned a token that is not base64 user:password",
+                )
+            })?;
+        let (username, password) = decoded.split_once(':').ok_or_else(|| {
+            StageError::failed("GetAuthorizationToken returned a token without user:password")
+        })?;
         let server = match &self.data_plane {
             Some(server) => server.clone(),
             None => data
@@ -106,7 +109,10 @@ impl EcrRegistry {
                 let repo = output.repositories().first();
                 if let Some(repo) = repo {
                     if repo.image_tag_mutability() != Some(&ImageTagMutability::Immutable) {
-                        tracing::warn!(repository, "ECR repository has mutable tags; releases still pin digests");
+                        tracing::warn!(
+                            repository,
+                            "ECR repository has mutable tags; releases still pin digests"
+                        );
                     }
                 }
                 let uri = repo.and_then(|r| r.repository_uri()).map(str::to_string);
@@ -139,7 +145,11 @@ impl Registry for EcrRegistry {
             .create_repository()
             .repository_name(repository)
             .image_tag_mutability(ImageTagMutability::Immutable)
-            .image_scanning_configuration(ImageScanningConfiguration::builder().scan_on_push(true).build())
+            .image_scanning_configuration(
+                ImageScanningConfiguration::builder()
+                    .scan_on_push(true)
+                    .build(),
+            )
             .send()
             .await
             .map_err(|err| stage_error("CreateRepository", &err))?;
@@ -162,7 +172,8 @@ impl Registry for EcrRegistry {
     ) -> Result<PinnedImage, StageError> {
         let pusher = self.pusher()?;
         if tags.is_empty() {
-            return Err(StageError::bad_input("no tag to push the image with").with_help("run from a git checkout so the commit sha can be the tag"));
+            return Err(StageError::bad_input("no tag to push the image with")
+                .with_help("run from a git checkout so the commit sha can be the tag"));
         }
         let credentials = self.credentials().await?;
         let uri = self.ensure_repository(repository).await?;
@@ -198,7 +209,9 @@ impl Registry for EcrRegistry {
         // Read back what the registry holds: the digest a release pins must be the
         // registry's, not what we believe we sent.
         let first_tag = &tags[0];
-        let held = pusher.remote_digest(&credentials, repository, first_tag).await?;
+        let held = pusher
+            .remote_digest(&credentials, repository, first_tag)
+            .await?;
         if held.as_deref() != Some(digest.as_str()) {
             return Err(StageError::failed(format!(
                 "after the push {uri}:{first_tag} holds {} instead of {digest}",
@@ -212,7 +225,11 @@ impl Registry for EcrRegistry {
         })
     }
 
-    async fn resolve(&self, repository: &str, reference: &ImageReference) -> Result<PinnedImage, StageError> {
+    async fn resolve(
+        &self,
+        repository: &str,
+        reference: &ImageReference,
+    ) -> Result<PinnedImage, StageError> {
         let not_found = |registry: &str| {
             StageError::bad_input(format!(
                 "image {reference} is not in repository {repository} ({registry})"
@@ -241,7 +258,9 @@ impl Registry for EcrRegistry {
         }
         let id = match reference {
             ImageReference::Tag(tag) => ImageIdentifier::builder().image_tag(tag).build(),
-            ImageReference::Digest(digest) => ImageIdentifier::builder().image_digest(digest).build(),
+            ImageReference::Digest(digest) => {
+                ImageIdentifier::builder().image_digest(digest).build()
+            }
         };
         let output = self
             .client
@@ -252,15 +271,21 @@ impl Registry for EcrRegistry {
             .await;
         let output = match output {
             Ok(output) => output,
-            Err(err) if is_code(&err, "ImageNotFoundException") || is_code(&err, "RepositoryNotFoundException") => {
+            Err(err)
+                if is_code(&err, "ImageNotFoundException")
+                    || is_code(&err, "RepositoryNotFoundException") =>
+            {
                 return Err(not_found("ECR"))
             }
             Err(err) => return Err(stage_error("DescribeImages", &err)),
         };
-        let detail = output.image_details().first().ok_or_else(|| not_found("ECR"))?;
-        let digest = detail
-            .image_digest()
-            .ok_or_else(|| StageError::failed("DescribeImages returned an image without a digest"))?;
+        let detail = output
+            .image_details()
+            .first()
+            .ok_or_else(|| not_found("ECR"))?;
+        let digest = detail.image_digest().ok_or_else(|| {
+            StageError::failed("DescribeImages returned an image without a digest")
+        })?;
         let uri = self
             .repository_uri(repository)
             .await?

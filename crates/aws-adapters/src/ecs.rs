@@ -38,7 +38,9 @@ impl EcsDeployer {
         target: &DeployTarget,
     ) -> Result<
         Option<Service>,
-        aws_sdk_ecs::error::SdkError<aws_sdk_ecs::operation::describe_services::DescribeServicesError>,
+        aws_sdk_ecs::error::SdkError<
+            aws_sdk_ecs::operation::describe_services::DescribeServicesError,
+        >,
     > {
         let output = self
             .client
@@ -90,10 +92,8 @@ fn count(value: i32) -> u32 {
 }
 
 fn to_chrono(time: Option<&aws_smithy_types::DateTime>) -> DateTime<Utc> {
-    time.and_then(|t| {
-        Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single()
-    })
-    .unwrap_or_default()
+    time.and_then(|t| Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single())
+        .unwrap_or_default()
 }
 
 /// A deployment as the waiter judges it.
@@ -158,18 +158,28 @@ pub fn judge_rollout(
             .unwrap_or_else(|| "the deployment failed".to_string());
         return RolloutVerdict::Finished(match primary {
             Some(p) if p.id != mine.id => O::RolledBackByPlatform {
-                reason: format!("{reason} (ECS started deployment {} on {})", p.id, revision_label(&p.task_definition)),
+                reason: format!(
+                    "{reason} (ECS started deployment {} on {})",
+                    p.id,
+                    revision_label(&p.task_definition)
+                ),
             },
             _ => O::Failed { reason },
         });
     }
     if mine.status != "PRIMARY" {
-        let by = primary.map(|p| p.id.clone()).unwrap_or_else(|| "another deployment".into());
+        let by = primary
+            .map(|p| p.id.clone())
+            .unwrap_or_else(|| "another deployment".into());
         return RolloutVerdict::Finished(O::Replaced { by });
     }
     if !same_revision(&mine.task_definition, &ours.revision.id) {
         return RolloutVerdict::Finished(O::Replaced {
-            by: format!("{} (revision {})", mine.id, revision_label(&mine.task_definition)),
+            by: format!(
+                "{} (revision {})",
+                mine.id,
+                revision_label(&mine.task_definition)
+            ),
         });
     }
     let done = match mine.rollout_state.as_deref() {
@@ -222,7 +232,10 @@ fn handle_for(deployment: &Deployment) -> DeploymentHandle {
 }
 
 fn primary(service: &Service) -> Option<&Deployment> {
-    service.deployments().iter().find(|d| d.status() == Some("PRIMARY"))
+    service
+        .deployments()
+        .iter()
+        .find(|d| d.status() == Some("PRIMARY"))
 }
 
 /// Reports counts, new service events and rising failures while following a rollout.
@@ -246,15 +259,19 @@ impl<'a> ProgressReporter<'a> {
     }
 
     fn look(&mut self, service: &Service, ours: &DeploymentHandle) {
-        let mine = service.deployments().iter().find(|d| d.id() == Some(ours.id.as_str()));
+        let mine = service
+            .deployments()
+            .iter()
+            .find(|d| d.id() == Some(ours.id.as_str()));
         let since = mine.map(|d| to_chrono(d.created_at()));
         let mut fresh: Vec<_> = service
             .events()
             .iter()
-            .filter(|e| self.seen_events.insert(e.id().unwrap_or_default().to_string()))
             .filter(|e| {
-                !self.first_look || since.is_some_and(|s| to_chrono(e.created_at()) >= s)
+                self.seen_events
+                    .insert(e.id().unwrap_or_default().to_string())
             })
+            .filter(|e| !self.first_look || since.is_some_and(|s| to_chrono(e.created_at()) >= s))
             .collect();
         self.first_look = false;
         fresh.reverse();
@@ -276,7 +293,10 @@ impl<'a> ProgressReporter<'a> {
             if self.last_counts.as_ref() != Some(&counts) {
                 self.events.emit(PipelineEvent::RolloutProgress {
                     deployment: view.id.clone(),
-                    state: view.rollout_state.clone().unwrap_or_else(|| view.status.clone()),
+                    state: view
+                        .rollout_state
+                        .clone()
+                        .unwrap_or_else(|| view.status.clone()),
                     running: view.running,
                     pending: view.pending,
                     desired: view.desired,
@@ -300,7 +320,10 @@ impl<'a> ProgressReporter<'a> {
 
 #[async_trait]
 impl Deployer for EcsDeployer {
-    async fn current_revision(&self, target: &DeployTarget) -> Result<Option<Revision>, StageError> {
+    async fn current_revision(
+        &self,
+        target: &DeployTarget,
+    ) -> Result<Option<Revision>, StageError> {
         match self.describe_raw(target).await {
             Ok(Some(service)) => Ok(primary(&service)
                 .and_then(Deployment::task_definition)
@@ -316,8 +339,9 @@ impl Deployer for EcsDeployer {
         target: &DeployTarget,
         rendered: &RenderedTaskDefinition,
     ) -> Result<Revision, StageError> {
-        let mut body = serde_json::to_value(&rendered.definition)
-            .map_err(|err| StageError::failed(format!("cannot encode the task definition: {err}")))?;
+        let mut body = serde_json::to_value(&rendered.definition).map_err(|err| {
+            StageError::failed(format!("cannot encode the task definition: {err}"))
+        })?;
         if let Some(object) = body.as_object_mut() {
             if !rendered.tags.is_empty() {
                 object.insert(
@@ -326,8 +350,9 @@ impl Deployer for EcsDeployer {
                 );
             }
         }
-        let body = serde_json::to_vec(&body)
-            .map_err(|err| StageError::failed(format!("cannot encode the task definition: {err}")))?;
+        let body = serde_json::to_vec(&body).map_err(|err| {
+            StageError::failed(format!("cannot encode the task definition: {err}"))
+        })?;
         let output = self
             .client
             .register_task_definition()
@@ -350,7 +375,9 @@ impl Deployer for EcsDeployer {
         let arn = output
             .task_definition()
             .and_then(|t| t.task_definition_arn())
-            .ok_or_else(|| StageError::failed("RegisterTaskDefinition returned no task definition ARN"))?;
+            .ok_or_else(|| {
+                StageError::failed("RegisterTaskDefinition returned no task definition ARN")
+            })?;
         Ok(revision_of(arn))
     }
 
@@ -369,12 +396,16 @@ impl Deployer for EcsDeployer {
         if let Some(count) = request.desired_count {
             call = call.desired_count(i32::try_from(count).unwrap_or(i32::MAX));
         }
-        let output = call.send().await.map_err(|err| stage_error("UpdateService", &err))?;
+        let output = call
+            .send()
+            .await
+            .map_err(|err| stage_error("UpdateService", &err))?;
         let service = output
             .service()
             .ok_or_else(|| StageError::failed("UpdateService returned no service"))?;
-        let created = primary(service)
-            .ok_or_else(|| StageError::failed("UpdateService left the service without a PRIMARY deployment"))?;
+        let created = primary(service).ok_or_else(|| {
+            StageError::failed("UpdateService left the service without a PRIMARY deployment")
+        })?;
         Ok(handle_for(created))
     }
 
@@ -395,8 +426,11 @@ impl Deployer for EcsDeployer {
                     consecutive_errors = 0;
                     throttle_backoff = None;
                     reporter.look(&service, deployment);
-                    let views: Vec<DeploymentView> =
-                        service.deployments().iter().map(DeploymentView::from).collect();
+                    let views: Vec<DeploymentView> = service
+                        .deployments()
+                        .iter()
+                        .map(DeploymentView::from)
+                        .collect();
                     if let RolloutVerdict::Finished(outcome) =
                         judge_rollout(deployment, service.status(), &views)
                     {
@@ -418,20 +452,28 @@ impl Deployer for EcsDeployer {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(RolloutOutcome::TimedOut { after: options.timeout });
+                return Ok(RolloutOutcome::TimedOut {
+                    after: options.timeout,
+                });
             }
             let pause = throttle_backoff.unwrap_or(options.poll_interval);
             tokio::time::sleep(pause.min(deadline - now)).await;
         }
     }
 
-    async fn roll_back(&self, target: &DeployTarget, to: &Revision) -> Result<DeploymentHandle, StageError> {
+    async fn roll_back(
+        &self,
+        target: &DeployTarget,
+        to: &Revision,
+    ) -> Result<DeploymentHandle, StageError> {
         let service = self.describe(target).await?;
         if let Some(current) = primary(&service) {
             let view = DeploymentView::from(current);
             // The circuit breaker may already be restoring (or have restored) `to`:
             // follow that deployment instead of starting another.
-            if same_revision(&view.task_definition, &to.id) && view.rollout_state.as_deref() != Some("FAILED") {
+            if same_revision(&view.task_definition, &to.id)
+                && view.rollout_state.as_deref() != Some("FAILED")
+            {
                 return Ok(handle_for(current));
             }
         }
@@ -544,7 +586,10 @@ impl ServiceReader for EcsDeployer {
         })
     }
 
-    async fn registered_definition(&self, revision: &Revision) -> Result<TaskDefinition, StageError> {
+    async fn registered_definition(
+        &self,
+        revision: &Revision,
+    ) -> Result<TaskDefinition, StageError> {
         let capture = CaptureResponse::default();
         self.client
             .describe_task_definition()
@@ -568,7 +613,14 @@ impl ServiceReader for EcsDeployer {
 mod tests {
     use super::*;
 
-    fn view(id: &str, status: &str, td: &str, state: Option<&str>, running: u32, desired: u32) -> DeploymentView {
+    fn view(
+        id: &str,
+        status: &str,
+        td: &str,
+        state: Option<&str>,
+        running: u32,
+        desired: u32,
+    ) -> DeploymentView {
         DeploymentView {
             id: id.into(),
             status: status.into(),
@@ -651,13 +703,24 @@ mod tests {
             ),
         ];
         for (name, deployments, expected) in cases {
-            assert_eq!(judge_rollout(&ours(), Some("ACTIVE"), &deployments), expected, "{name}");
+            assert_eq!(
+                judge_rollout(&ours(), Some("ACTIVE"), &deployments),
+                expected,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn a_draining_service_is_gone() {
-        let deployments = vec![view("ecs-svc/2", "PRIMARY", "app:2", Some("COMPLETED"), 2, 2)];
+        let deployments = vec![view(
+            "ecs-svc/2",
+            "PRIMARY",
+            "app:2",
+            Some("COMPLETED"),
+            2,
+            2,
+        )];
         assert_eq!(
             judge_rollout(&ours(), Some("DRAINING"), &deployments),
             RolloutVerdict::Finished(RolloutOutcome::Gone)
@@ -666,8 +729,14 @@ mod tests {
 
     #[test]
     fn labels_come_from_arns_or_stay() {
-        assert_eq!(revision_label("arn:aws:ecs:us-east-1:1:task-definition/cv-matcher:7"), "cv-matcher:7");
+        assert_eq!(
+            revision_label("arn:aws:ecs:us-east-1:1:task-definition/cv-matcher:7"),
+            "cv-matcher:7"
+        );
         assert_eq!(revision_label("cv-matcher:7"), "cv-matcher:7");
-        assert!(same_revision("arn:aws:ecs:us-east-1:1:task-definition/cv-matcher:7", "cv-matcher:7"));
+        assert!(same_revision(
+            "arn:aws:ecs:us-east-1:1:task-definition/cv-matcher:7",
+            "cv-matcher:7"
+        ));
     }
 }

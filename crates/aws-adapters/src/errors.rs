@@ -1,8 +1,8 @@
 //! SDK errors turned into stage errors a person can act on.
 
 use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_smithy_types::error::display::DisplayErrorContext;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use pipeline_core::{StageError, StageErrorKind};
 
 /// What went wrong with one AWS call.
@@ -61,9 +61,15 @@ where
     }
     if matches!(
         failure.code.as_deref(),
-        Some("AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException" | "ExpiredTokenException")
+        Some(
+            "AccessDeniedException"
+                | "AccessDenied"
+                | "UnrecognizedClientException"
+                | "ExpiredTokenException"
+        )
     ) {
-        stage = stage.with_help("check the AWS credentials and the IAM permissions of this identity");
+        stage =
+            stage.with_help("check the AWS credentials and the IAM permissions of this identity");
     }
     stage
 }
@@ -75,7 +81,12 @@ where
     match error {
         SdkError::ServiceError(service) => matches!(
             service.err().code(),
-            Some("ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded")
+            Some(
+                "ThrottlingException"
+                    | "Throttling"
+                    | "TooManyRequestsException"
+                    | "RequestLimitExceeded"
+            )
         ),
         _ => false,
     }

@@ -24,7 +24,11 @@ pub struct S3ArtifactStore {
 }
 
 impl S3ArtifactStore {
-    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, prefix: impl Into<String>) -> Self {
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             bucket: bucket.into(),
@@ -65,13 +69,21 @@ impl S3ArtifactStore {
             .await;
         match result {
             Ok(output) => Ok(Some(output.e_tag().unwrap_or_default().to_string())),
-            Err(err) if http_status(&err) == Some(412) || http_status(&err) == Some(409) => Ok(None),
+            Err(err) if http_status(&err) == Some(412) || http_status(&err) == Some(409) => {
+                Ok(None)
+            }
             Err(err) => Err(stage_error("PutObject (deploy lock)", &err)),
         }
     }
 
     async fn read_lock(&self, key: &str) -> Result<Option<(LockHolder, String)>, StageError> {
-        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await;
         let output = match result {
             Ok(output) => output,
             Err(err) if http_status(&err) == Some(404) => return Ok(None),
@@ -85,8 +97,11 @@ impl S3ArtifactStore {
             .map_err(|e| StageError::failed(format!("reading the deploy lock: {e}")))?
             .into_bytes();
         let holder: LockHolder = serde_json::from_slice(&bytes).map_err(|e| {
-            StageError::failed(format!("the deploy lock s3://{}/{key} is not a tugboat lock: {e}", self.bucket))
-                .with_help(format!("delete it: aws s3 rm s3://{}/{key}", self.bucket))
+            StageError::failed(format!(
+                "the deploy lock s3://{}/{key} is not a tugboat lock: {e}",
+                self.bucket
+            ))
+            .with_help(format!("delete it: aws s3 rm s3://{}/{key}", self.bucket))
         })?;
         Ok(Some((holder, etag)))
     }
@@ -121,7 +136,12 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
 
 #[async_trait]
 impl ArtifactStore for S3ArtifactStore {
-    async fn acquire_lock(&self, app: &str, environment: &str, holder: &LockHolder) -> Result<DeployLock, StageError> {
+    async fn acquire_lock(
+        &self,
+        app: &str,
+        environment: &str,
+        holder: &LockHolder,
+    ) -> Result<DeployLock, StageError> {
         let key = self.lock_key(app, environment);
         let lock = |token: String| DeployLock {
             app: app.to_string(),
@@ -199,11 +219,17 @@ impl ArtifactStore for S3ArtifactStore {
             self.base(&record.app, &record.environment),
             record.release_id
         );
-        let body = serde_json::to_vec_pretty(record).map_err(|e| StageError::failed(e.to_string()))?;
+        let body =
+            serde_json::to_vec_pretty(record).map_err(|e| StageError::failed(e.to_string()))?;
         self.put_json(&key, body).await
     }
 
-    async fn history(&self, app: &str, environment: &str, limit: usize) -> Result<Vec<DeployRecord>, StageError> {
+    async fn history(
+        &self,
+        app: &str,
+        environment: &str,
+        limit: usize,
+    ) -> Result<Vec<DeployRecord>, StageError> {
         let prefix = format!("{}/records/", self.base(app, environment));
         let objects: Vec<_> = self
             .client
@@ -236,7 +262,9 @@ impl ArtifactStore for S3ArtifactStore {
                 .body
                 .collect()
                 .await
-                .map_err(|e| StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket)))?
+                .map_err(|e| {
+                    StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket))
+                })?
                 .into_bytes();
             match serde_json::from_slice::<DeployRecord>(&bytes) {
                 Ok(record) => records.push(record),
@@ -255,7 +283,10 @@ impl ArtifactStore for S3ArtifactStore {
         artifact: &Artifact,
     ) -> Result<String, StageError> {
         let name = artifact.name.trim_start_matches("./");
-        let key = format!("{}/artifacts/{release_id}/{name}", self.base(app, environment));
+        let key = format!(
+            "{}/artifacts/{release_id}/{name}",
+            self.base(app, environment)
+        );
         self.client
             .put_object()
             .bucket(&self.bucket)

@@ -20,7 +20,10 @@ impl ParameterStore {
         Self { client }
     }
 
-    async fn describe(&self, filter: ParameterStringFilter) -> Result<Vec<ParameterMetadata>, StageError> {
+    async fn describe(
+        &self,
+        filter: ParameterStringFilter,
+    ) -> Result<Vec<ParameterMetadata>, StageError> {
         self.client
             .describe_parameters()
             .parameter_filters(filter)
@@ -136,7 +139,10 @@ mod tests {
     #[test]
     fn parameter_names_come_from_arns_and_names() {
         assert_eq!(
-            parameter_name("arn:aws:ssm:us-east-1:123456789012:parameter/cv-matcher/prod/DATABASE_URL").as_deref(),
+            parameter_name(
+                "arn:aws:ssm:us-east-1:123456789012:parameter/cv-matcher/prod/DATABASE_URL"
+            )
+            .as_deref(),
             Some("/cv-matcher/prod/DATABASE_URL")
         );
         assert_eq!(parameter_name("/a/b").as_deref(), Some("/a/b"));

@@ -20,7 +20,9 @@ pub fn current() -> GitInfo {
         .unwrap_or_default();
     let git_ref = std::env::var("GITHUB_REF")
         .ok()
-        .or_else(|| git(&["describe", "--exact-match", "--tags", "HEAD"]).map(|t| format!("refs/tags/{t}")))
+        .or_else(|| {
+            git(&["describe", "--exact-match", "--tags", "HEAD"]).map(|t| format!("refs/tags/{t}"))
+        })
         .or_else(|| git(&["symbolic-ref", "-q", "HEAD"]))
         .unwrap_or_default();
     GitInfo { sha, git_ref }

@@ -42,7 +42,12 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 struct Global {
     /// Path of tugboat.toml.
-    #[arg(long, global = true, default_value = "tugboat.toml", env = "TUGBOAT_CONFIG_FILE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "tugboat.toml",
+        env = "TUGBOAT_CONFIG_FILE"
+    )]
     config: PathBuf,
     /// Environment to act on; defaults to the one the git ref deploys to.
     #[arg(long = "env", global = true)]
@@ -61,7 +66,9 @@ struct Global {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the pipeline (test, build, push, deploy, verify), or deploy a pushed image.
-    #[command(after_help = "Examples:\n  tugboat deploy --env staging\n  tugboat deploy --env production --image v1.2.0\n  GITHUB_REF=refs/tags/v1.2.0 tugboat deploy   # environment from the tag rule")]
+    #[command(
+        after_help = "Examples:\n  tugboat deploy --env staging\n  tugboat deploy --env production --image v1.2.0\n  GITHUB_REF=refs/tags/v1.2.0 tugboat deploy   # environment from the tag rule"
+    )]
     Deploy {
         /// Deploy this image (tag or sha256 digest) already in the repository: no test, build or push.
         #[arg(long)]
@@ -74,7 +81,9 @@ enum Command {
         image: Option<String>,
     },
     /// Put the service back on an earlier release (default: the last good one before the current).
-    #[command(after_help = "Examples:\n  tugboat rollback --env production\n  tugboat rollback --env production --to cv-matcher:41\n  tugboat rollback --env production --to r20261126-141500-abc1234")]
+    #[command(
+        after_help = "Examples:\n  tugboat rollback --env production\n  tugboat rollback --env production --to cv-matcher:41\n  tugboat rollback --env production --to r20261126-141500-abc1234"
+    )]
     Rollback {
         /// A revision (`family:number` or task definition ARN) or a release id from `tugboat history`.
         #[arg(long)]
@@ -96,7 +105,9 @@ enum Command {
         image: Option<String>,
     },
     /// Print the task definition a release would register.
-    #[command(after_help = "Example:\n  tugboat render --env production --image v1.2.0 > rendered.json")]
+    #[command(
+        after_help = "Example:\n  tugboat render --env production --image v1.2.0 > rendered.json"
+    )]
     Render {
         #[arg(long)]
         image: Option<String>,
@@ -108,7 +119,9 @@ enum Command {
         image: Option<String>,
     },
     /// Write tugboat.toml and the task definition file from an existing service.
-    #[command(after_help = "Example:\n  tugboat init --cluster cv-matcher-cluster --service cv-matcher-service --region us-east-1 --app cv-matcher --repository cv_matcher")]
+    #[command(
+        after_help = "Example:\n  tugboat init --cluster cv-matcher-cluster --service cv-matcher-service --region us-east-1 --app cv-matcher --repository cv_matcher"
+    )]
     Init {
         #[arg(long)]
         cluster: String,
@@ -125,7 +138,9 @@ enum Command {
         name: String,
     },
     /// Shell completions.
-    #[command(after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat")]
+    #[command(
+        after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat"
+    )]
     Completions { shell: clap_complete::Shell },
 }
 
@@ -137,13 +152,19 @@ struct Exit {
 
 impl Exit {
     fn bad_input(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
 }
 
 impl From<anyhow::Error> for Exit {
     fn from(error: anyhow::Error) -> Self {
-        Self { code: 1, message: format!("{error:#}") }
+        Self {
+            code: 1,
+            message: format!("{error:#}"),
+        }
     }
 }
 
@@ -177,7 +198,10 @@ fn main() -> ExitCode {
         Verbosity::Normal
     };
     let reporter = Arc::new(Reporter::new(cli.global.output, verbosity));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
@@ -204,7 +228,12 @@ fn environment(global: &Global, project: &Project, git: &GitInfo) -> Result<Stri
         project.environment(name)?;
         return Ok(name.clone());
     }
-    let known: Vec<&str> = project.config.environments.keys().map(String::as_str).collect();
+    let known: Vec<&str> = project
+        .config
+        .environments
+        .keys()
+        .map(String::as_str)
+        .collect();
     project
         .config
         .environment_for_ref(&git.git_ref)
@@ -230,11 +259,32 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
     let global = cli.global.clone();
     match cli.command {
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "tugboat", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tugboat",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
-        Command::Init { cluster, service, region, app, repository, name } => {
-            wiring::init(&global.config, &cluster, &service, region, &app, &repository, &name).await?;
+        Command::Init {
+            cluster,
+            service,
+            region,
+            app,
+            repository,
+            name,
+        } => {
+            wiring::init(
+                &global.config,
+                &cluster,
+                &service,
+                region,
+                &app,
+                &repository,
+                &name,
+            )
+            .await?;
             reporter.finish(
                 serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "config": global.config}}),
                 &format!("wrote {} and its task definition", global.config.display()),
@@ -254,12 +304,19 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let signal_reporter = reporter.clone();
             tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    signal_reporter.line("interrupted: stopping; a changed service is rolled back first");
+                    signal_reporter
+                        .line("interrupted: stopping; a changed service is rolled back first");
                     on_signal.cancel();
                 }
             });
             let report = orchestrator
-                .deploy(DeployRequest { environment: env, source, git, actor: git::actor(), cancel })
+                .deploy(DeployRequest {
+                    environment: env,
+                    source,
+                    git,
+                    actor: git::actor(),
+                    cancel,
+                })
                 .await;
             Ok(finish_report(&reporter, &report))
         }
@@ -270,7 +327,9 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let stages = wiring::stages(&project, &env, false).await?;
             let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
             let to = to.map(|text| {
-                let looks_like_release = text.starts_with('r') && text.len() > 17 && text.as_bytes().get(9) == Some(&b'-');
+                let looks_like_release = text.starts_with('r')
+                    && text.len() > 17
+                    && text.as_bytes().get(9) == Some(&b'-');
                 if looks_like_release {
                     RollbackTo::Release(pipeline_core::ReleaseId(text))
                 } else {
@@ -278,7 +337,11 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                 }
             });
             let report = orchestrator
-                .rollback(RollbackRequest { environment: env, to, actor: git::actor() })
+                .rollback(RollbackRequest {
+                    environment: env,
+                    to,
+                    actor: git::actor(),
+                })
                 .await;
             Ok(finish_report(&reporter, &report))
         }
@@ -317,7 +380,12 @@ enum PlanView {
 }
 
 /// `plan`, `diff` and `render` show parts of the same plan; none changes anything.
-async fn show_plan(global: &Global, image: Option<String>, reporter: &Reporter, view: PlanView) -> Result<u8, Exit> {
+async fn show_plan(
+    global: &Global,
+    image: Option<String>,
+    reporter: &Reporter,
+    view: PlanView,
+) -> Result<u8, Exit> {
     let project = load(global)?;
     let git = git::current();
     let env = environment(global, &project, &git)?;

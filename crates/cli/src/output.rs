@@ -36,15 +36,16 @@ pub struct Reporter {
 impl Reporter {
     pub fn new(format: OutputFormat, verbosity: Verbosity) -> Self {
         let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        let live = (format == OutputFormat::Human && terminal && verbosity != Verbosity::Quiet).then(|| {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
+        let live = (format == OutputFormat::Human && terminal && verbosity != Verbosity::Quiet)
+            .then(|| {
+                let bar = ProgressBar::new_spinner();
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bar
+            });
         Self {
             format,
             verbosity,
@@ -91,11 +92,19 @@ impl Reporter {
     fn human(&self, event: &PipelineEvent) -> Option<String> {
         let elapsed = self.started.elapsed().as_secs();
         Some(match event {
-            PipelineEvent::ReleaseStarted { release_id, app, environment } => {
+            PipelineEvent::ReleaseStarted {
+                release_id,
+                app,
+                environment,
+            } => {
                 format!("release {release_id} of {app} to {environment}")
             }
             PipelineEvent::StageStarted { stage } => format!("{stage}: started"),
-            PipelineEvent::StageFinished { stage, duration_ms, ok } => format!(
+            PipelineEvent::StageFinished {
+                stage,
+                duration_ms,
+                ok,
+            } => format!(
                 "{stage}: {} in {:.1}s",
                 if *ok { "done" } else { "FAILED" },
                 *duration_ms as f64 / 1000.0
@@ -110,7 +119,14 @@ impl Reporter {
                 format!("{stage}| {line}")
             }
             PipelineEvent::Info { message } => message.clone(),
-            PipelineEvent::RolloutProgress { deployment, state, running, pending, desired, failed_tasks } => {
+            PipelineEvent::RolloutProgress {
+                deployment,
+                state,
+                running,
+                pending,
+                desired,
+                failed_tasks,
+            } => {
                 let text = format!(
                     "rollout {deployment}: {state} running {running}/{desired} pending {pending}{} ({elapsed}s)",
                     if *failed_tasks > 0 { format!(" failed {failed_tasks}") } else { String::new() }
@@ -146,7 +162,10 @@ impl EventSubscriber for Reporter {
             }
             OutputFormat::Human => {
                 let quiet_skip = self.verbosity == Verbosity::Quiet
-                    && !matches!(event, PipelineEvent::Warning { .. } | PipelineEvent::RollbackStarted { .. });
+                    && !matches!(
+                        event,
+                        PipelineEvent::Warning { .. } | PipelineEvent::RollbackStarted { .. }
+                    );
                 if quiet_skip {
                     return;
                 }

@@ -2,10 +2,13 @@
 
 use crate::output::{OutputFormat, Reporter};
 use crate::Exit;
-use aws_adapters::{AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore};
+use aws_adapters::{
+    AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore,
+};
 use host_adapters::{DockerEnginePusher, DockerImageBuilder, FileArtifactStore, ShellTestRunner};
 use pipeline_core::{
-    ArtifactStore, DeployTarget, Events, ImageReference, Project, SecretsSpec, ServiceReader, Stages,
+    ArtifactStore, DeployTarget, Events, ImageReference, Project, SecretsSpec, ServiceReader,
+    Stages,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +19,11 @@ pub fn events(reporter: Arc<Reporter>) -> Events {
 }
 
 async fn clients(region: Option<String>) -> AwsClients {
-    AwsClients::load(&ClientOptions { region, profile: None }).await
+    AwsClients::load(&ClientOptions {
+        region,
+        profile: None,
+    })
+    .await
 }
 
 fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
@@ -30,7 +37,11 @@ fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
     })
 }
 
-fn artifact_store(project: &Project, environment: &str, clients: &AwsClients) -> Result<Arc<dyn ArtifactStore>, Exit> {
+fn artifact_store(
+    project: &Project,
+    environment: &str,
+    clients: &AwsClients,
+) -> Result<Arc<dyn ArtifactStore>, Exit> {
     let env = project.environment(environment)?;
     Ok(match &env.records {
         Some(records) => Arc::new(
@@ -47,7 +58,8 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
     let env = project.environment(environment)?;
     let clients = clients(env.region.clone()).await;
     let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()));
-    let mut registry = EcrRegistry::new(clients.ecr.clone()).with_pusher(Arc::new(DockerEnginePusher::from_env()));
+    let mut registry =
+        EcrRegistry::new(clients.ecr.clone()).with_pusher(Arc::new(DockerEnginePusher::from_env()));
     // A registry on this machine standing in for ECR's data plane (tests, rehearsals).
     if let Ok(server) = std::env::var("TUGBOAT_ECR_DATA_PLANE") {
         registry = registry.with_data_plane(server);
@@ -69,7 +81,9 @@ pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -
     let env = project.environment(environment)?;
     let clients = clients(env.region.clone()).await;
     let target = target(project, environment)?;
-    let status = EcsDeployer::new(clients.ecs.clone()).status(&target).await?;
+    let status = EcsDeployer::new(clients.ecs.clone())
+        .status(&target)
+        .await?;
     let records = artifact_store(project, environment, &clients)?
         .history(&target.app, environment, 20)
         .await?;
@@ -81,12 +95,21 @@ pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -
         "{} ({}): revision {}, running {}/{} (pending {})\nrelease: {}\ndeployments:\n",
         target,
         environment,
-        status.revision.as_ref().map(ToString::to_string).unwrap_or_else(|| "none".into()),
+        status
+            .revision
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "none".into()),
         status.running,
         status.desired,
         status.pending,
         release
-            .map(|r| format!("{} ({}, {})", r.release_id, r.git.short_sha(), r.git.git_ref))
+            .map(|r| format!(
+                "{} ({}, {})",
+                r.release_id,
+                r.git.short_sha(),
+                r.git.git_ref
+            ))
             .unwrap_or_else(|| "not deployed by tugboat".into()),
     );
     for d in &status.deployments {
@@ -104,27 +127,46 @@ pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -
     }
     text.push_str("events:\n");
     for e in status.events.iter().take(10) {
-        text.push_str(&format!("  {} {}\n", e.at.format("%Y-%m-%dT%H:%M:%SZ"), e.message));
+        text.push_str(&format!(
+            "  {} {}\n",
+            e.at.format("%Y-%m-%dT%H:%M:%SZ"),
+            e.message
+        ));
     }
     reporter.finish(json, text.trim_end(), false);
     Ok(())
 }
 
-pub async fn history(project: &Project, environment: &str, limit: usize, reporter: &Reporter) -> Result<(), Exit> {
+pub async fn history(
+    project: &Project,
+    environment: &str,
+    limit: usize,
+    reporter: &Reporter,
+) -> Result<(), Exit> {
     let env = project.environment(environment)?;
     let clients = clients(env.region.clone()).await;
     let records = artifact_store(project, environment, &clients)?
         .history(&project.config.app.name, environment, limit)
         .await?;
-    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "records": records}});
+    let json =
+        serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "records": records}});
     let mut text = String::from("RELEASE                    OUTCOME          REVISION            IMAGE                 BY\n");
     for r in &records {
         text.push_str(&format!(
             "{:<26} {:<16} {:<19} {:<21} {}\n",
             r.release_id.0,
-            serde_json::to_value(r.outcome).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-            r.revision.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into()),
-            r.image.as_ref().map(|i| i.digest.chars().take(19).collect::<String>()).unwrap_or_else(|| "-".into()),
+            serde_json::to_value(r.outcome)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            r.revision
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "-".into()),
+            r.image
+                .as_ref()
+                .map(|i| i.digest.chars().take(19).collect::<String>())
+                .unwrap_or_else(|| "-".into()),
             r.actor
         ));
     }
@@ -164,7 +206,10 @@ pub async fn preflight(
         match image {
             Some(image) => stages
                 .registry
-                .resolve(&project.config.image.repository, &ImageReference::parse(image))
+                .resolve(
+                    &project.config.image.repository,
+                    &ImageReference::parse(image),
+                )
                 .await
                 .map(|p| p.reference())
                 .map_err(fix),
@@ -174,7 +219,10 @@ pub async fn preflight(
     let secrets = match &env.secrets_path {
         Some(path) => stages
             .secrets
-            .resolve(&SecretsSpec { path: path.clone(), names: env.secrets.clone() })
+            .resolve(&SecretsSpec {
+                path: path.clone(),
+                names: env.secrets.clone(),
+            })
             .await
             .map(|refs| format!("{} parameter(s) under {path} exist", refs.len()))
             .map_err(fix),
@@ -185,11 +233,22 @@ pub async fn preflight(
     if !sources.is_empty() {
         checks.push((
             "task definition secrets".into(),
-            stages.secrets.ensure_exist(&sources).await.map(|()| format!("{} exist", sources.len())).map_err(fix),
+            stages
+                .secrets
+                .ensure_exist(&sources)
+                .await
+                .map(|()| format!("{} exist", sources.len()))
+                .map_err(fix),
         ));
     }
-    let has_role = project.task_definition.extra.contains_key("executionRoleArn") || env.execution_role_arn.is_some();
-    let needs_role = env.secrets_path.is_some() || !sources.is_empty() || project.task_definition.to_json_pretty().contains("awslogs");
+    let has_role = project
+        .task_definition
+        .extra
+        .contains_key("executionRoleArn")
+        || env.execution_role_arn.is_some();
+    let needs_role = env.secrets_path.is_some()
+        || !sources.is_empty()
+        || project.task_definition.to_json_pretty().contains("awslogs");
     checks.push((
         "execution role".into(),
         if has_role || !needs_role {
@@ -213,11 +272,20 @@ pub async fn preflight(
         .task_definition
         .container_definitions
         .iter()
-        .find_map(|c| c.extra.get("logConfiguration")?.get("options")?.get("awslogs-group")?.as_str().map(str::to_string));
+        .find_map(|c| {
+            c.extra
+                .get("logConfiguration")?
+                .get("options")?
+                .get("awslogs-group")?
+                .as_str()
+                .map(str::to_string)
+        });
     checks.push((
         "log group".into(),
         Ok(match log_group {
-            Some(group) => format!("{group} is named; its existence is not checked by this version"),
+            Some(group) => {
+                format!("{group} is named; its existence is not checked by this version")
+            }
             None => "no awslogs group configured".into(),
         }),
     ));
@@ -235,7 +303,11 @@ pub async fn preflight(
     if reporter.format() == OutputFormat::Json || failed == 0 {
         reporter.finish(json, text.trim_end(), false);
     } else {
-        reporter.finish(json, &format!("{}\n{failed} check(s) failed", text.trim_end()), true);
+        reporter.finish(
+            json,
+            &format!("{}\n{failed} check(s) failed", text.trim_end()),
+            true,
+        );
     }
     Ok(code)
 }
@@ -250,7 +322,10 @@ pub async fn init(
     repository: &str,
     name: &str,
 ) -> Result<(), Exit> {
-    let root = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let root = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let task_file = root.join(".aws/task-definition.json");
     for path in [config, task_file.as_path()] {
         if path.exists() {
@@ -270,18 +345,29 @@ pub async fn init(
         region: region.clone(),
     };
     let status = ecs.status(&target).await?;
-    let revision = status
-        .revision
-        .ok_or_else(|| Exit::bad_input(format!("service {service} has no task definition to start from")))?;
+    let revision = status.revision.ok_or_else(|| {
+        Exit::bad_input(format!(
+            "service {service} has no task definition to start from"
+        ))
+    })?;
     let definition = ecs.registered_definition(&revision).await?;
-    let containers: Vec<String> = definition.container_definitions.iter().map(|c| format!("{:?}", c.name)).collect();
-    std::fs::create_dir_all(root.join(".aws")).map_err(|e| anyhow::anyhow!("creating .aws: {e}"))?;
-    std::fs::write(&task_file, definition.to_json_pretty() + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", task_file.display()))?;
-    let region_line = region.map(|r| format!("region = \"{r}\"\n")).unwrap_or_default();
+    let containers: Vec<String> = definition
+        .container_definitions
+        .iter()
+        .map(|c| format!("{:?}", c.name))
+        .collect();
+    std::fs::create_dir_all(root.join(".aws"))
+        .map_err(|e| anyhow::anyhow!("creating .aws: {e}"))?;
+    std::fs::write(&task_file, definition.to_json_pretty() + "\n")
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", task_file.display()))?;
+    let region_line = region
+        .map(|r| format!("region = \"{r}\"\n"))
+        .unwrap_or_default();
     let toml = format!(
         "[app]\nname = \"{app}\"\n\n[image]\nrepository = \"{repository}\"\n\n[task_definition]\nfile = \".aws/task-definition.json\"\ncontainers = [{}]\n\n[environments.{name}]\ncluster = \"{cluster}\"\nservice = \"{service}\"\n{region_line}",
         containers.first().cloned().unwrap_or_default()
     );
-    std::fs::write(config, toml).map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
+    std::fs::write(config, toml)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
     Ok(())
 }
