@@ -84,9 +84,19 @@ fn moto(root: &Path, args: &[String]) -> Result<()> {
     let mut server = Command::new(&python)
         .arg(support.join("tugboat_moto.py"))
         .args(["--host", "127.0.0.1", "--port", &port])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .context("starting the moto launcher")?;
+    // Seed only once the launcher says it accepts connections.
+    let stdout = server.stdout.take().context("the launcher's stdout")?;
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let ready = lines.by_ref().map_while(Result::ok).any(|line| line.contains("ready on"));
+    if !ready {
+        let _ = server.kill();
+        bail!("the moto launcher exited before it was ready (is port {port} free? try --port N)");
+    }
+    std::thread::spawn(move || lines.for_each(drop));
     let endpoint = format!("http://127.0.0.1:{port}");
     let seeded = run(Command::new(&python)
         .arg(support.join("seed_cv_matcher.py"))
