@@ -91,7 +91,10 @@ fn moto(root: &Path, args: &[String]) -> Result<()> {
     // Seed only once the launcher says it accepts connections.
     let stdout = server.stdout.take().context("the launcher's stdout")?;
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let ready = lines.by_ref().map_while(Result::ok).any(|line| line.contains("ready on"));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.contains("ready on"));
     if !ready {
         let _ = server.kill();
         bail!("the moto launcher exited before it was ready (is port {port} free? try --port N)");
