@@ -112,6 +112,15 @@ async fn deploy_status_history_rollback_status() {
         "{}",
         String::from_utf8_lossy(&deployed.stderr)
     );
+    // The seeded Parameter Store values never reach tugboat's output.
+    for stream in [&deployed.stdout, &deployed.stderr] {
+        let text = String::from_utf8_lossy(stream);
+        assert!(
+            !text.contains("prod-database_url-secret")
+                && !text.contains("prod-jwt_secret_key-secret"),
+            "{text}"
+        );
+    }
     let events = json_lines(&deployed.stdout);
     let result = &events.last().expect("a result line")["result"];
     assert_eq!(result["outcome"], "succeeded");
