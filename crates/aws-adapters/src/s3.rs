@@ -160,19 +160,8 @@ impl ArtifactStore for S3ArtifactStore {
             let age = Utc::now().signed_duration_since(current.since);
             let expired = age.to_std().map(|a| a > self.lock_expiry).unwrap_or(false);
             if !expired {
-                return Err(StageError::new(
-                    StageErrorKind::LockHeld,
-                    format!(
-                        "{app}/{environment} is being deployed by {} (release {}, since {}); nothing was changed",
-                        current.who,
-                        current.release_id,
-                        current.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ),
-                )
-                .with_help(format!(
-                    "wait for that run to finish; if it died, delete the lock: aws s3 rm s3://{}/{key}",
-                    self.bucket
-                )));
+                let remove = format!("aws s3 rm s3://{}/{key}", self.bucket);
+                return Err(current.held_error(app, environment, &remove));
             }
             tracing::warn!(holder = %current.who, "taking over a stale deploy lock");
             let deleted = self
@@ -271,7 +260,7 @@ impl ArtifactStore for S3ArtifactStore {
                 Err(err) => tracing::warn!(key, %err, "skipping a record tugboat cannot read"),
             }
         }
-        records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
+        pipeline_core::sort_newest_first(&mut records);
         Ok(records)
     }
 

@@ -27,14 +27,7 @@ async fn clients(region: Option<String>) -> AwsClients {
 }
 
 fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
-    let env = project.environment(environment)?;
-    Ok(DeployTarget {
-        app: project.config.app.name.clone(),
-        environment: environment.to_string(),
-        cluster: env.cluster.clone(),
-        service: env.service.clone(),
-        region: env.region.clone(),
-    })
+    Ok(project.target(environment)?)
 }
 
 fn artifact_store(

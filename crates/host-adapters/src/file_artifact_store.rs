@@ -35,6 +35,13 @@ impl FileArtifactStore {
         self
     }
 
+    fn expired(&self, holder: &LockHolder) -> bool {
+        Utc::now()
+            .signed_duration_since(holder.since)
+            .to_std()
+            .is_ok_and(|age| age > self.lock_expiry)
+    }
+
     fn base(&self, app: &str, environment: &str) -> PathBuf {
         self.root.join(app).join(environment)
     }
@@ -89,25 +96,16 @@ impl ArtifactStore for FileArtifactStore {
                     });
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let current = read_holder(&path);
-                    let stale = current.as_ref().is_none_or(|c| {
-                        Utc::now()
-                            .signed_duration_since(c.since)
-                            .to_std()
-                            .is_ok_and(|age| age > self.lock_expiry)
-                    });
-                    if stale {
-                        let _ = std::fs::remove_file(&path);
-                        continue;
+                    // Unreadable or expired: the run that wrote it is gone.
+                    match read_holder(&path) {
+                        Some(holder) if !self.expired(&holder) => {
+                            let remove = format!("rm {}", path.display());
+                            return Err(holder.held_error(app, environment, &remove));
+                        }
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
                     }
-                    let (who, release, since) = current
-                        .map(|c| (c.who, c.release_id.0, c.since.to_rfc3339()))
-                        .unwrap_or_default();
-                    return Err(StageError::new(
-                        StageErrorKind::LockHeld,
-                        format!("{app}/{environment} is being deployed by {who} (release {release}, since {since}); nothing was changed"),
-                    )
-                    .with_help(format!("wait for that run to finish; if it died, delete {}", path.display())));
                 }
                 Err(err) => return Err(Self::io_error("create", &path, &err)),
             }
@@ -154,11 +152,7 @@ impl ArtifactStore for FileArtifactStore {
             .filter_map(|e| std::fs::read(e.path()).ok())
             .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
             .collect();
-        records.sort_by(|a: &DeployRecord, b| {
-            b.started_at
-                .cmp(&a.started_at)
-                .then(b.release_id.cmp(&a.release_id))
-        });
+        pipeline_core::sort_newest_first(&mut records);
         records.truncate(limit);
         Ok(records)
     }

@@ -381,6 +381,25 @@ impl Project {
     pub fn environment(&self, name: &str) -> Result<&EnvironmentConfig, ConfigError> {
         self.config.environment(&self.config_file, name)
     }
+
+    /// The service an environment deploys to.
+    pub fn target(&self, environment: &str) -> Result<crate::model::DeployTarget, ConfigError> {
+        let env = self.environment(environment)?;
+        Ok(env.target(&self.config.app.name, environment))
+    }
+}
+
+impl EnvironmentConfig {
+    /// The service this environment (named `name`, of app `app`) deploys to.
+    pub fn target(&self, app: &str, name: &str) -> crate::model::DeployTarget {
+        crate::model::DeployTarget {
+            app: app.to_string(),
+            environment: name.to_string(),
+            cluster: self.cluster.clone(),
+            service: self.service.clone(),
+            region: self.region.clone(),
+        }
+    }
 }
 
 impl Config {

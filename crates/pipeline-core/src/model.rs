@@ -271,6 +271,35 @@ pub struct DeployRecord {
     pub rollback_of: Option<ReleaseId>,
 }
 
+/// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first
+/// (by start time, then release id).
+pub fn sort_newest_first(records: &mut [DeployRecord]) {
+    records.sort_by(|a, b| {
+        b.started_at
+            .cmp(&a.started_at)
+            .then_with(|| b.release_id.cmp(&a.release_id))
+    });
+}
+
+impl LockHolder {
+    /// The error every store gives when this holder has the lock: who, which release,
+    /// since when, and how to clear a lock whose run died (`remove` is the store's command).
+    pub fn held_error(&self, app: &str, environment: &str, remove: &str) -> crate::StageError {
+        crate::StageError::new(
+            crate::StageErrorKind::LockHeld,
+            format!(
+                "{app}/{environment} is being deployed by {} (release {}, since {}); nothing was changed",
+                self.who,
+                self.release_id,
+                self.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )
+        .with_help(format!(
+            "wait for that run to finish; if it died, delete the lock: {remove}"
+        ))
+    }
+}
+
 /// The records of one service, newest first, as a [`crate::ArtifactStore`] returns them.
 /// The last release that succeeded, other than `excluding`.
 pub fn last_good_release<'a>(

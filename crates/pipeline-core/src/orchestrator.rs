@@ -209,8 +209,7 @@ impl Orchestrator {
 
     /// The service an environment deploys to.
     pub fn target(&self, environment: &str) -> Result<DeployTarget, crate::ConfigError> {
-        let env = self.project.environment(environment)?;
-        Ok(target_of(&self.project, environment, env))
+        self.project.target(environment)
     }
 
     /// Runs a release. Never panics on a failed stage: every path ends in a report whose
@@ -228,7 +227,7 @@ impl Orchestrator {
         };
         let started_at = self.clock.now();
         let release_id = ReleaseId::new(started_at, &request.git);
-        let target = target_of(&self.project, &request.environment, &env);
+        let target = env.target(&self.project.config.app.name, &request.environment);
         let mut run = Run {
             record: DeployRecord {
                 release_id: release_id.clone(),
@@ -636,7 +635,14 @@ impl Orchestrator {
             }
             None => Vec::new(),
         };
-        let rendered = self.render(run, env, image, &secrets)?;
+        let rendered = self.render(
+            &run.target,
+            &run.record.release_id,
+            &run.record.git,
+            env,
+            image,
+            &secrets,
+        )?;
         // Parameters `resolve` just found exist; check only the ones the file names.
         let sources: Vec<String> = rendered
             .definition
@@ -652,7 +658,9 @@ impl Orchestrator {
 
     fn render(
         &self,
-        run: &Run,
+        target: &DeployTarget,
+        release_id: &ReleaseId,
+        git: &GitInfo,
         env: &EnvironmentConfig,
         image: &PinnedImage,
         secrets: &[crate::model::SecretRef],
@@ -660,22 +668,22 @@ impl Orchestrator {
         let tags = vec![
             ResourceTag {
                 key: "tugboat:app".into(),
-                value: run.target.app.clone(),
+                value: target.app.clone(),
             },
             ResourceTag {
                 key: "tugboat:environment".into(),
-                value: run.target.environment.clone(),
+                value: target.environment.clone(),
             },
             ResourceTag {
                 key: "tugboat:release".into(),
-                value: run.record.release_id.0.clone(),
+                value: release_id.0.clone(),
             },
             ResourceTag {
                 key: "tugboat:git-sha".into(),
-                value: if run.record.git.sha.is_empty() {
+                value: if git.sha.is_empty() {
                     "unknown".into()
                 } else {
-                    run.record.git.sha.clone()
+                    git.sha.clone()
                 },
             },
         ];
@@ -833,7 +841,7 @@ impl Orchestrator {
                 }
             }
         };
-        let target = target_of(&self.project, &request.environment, &env);
+        let target = env.target(&self.project.config.app.name, &request.environment);
         let refuse = |message: String| DeployReport {
             outcome: Outcome::BadInput,
             record: None,
@@ -1004,7 +1012,7 @@ impl Orchestrator {
             .environment(environment)
             .map_err(|err| StageError::bad_input(err.to_string()))?
             .clone();
-        let target = target_of(&self.project, environment, &env);
+        let target = env.target(&self.project.config.app.name, environment);
         let config = &self.project.config;
         let mut steps = Vec::new();
         let image = match source {
@@ -1067,27 +1075,8 @@ impl Orchestrator {
             }
             None => Vec::new(),
         };
-        let placeholder = Run {
-            record: DeployRecord {
-                release_id: ReleaseId("<release id>".into()),
-                app: target.app.clone(),
-                environment: target.environment.clone(),
-                git: git.clone(),
-                image: None,
-                revision: None,
-                previous_revision: None,
-                outcome: RecordOutcome::InProgress,
-                reason: None,
-                stages: Vec::new(),
-                actor: String::new(),
-                started_at: self.clock.now(),
-                finished_at: None,
-                rollback_of: None,
-            },
-            target: target.clone(),
-            started: Instant::now(),
-        };
-        let rendered = self.render(&placeholder, &env, &image, &secrets)?;
+        let release_id = ReleaseId("<release id>".into());
+        let rendered = self.render(&target, &release_id, git, &env, &image, &secrets)?;
         let current = self.stages.deployer.current_revision(&target).await?;
         let diff = match &current {
             Some(revision) => {
@@ -1188,16 +1177,6 @@ fn wait_options(env: &EnvironmentConfig) -> WaitOptions {
     WaitOptions {
         timeout: Duration::from_secs(env.deploy.timeout_seconds),
         poll_interval: Duration::from_secs_f64(env.deploy.poll_interval_seconds),
-    }
-}
-
-fn target_of(project: &Project, environment: &str, env: &EnvironmentConfig) -> DeployTarget {
-    DeployTarget {
-        app: project.config.app.name.clone(),
-        environment: environment.to_string(),
-        cluster: env.cluster.clone(),
-        service: env.service.clone(),
-        region: env.region.clone(),
     }
 }
 
