@@ -191,6 +191,100 @@ pub struct EnvironmentConfig {
     pub notify: NotifySettings,
     #[serde(default)]
     pub records: Option<RecordsSettings>,
+    /// CloudWatch alarms and the log group, reconciled by `tugboat infra apply`.
+    #[serde(default)]
+    pub monitoring: Option<MonitoringSettings>,
+    /// Target-tracking auto scaling, reconciled by `tugboat infra apply`.
+    #[serde(default)]
+    pub scaling: Option<ScalingSettings>,
+}
+
+/// What a monitoring alarm watches; tugboat knows each one's metric and dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// Service CPUUtilization (AWS/ECS), percent.
+    CpuHigh,
+    /// Service MemoryUtilization (AWS/ECS), percent.
+    MemoryHigh,
+    /// Target 5xx responses as a percentage of requests (AWS/ApplicationELB); needs `load_balancer`.
+    Http5xxRate,
+    /// Average TargetResponseTime (AWS/ApplicationELB), seconds; needs `load_balancer`.
+    ResponseTime,
+    /// Tasks that should run but do not: Container Insights `DesiredTaskCount` minus
+    /// `RunningTaskCount` (ECS/ContainerInsights, metric math), count.
+    FailedTasks,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmSpec {
+    pub name: String,
+    pub kind: AlarmKind,
+    /// Fires above this (percent, seconds or count, by kind).
+    pub threshold: f64,
+    #[serde(default = "default_alarm_period")]
+    pub period_seconds: u32,
+    #[serde(default = "default_evaluation_periods")]
+    pub evaluation_periods: u32,
+    /// The ALB's metric dimension (`app/cv-matcher-alb/50dc6c495c0c9188`), for HTTP kinds.
+    #[serde(default)]
+    pub load_balancer: Option<String>,
+    /// SNS topic ARNs to notify when the alarm fires.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+fn default_alarm_period() -> u32 {
+    60
+}
+
+fn default_evaluation_periods() -> u32 {
+    3
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitoringSettings {
+    /// The awslogs group (`/ecs/cv-matcher`); created with the retention below.
+    #[serde(default)]
+    pub log_group: Option<String>,
+    #[serde(default = "default_log_retention")]
+    pub log_retention_days: u32,
+    #[serde(default)]
+    pub alarms: Vec<AlarmSpec>,
+}
+
+fn default_log_retention() -> u32 {
+    30
+}
+
+/// CloudWatch Logs accepts only these retention periods.
+pub const LOG_RETENTION_DAYS: &[u32] = &[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSettings {
+    pub min_tasks: u32,
+    pub max_tasks: u32,
+    /// Target tracking on ECSServiceAverageCPUUtilization, percent.
+    #[serde(default = "default_cpu_target")]
+    pub cpu_target: f64,
+    #[serde(default = "default_cooldown")]
+    pub scale_out_cooldown_seconds: u32,
+    #[serde(default = "default_cooldown")]
+    pub scale_in_cooldown_seconds: u32,
+}
+
+fn default_cpu_target() -> f64 {
+    75.0
+}
+
+fn default_cooldown() -> u32 {
+    300
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -246,6 +340,9 @@ pub struct VerifySettings {
     /// How long the release is watched after it rolled out.
     #[serde(default)]
     pub bake_seconds: u64,
+    /// Check that the targets of the service's load balancer target groups are healthy.
+    #[serde(default = "yes")]
+    pub target_health: bool,
 }
 
 impl Default for VerifySettings {
@@ -258,6 +355,7 @@ impl Default for VerifySettings {
             timeout_seconds: default_verify_timeout(),
             alarms: Vec::new(),
             bake_seconds: 0,
+            target_health: true,
         }
     }
 }
@@ -615,6 +713,83 @@ impl Config {
                             "for example arn:aws:iam::123456789012:role/cv-matcher-task-execution",
                         ));
                     }
+                }
+            }
+            if let Some(monitoring) = &env.monitoring {
+                if !LOG_RETENTION_DAYS.contains(&monitoring.log_retention_days) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key("monitoring.log_retention_days"),
+                        "is not a retention CloudWatch Logs accepts",
+                    )
+                    .with_value(monitoring.log_retention_days.to_string())
+                    .with_help("use one of 1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653"));
+                }
+                let mut names = std::collections::BTreeSet::new();
+                for (index, alarm) in monitoring.alarms.iter().enumerate() {
+                    let alarm_key =
+                        |field: &str| key(&format!("monitoring.alarms[{index}].{field}"));
+                    if alarm.name.trim().is_empty() || !names.insert(alarm.name.as_str()) {
+                        return Err(ConfigError::invalid(
+                            file,
+                            alarm_key("name"),
+                            "must be a non-empty name used by one alarm only",
+                        )
+                        .with_value(format!("{:?}", alarm.name)));
+                    }
+                    let http =
+                        matches!(alarm.kind, AlarmKind::Http5xxRate | AlarmKind::ResponseTime);
+                    if http && alarm.load_balancer.is_none() {
+                        return Err(ConfigError::invalid(
+                            file,
+                            alarm_key("load_balancer"),
+                            "is required for HTTP alarms (the ALB's metric dimension)",
+                        )
+                        .with_help(
+                            "for example load_balancer = \"app/cv-matcher-alb/50dc6c495c0c9188\"",
+                        ));
+                    }
+                    if !(alarm.threshold.is_finite() && alarm.threshold >= 0.0) {
+                        return Err(ConfigError::invalid(
+                            file,
+                            alarm_key("threshold"),
+                            "must be a number >= 0",
+                        )
+                        .with_value(alarm.threshold.to_string()));
+                    }
+                    if alarm.period_seconds < 10 || alarm.evaluation_periods == 0 {
+                        return Err(ConfigError::invalid(
+                            file,
+                            alarm_key("period_seconds"),
+                            "must be at least 10, with evaluation_periods at least 1",
+                        )
+                        .with_value(format!(
+                            "{}s x {}",
+                            alarm.period_seconds, alarm.evaluation_periods
+                        )));
+                    }
+                }
+            }
+            if let Some(scaling) = &env.scaling {
+                if scaling.min_tasks == 0 || scaling.min_tasks > scaling.max_tasks {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key("scaling.min_tasks"),
+                        "must be at least 1 and at most max_tasks",
+                    )
+                    .with_value(format!(
+                        "min {} max {}",
+                        scaling.min_tasks, scaling.max_tasks
+                    )));
+                }
+                if !(scaling.cpu_target > 0.0 && scaling.cpu_target <= 100.0) {
+                    return Err(ConfigError::invalid(
+                        file,
+                        key("scaling.cpu_target"),
+                        "must be a CPU percentage above 0 and at most 100",
+                    )
+                    .with_value(scaling.cpu_target.to_string())
+                    .with_help("the design uses cpu_target = 75"));
                 }
             }
             if let Some(records) = &env.records {
