@@ -208,6 +208,7 @@ pub enum AlarmKind {
     /// Service MemoryUtilization (AWS/ECS), percent.
     MemoryHigh,
     /// Target 5xx responses as a percentage of requests (AWS/ApplicationELB); needs `load_balancer`.
+    #[serde(rename = "http_5xx_rate")]
     Http5xxRate,
     /// Average TargetResponseTime (AWS/ApplicationELB), seconds; needs `load_balancer`.
     ResponseTime,
