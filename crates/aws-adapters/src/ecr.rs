@@ -225,6 +225,21 @@ impl Registry for EcrRegistry {
         })
     }
 
+    async fn find_tag(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<PinnedImage>, StageError> {
+        match self
+            .resolve(repository, &ImageReference::Tag(tag.to_string()))
+            .await
+        {
+            Ok(image) => Ok(Some(image)),
+            Err(err) if err.kind == pipeline_core::StageErrorKind::BadInput => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     async fn resolve(
         &self,
         repository: &str,

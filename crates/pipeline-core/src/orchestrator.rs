@@ -508,6 +508,31 @@ impl Orchestrator {
                 .with_help("deploy an image that is already pushed (--image TAG)"),
             )
         };
+        // A commit's image is immutable once pushed: a rerun (a retried CI job, a deploy
+        // of the same commit to another environment) deploys that image, not a rebuild.
+        if !request.git.sha.is_empty() {
+            match self
+                .stages
+                .registry
+                .find_tag(&config.image.repository, &request.git.sha)
+                .await
+            {
+                Ok(Some(image)) => {
+                    self.events.info(format!(
+                        "commit {} is already built and pushed as {}; skipping test, build and push",
+                        request.git.short_sha(),
+                        image.reference()
+                    ));
+                    return Ok(image);
+                }
+                Ok(None) => {}
+                Err(err) => self.events.warn(format!(
+                    "could not look for an image of commit {} ({}); building it",
+                    request.git.short_sha(),
+                    err.message
+                )),
+            }
+        }
         if !config.test.commands.is_empty() {
             let runner = self
                 .stages

@@ -141,6 +141,14 @@ pub trait Registry: Send + Sync {
         events: &Events,
     ) -> Result<PinnedImage, StageError>;
 
+    /// The image `repository:tag` holds, or `None` when the tag does not exist. Used to
+    /// reuse the image already pushed for a commit instead of building it again.
+    async fn find_tag(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<PinnedImage>, StageError>;
+
     /// Resolves a tag or digest to a pinned image. An image that is not in the
     /// repository is a [`StageErrorKind::BadInput`] naming the repository and reference.
     async fn resolve(

@@ -405,6 +405,26 @@ fn cases() -> Vec<Case> {
             warnings: &["notification not sent (the release goes on): chat.postMessage failed"],
         },
         Case {
+            name: "a commit whose image is already pushed: no test, build or push",
+            world: World {
+                commit_already_pushed: true,
+                ..World::default()
+            },
+            calls: Calls {
+                register: 1,
+                update: 1,
+                verify: 1,
+                ..Calls::default()
+            },
+            outcome: Outcome::Succeeded,
+            record: RecordOutcome::Succeeded,
+            stages: &[(Deploy, true), (Verify, true)],
+            revision: Some(7),
+            previous: Some(6),
+            message: &["released", "cv_matcher@sha256:"],
+            warnings: &[],
+        },
+        Case {
             name: "an existing image: no test, build or push",
             world: World {
                 source: ReleaseSource::Image(ImageReference::Tag("v1.2.0".into())),

@@ -40,6 +40,8 @@ pub struct World {
     pub push: Result<(), StageErrorKind>,
     /// `Registry::resolve`, for [`ReleaseSource::Image`].
     pub resolve: Result<(), StageErrorKind>,
+    /// The registry already holds an image tagged with the commit's sha.
+    pub commit_already_pushed: bool,
     pub secrets: Result<(), StageErrorKind>,
     /// What the service runs before the release.
     pub previous: Option<Revision>,
@@ -65,6 +67,7 @@ impl Default for World {
             build: Ok(()),
             push: Ok(()),
             resolve: Ok(()),
+            commit_already_pushed: false,
             secrets: Ok(()),
             previous: Some(revision(6)),
             update: Ok(()),
@@ -214,6 +217,10 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .expect_push()
         .times(calls.push)
         .returning(move |_, _, _, _| answer(result, "docker push").map(|()| pinned_image()));
+    let already_pushed = world.commit_already_pushed;
+    registry
+        .expect_find_tag()
+        .returning(move |_, _| Ok(already_pushed.then(pinned_image)));
     let result = world.resolve;
     registry
         .expect_resolve()
