@@ -269,6 +269,12 @@ pub struct DeployRecord {
     /// Set when this run was a rollback to an earlier release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<ReleaseId>,
+    /// The deployment the release's service update started (followed by later events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    /// The event that started this run (an EventBridge event id), so a redelivery is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first

@@ -5,8 +5,8 @@
 use crate::config::{EnvironmentConfig, Project};
 use crate::events::{Events, PipelineEvent};
 use crate::model::{
-    last_good_release, BuiltImage, DeployRecord, DeployTarget, DeploymentHandle, GitInfo,
-    ImageReference, LockHolder, Outcome, PinnedImage, RecordOutcome, ReleaseId, Revision,
+    last_good_release, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle,
+    GitInfo, ImageReference, LockHolder, Outcome, PinnedImage, RecordOutcome, ReleaseId, Revision,
     RolloutOutcome, Stage, StageTiming,
 };
 use crate::stages::{
@@ -22,6 +22,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+mod event_driven;
+pub use event_driven::{DeploymentResult, EventOutcome};
 
 /// Where time comes from; tests pin it.
 pub trait Clock: Send + Sync {
@@ -102,6 +105,17 @@ pub struct DeployReport {
     pub message: String,
 }
 
+impl DeployReport {
+    /// Refused before anything ran.
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self {
+            outcome: Outcome::BadInput,
+            record: None,
+            message: message.into(),
+        }
+    }
+}
+
 /// What `deploy` would do; built without changing anything.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
@@ -147,6 +161,13 @@ struct Run {
     record: DeployRecord,
     target: DeployTarget,
     started: Instant,
+}
+
+/// A release whose service update went through: the deployment to follow.
+struct Started {
+    deployment: DeploymentHandle,
+    /// When the deploy stage began (for its timing).
+    clock: Instant,
 }
 
 /// How the work under the lock ended.
@@ -217,20 +238,32 @@ impl Orchestrator {
     pub async fn deploy(&self, request: DeployRequest) -> DeployReport {
         let env = match self.project.environment(&request.environment) {
             Ok(env) => env.clone(),
-            Err(err) => {
-                return DeployReport {
-                    outcome: Outcome::BadInput,
-                    record: None,
-                    message: err.to_string(),
-                }
-            }
+            Err(err) => return DeployReport::bad_input(err.to_string()),
         };
+        let mut run = self.new_run(&request, &env);
+        let lock = match self.take_lock(&run).await {
+            Ok(lock) => lock,
+            Err(ending) => return self.finish(run, ending, false).await,
+        };
+        self.notify(&run, NotificationKind::Started, None).await;
+        let ending = self.execute(&mut run, &env, &request).await;
+        self.give_back(&lock).await;
+        self.finish(run, ending, true).await
+    }
+
+    /// A new run for a request, announced with [`PipelineEvent::ReleaseStarted`].
+    fn new_run(&self, request: &DeployRequest, env: &EnvironmentConfig) -> Run {
         let started_at = self.clock.now();
         let release_id = ReleaseId::new(started_at, &request.git);
         let target = env.target(&self.project.config.app.name, &request.environment);
-        let mut run = Run {
+        self.events.emit(PipelineEvent::ReleaseStarted {
+            release_id: release_id.0.clone(),
+            app: target.app.clone(),
+            environment: target.environment.clone(),
+        });
+        Run {
             record: DeployRecord {
-                release_id: release_id.clone(),
+                release_id,
                 app: target.app.clone(),
                 environment: target.environment.clone(),
                 git: request.git.clone(),
@@ -244,53 +277,46 @@ impl Orchestrator {
                 started_at,
                 finished_at: None,
                 rollback_of: None,
+                deployment_id: None,
+                trigger: None,
             },
             target,
             started: Instant::now(),
-        };
-        self.events.emit(PipelineEvent::ReleaseStarted {
-            release_id: release_id.0.clone(),
-            app: run.target.app.clone(),
-            environment: run.target.environment.clone(),
-        });
+        }
+    }
 
+    /// Takes the run's deploy lock, or says how the run ends without it.
+    async fn take_lock(&self, run: &Run) -> Result<DeployLock, Ending> {
         let holder = LockHolder {
-            who: request.actor.clone(),
-            release_id: release_id.clone(),
-            since: started_at,
+            who: run.record.actor.clone(),
+            release_id: run.record.release_id.clone(),
+            since: run.record.started_at,
         };
-        let lock = match self
-            .stages
+        self.stages
             .artifacts
             .acquire_lock(&run.target.app, &run.target.environment, &holder)
             .await
-        {
-            Ok(lock) => lock,
-            Err(err) => {
-                let ending = match err.kind {
-                    StageErrorKind::LockHeld | StageErrorKind::BadInput => Ending::refused(&err),
-                    _ => Ending {
-                        outcome: RecordOutcome::FailedUnchanged,
-                        reason: Some(err.message.clone()),
-                        message: format!(
-                            "could not take the deploy lock, nothing was changed: {}",
-                            describe_error(&err)
-                        ),
-                    },
-                };
-                return self.finish(run, ending, false).await;
-            }
-        };
+            .map_err(|err| match err.kind {
+                StageErrorKind::LockHeld | StageErrorKind::BadInput => Ending::refused(&err),
+                _ => Ending {
+                    outcome: RecordOutcome::FailedUnchanged,
+                    reason: Some(err.message.clone()),
+                    message: format!(
+                        "could not take the deploy lock, nothing was changed: {}",
+                        describe_error(&err)
+                    ),
+                },
+            })
+    }
 
-        self.notify(&run, NotificationKind::Started, None).await;
-        let ending = self.execute(&mut run, &env, &request).await;
-        if let Err(err) = self.stages.artifacts.release_lock(&lock).await {
+    /// Releases a deploy lock; a failure is a warning (the lock expires on its own).
+    async fn give_back(&self, lock: &DeployLock) {
+        if let Err(err) = self.stages.artifacts.release_lock(lock).await {
             self.events.warn(format!(
                 "could not release the deploy lock of {}/{}: {}; it expires on its own, or delete it by hand",
-                run.target.app, run.target.environment, err.message
+                lock.app, lock.environment, err.message
             ));
         }
-        self.finish(run, ending, true).await
     }
 
     async fn finish(&self, mut run: Run, ending: Ending, notify: bool) -> DeployReport {
@@ -360,11 +386,46 @@ impl Orchestrator {
         request: &DeployRequest,
     ) -> Ending {
         let cancel = &request.cancel;
+        let started = match self.start(run, env, request).await {
+            Ok(started) => started,
+            Err(ending) => return ending,
+        };
+        let options = wait_options(env);
+        let waited = tokio::select! {
+            waited = self.stages.deployer.wait_for_rollout(&run.target, &started.deployment, &options, &self.events) => Some(waited),
+            () = cancel.cancelled() => None,
+        };
+        let failure = match waited {
+            Some(Ok(RolloutOutcome::Completed)) => None,
+            Some(Ok(outcome)) => Some(outcome.describe()),
+            Some(Err(err)) => Some(format!("could not follow the rollout: {}", err.message)),
+            None => Some("the run was cancelled during the rollout".to_string()),
+        };
+        self.end(run, Stage::Deploy, started.clock, failure.is_none());
+        if let Some(reason) = failure {
+            return self
+                .recover(
+                    run,
+                    env,
+                    run.record.previous_revision.clone().as_ref(),
+                    &reason,
+                )
+                .await;
+        }
+        self.after_rollout(run, env, cancel).await
+    }
+
+    /// Everything up to and including the service update: the image (tested, built and
+    /// pushed, or resolved), secrets, rendering, registration, `update_service`.
+    async fn start(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        request: &DeployRequest,
+    ) -> Result<Started, Ending> {
+        let cancel = &request.cancel;
         let image = match &request.source {
-            ReleaseSource::Build => match self.test_build_push(run, request, cancel).await {
-                Ok(image) => image,
-                Err(ending) => return ending,
-            },
+            ReleaseSource::Build => self.test_build_push(run, request, cancel).await?,
             ReleaseSource::Image(reference) => {
                 match self
                     .stages
@@ -373,7 +434,7 @@ impl Orchestrator {
                     .await
                 {
                     Ok(image) => image,
-                    Err(err) => return Ending::unchanged(Stage::Deploy, &err),
+                    Err(err) => return Err(Ending::unchanged(Stage::Deploy, &err)),
                 }
             }
         };
@@ -388,26 +449,26 @@ impl Orchestrator {
             Ok(rendered) => rendered,
             Err(err) => {
                 self.end(run, Stage::Deploy, started, false);
-                return Ending::unchanged(Stage::Deploy, &err);
+                return Err(Ending::unchanged(Stage::Deploy, &err));
             }
         };
         let previous = match self.stages.deployer.current_revision(&run.target).await {
             Ok(previous) => previous,
             Err(err) => {
                 self.end(run, Stage::Deploy, started, false);
-                return Ending::unchanged(Stage::Deploy, &err);
+                return Err(Ending::unchanged(Stage::Deploy, &err));
             }
         };
         run.record.previous_revision = previous.clone();
         if cancel.is_cancelled() {
             self.end(run, Stage::Deploy, started, false);
-            return cancelled_before_change();
+            return Err(cancelled_before_change());
         }
         let revision = match self.stages.deployer.register(&run.target, &rendered).await {
             Ok(revision) => revision,
             Err(err) => {
                 self.end(run, Stage::Deploy, started, false);
-                return Ending::unchanged(Stage::Deploy, &err);
+                return Err(Ending::unchanged(Stage::Deploy, &err));
             }
         };
         self.events.info(format!("registered {revision}"));
@@ -430,38 +491,46 @@ impl Orchestrator {
                 // The call failed, but it may have reached the service: look before
                 // claiming nothing changed.
                 let now = self.stages.deployer.current_revision(&run.target).await;
-                return match now {
+                return Err(match now {
                     Ok(current) if current == previous => Ending::unchanged(Stage::Deploy, &err),
                     _ => {
                         let reason = format!("updating the service failed: {}", err.message);
                         self.recover(run, env, previous.as_ref(), &reason).await
                     }
-                };
+                });
             }
         };
-        let options = wait_options(env);
-        let waited = tokio::select! {
-            waited = self.stages.deployer.wait_for_rollout(&run.target, &deployment, &options, &self.events) => Some(waited),
-            () = cancel.cancelled() => None,
-        };
-        let failure = match waited {
-            Some(Ok(RolloutOutcome::Completed)) => None,
-            Some(Ok(outcome)) => Some(outcome.describe()),
-            Some(Err(err)) => Some(format!("could not follow the rollout: {}", err.message)),
-            None => Some("the run was cancelled during the rollout".to_string()),
-        };
-        self.end(run, Stage::Deploy, started, failure.is_none());
-        if let Some(reason) = failure {
-            return self.recover(run, env, previous.as_ref(), &reason).await;
-        }
+        run.record.deployment_id = Some(deployment.id.clone());
+        Ok(Started {
+            deployment,
+            clock: started,
+        })
+    }
 
+    /// After the release's own deployment completed: verification, then revision
+    /// clean-up; a failed verification rolls back.
+    async fn after_rollout(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        cancel: &CancellationToken,
+    ) -> Ending {
+        let previous = run.record.previous_revision.clone();
+        let (Some(revision), Some(image)) = (run.record.revision.clone(), run.record.image.clone())
+        else {
+            return Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some("the release record names no revision or image".into()),
+                message: "internal error: a completed release without a revision or image; run `tugboat status`".into(),
+            };
+        };
         if let Some(reason) = self.verify(run, &revision, &image, cancel).await {
             return self.recover(run, env, previous.as_ref(), &reason).await;
         }
 
         let keep = env.rollback.keep_revisions;
         if keep > 0 {
-            let family = &rendered.definition.family;
+            let family = &self.project.task_definition.family;
             match self
                 .stages
                 .deployer
@@ -972,37 +1041,17 @@ impl Orchestrator {
                 started_at,
                 finished_at: None,
                 rollback_of: release,
+                deployment_id: None,
+                trigger: None,
             },
             target,
             started: Instant::now(),
         };
-        let holder = LockHolder {
-            who: request.actor.clone(),
-            release_id: run.record.release_id.clone(),
-            since: started_at,
+        let reason = format!("manual rollback by {}", request.actor);
+        let result = match self.perform_rollback(&mut run, &env, &reason).await {
+            Ok(result) => result,
+            Err(ending) => return self.finish(run, ending, false).await,
         };
-        let lock = match self
-            .stages
-            .artifacts
-            .acquire_lock(&run.target.app, &run.target.environment, &holder)
-            .await
-        {
-            Ok(lock) => lock,
-            Err(err) => return self.finish(run, Ending::refused(&err), false).await,
-        };
-        let started = self.begin(Stage::Rollback);
-        self.events.emit(PipelineEvent::RollbackStarted {
-            to: revision.clone(),
-            reason: format!("manual rollback by {}", request.actor),
-        });
-        let result = self.roll_back_and_wait(&run.target, &revision, &env).await;
-        self.end(&mut run, Stage::Rollback, started, result.is_ok());
-        if let Err(err) = self.stages.artifacts.release_lock(&lock).await {
-            self.events.warn(format!(
-                "could not release the deploy lock: {}",
-                err.message
-            ));
-        }
         let from = current
             .map(|c| c.to_string())
             .unwrap_or_else(|| "nothing".into());
@@ -1023,6 +1072,29 @@ impl Orchestrator {
             },
         };
         self.finish(run, ending, true).await
+    }
+
+    /// Rolls `run.target` back to `run.record.revision` under the deploy lock and waits
+    /// for that rollout; `Err` when the lock could not be taken (nothing changed).
+    async fn perform_rollback(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        reason: &str,
+    ) -> Result<Result<(), String>, Ending> {
+        let Some(revision) = run.record.revision.clone() else {
+            return Ok(Err("no revision to roll back to".to_string()));
+        };
+        let lock = self.take_lock(run).await?;
+        let started = self.begin(Stage::Rollback);
+        self.events.emit(PipelineEvent::RollbackStarted {
+            to: revision.clone(),
+            reason: reason.to_string(),
+        });
+        let result = self.roll_back_and_wait(&run.target, &revision, env).await;
+        self.end(run, Stage::Rollback, started, result.is_ok());
+        self.give_back(&lock).await;
+        Ok(result)
     }
 
     /// What `deploy` would do, changing nothing: steps and the task definition diff.
@@ -1196,6 +1268,10 @@ async fn cancellable<T>(
         result = work => result,
         () = cancel.cancelled() => Err(StageError::failed("cancelled")),
     }
+}
+
+fn env_timeout(env: &EnvironmentConfig) -> Duration {
+    Duration::from_secs(env.deploy.timeout_seconds)
 }
 
 fn wait_options(env: &EnvironmentConfig) -> WaitOptions {

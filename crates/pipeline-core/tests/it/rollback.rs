@@ -29,6 +29,8 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         started_at: pinned_time(),
         finished_at: Some(pinned_time()),
         rollback_of: None,
+        deployment_id: None,
+        trigger: None,
     }
 }
 
