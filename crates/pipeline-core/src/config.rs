@@ -163,6 +163,10 @@ pub struct EnvironmentConfig {
     /// Tag patterns that deploy here (`v*`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Patterns of image tags that, pushed to the repository, deploy here (the Lambda
+    /// front end's ECR push rule); an environment whose `tags` match the image tag wins.
+    #[serde(default)]
+    pub image_tags: Vec<String>,
     /// Parameter Store path whose parameters become `secrets` (`/cv-matcher/prod/`).
     #[serde(default)]
     pub secrets_path: Option<String>,
@@ -471,6 +475,28 @@ impl Project {
         Ok(Self {
             config,
             config_file: config_file.to_path_buf(),
+            root,
+            task_definition,
+            task_definition_file,
+        })
+    }
+
+    /// A project whose task definition comes from elsewhere (the service's current
+    /// revision, for the Lambda front end packaged without the file).
+    pub fn from_parts(
+        config: Config,
+        config_file: PathBuf,
+        task_definition: TaskDefinition,
+    ) -> Result<Self, ConfigError> {
+        config.check_against(&config_file, &task_definition)?;
+        let root = config_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let task_definition_file = root.join(&config.task_definition.file);
+        Ok(Self {
+            config,
+            config_file,
             root,
             task_definition,
             task_definition_file,
@@ -878,6 +904,29 @@ impl Config {
             let by_tag = kind != "branch" && env.tags.iter().any(|t| glob_match(t, name));
             (by_branch || by_tag).then_some(env_name.as_str())
         })
+    }
+}
+
+impl Config {
+    /// The environment an image tag pushed to the repository deploys to: first one whose
+    /// git `tags` rules match it (`v1.2.0` → production), else one whose `image_tags` do
+    /// (a commit sha → staging).
+    pub fn environment_for_image_tag(&self, tag: &str) -> Option<&str> {
+        let by = |rules: fn(&EnvironmentConfig) -> &Vec<String>| {
+            self.environments
+                .iter()
+                .find(|(_, env)| rules(env).iter().any(|p| glob_match(p, tag)))
+                .map(|(name, _)| name.as_str())
+        };
+        by(|env| &env.tags).or_else(|| by(|env| &env.image_tags))
+    }
+
+    /// The environment that deploys to this cluster and service.
+    pub fn environment_for_service(&self, cluster: &str, service: &str) -> Option<&str> {
+        self.environments
+            .iter()
+            .find(|(_, env)| env.cluster == cluster && env.service == service)
+            .map(|(name, _)| name.as_str())
     }
 }
 
