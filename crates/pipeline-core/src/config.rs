@@ -153,8 +153,18 @@ pub struct TaskDefinitionConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentConfig {
+    /// Where releases run: ECS (the default) or this machine's Docker engine.
+    #[serde(default)]
+    pub target: TargetKind,
+    /// The ECS cluster (required for `target = "aws"`).
+    #[serde(default)]
     pub cluster: String,
+    /// The ECS service (required for `target = "aws"`).
+    #[serde(default)]
     pub service: String,
+    /// Settings of the local Docker target.
+    #[serde(default)]
+    pub local: LocalSettings,
     #[serde(default)]
     pub region: Option<String>,
     /// Branches that deploy here (`develop`).
@@ -201,6 +211,54 @@ pub struct EnvironmentConfig {
     /// Target-tracking auto scaling, reconciled by `tugboat infra apply`.
     #[serde(default)]
     pub scaling: Option<ScalingSettings>,
+}
+
+/// Where an environment's releases run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// An ECS service.
+    #[default]
+    Aws,
+    /// Containers on this machine's Docker engine.
+    Local,
+}
+
+/// The local Docker target: a stable port in front of the release's containers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSettings {
+    /// The port the service answers on, whichever release serves (127.0.0.1).
+    #[serde(default = "default_local_port")]
+    pub port: u16,
+    /// Releases get host ports from here up, so two releases can overlap.
+    #[serde(default = "default_local_release_ports")]
+    pub release_ports_from: u16,
+    /// `NAME=value` lines that `secrets` entries resolve to instead of Parameter Store.
+    #[serde(default)]
+    pub secrets_file: Option<PathBuf>,
+    /// A registry on loopback to push to (`127.0.0.1:5000`); images stay in the engine without one.
+    #[serde(default)]
+    pub registry: Option<String>,
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self {
+            port: default_local_port(),
+            release_ports_from: default_local_release_ports(),
+            secrets_file: None,
+            registry: None,
+        }
+    }
+}
+
+fn default_local_port() -> u16 {
+    8080
+}
+
+fn default_local_release_ports() -> u16 {
+    18000
 }
 
 /// What a monitoring alarm watches; tugboat knows each one's metric and dimensions.
@@ -520,8 +578,14 @@ impl EnvironmentConfig {
         crate::model::DeployTarget {
             app: app.to_string(),
             environment: name.to_string(),
-            cluster: self.cluster.clone(),
-            service: self.service.clone(),
+            cluster: match (self.target, self.cluster.is_empty()) {
+                (TargetKind::Local, true) => "local".to_string(),
+                _ => self.cluster.clone(),
+            },
+            service: match (self.target, self.service.is_empty()) {
+                (TargetKind::Local, true) => format!("{app}-{name}"),
+                _ => self.service.clone(),
+            },
             region: self.region.clone(),
         }
     }
@@ -631,7 +695,20 @@ impl Config {
                 )
                 .with_value(format!("{name:?}")));
             }
-            for (field, text) in [("cluster", &env.cluster), ("service", &env.service)] {
+            let aws_fields = if env.target == TargetKind::Aws {
+                vec![("cluster", &env.cluster), ("service", &env.service)]
+            } else {
+                Vec::new()
+            };
+            if env.target == TargetKind::Local && env.local.port == 0 {
+                return Err(ConfigError::invalid(
+                    file,
+                    key("local.port"),
+                    "must be a port above 0",
+                )
+                .with_value("0"));
+            }
+            for (field, text) in aws_fields {
                 if text.trim().is_empty() {
                     return Err(ConfigError::invalid(file, key(field), "must not be empty")
                         .with_value("\"\""));
