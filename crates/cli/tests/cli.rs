@@ -1,6 +1,22 @@
 //! The `tugboat` binary end to end: against moto (with the ECS rollout patch) for the
 //! AWS commands, checking AWS state through the SDK, not through tugboat's output.
 
+// The command tests live in tests/cli/; this file stays the one test binary's root.
+#[path = "cli/common.rs"]
+mod common;
+#[path = "cli/deploy_json.rs"]
+mod deploy_json;
+#[path = "cli/environments.rs"]
+mod environments;
+#[path = "cli/init.rs"]
+mod init;
+#[path = "cli/plain_output.rs"]
+mod plain_output;
+#[path = "cli/read_only.rs"]
+mod read_only;
+#[path = "cli/verify.rs"]
+mod verify;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use tokio::process::Command;
