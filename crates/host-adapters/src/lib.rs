@@ -7,8 +7,12 @@
 //! - [`DockerEnginePusher`] ([`pipeline_core::ImagePusher`]): pushes through the Docker
 //!   Engine API with the registry password in a request header only, and reads tags back
 //!   from the registry's v2 API.
+//! - [`HttpHealthCheck`] ([`pipeline_core::Verifier`], `http`): `GET`s the release's health
+//!   URL, with retries and backoff, until it answers as expected or the window closes.
+//! - [`SlackNotifier`] ([`pipeline_core::Notifier`]): release messages through Slack's
+//!   `chat.postMessage`, the bot token in a header only.
 //!
-//! All of them respect `DOCKER_HOST` ([`DockerHost::from_env`]) and return
+//! The Docker adapters respect `DOCKER_HOST` ([`DockerHost::from_env`]) and return
 //! [`pipeline_core::StageError`]s whose message says what was tried and what came back.
 
 mod docker_engine_pusher;
@@ -16,11 +20,16 @@ mod docker_host;
 mod docker_image_builder;
 mod file_artifact_store;
 mod http;
+mod http_health_check;
 mod process;
 mod shell_test_runner;
+mod slack_notifier;
+mod web_client;
 
 pub use docker_engine_pusher::{DockerEnginePusher, LayerCounts, PushOutcome};
 pub use docker_host::{DockerHost, DockerHostSource, DEFAULT_DOCKER_SOCKET};
 pub use docker_image_builder::DockerImageBuilder;
 pub use file_artifact_store::FileArtifactStore;
+pub use http_health_check::{HttpCheck, HttpHealthCheck};
 pub use shell_test_runner::ShellTestRunner;
+pub use slack_notifier::{SlackNotifier, DEFAULT_SLACK_API};
