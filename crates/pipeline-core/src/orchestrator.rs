@@ -1006,6 +1006,20 @@ impl Orchestrator {
                 target.app, target.environment, self.project.task_definition.family
             ));
         };
+        // A revision typed by hand may not exist: find out before touching the service.
+        if release.is_none() {
+            if let Err(err) = self
+                .stages
+                .service_reader
+                .registered_definition(&revision)
+                .await
+            {
+                return refuse(format!(
+                    "cannot roll back to {revision}: {}; nothing was changed\n  help: `tugboat history --env {}` lists the releases and their revisions",
+                    err.message, target.environment
+                ));
+            }
+        }
         // A revision typed by hand has its text as both id and label: match either.
         let already_serving = current
             .as_ref()

@@ -90,8 +90,52 @@ impl Orchestrator {
         }
     }
 
+    /// Whether an event was acted on already. A refused run (lock held, bad input)
+    /// changed nothing, so a retry of its event is not a redelivery.
     fn handled(records: &[DeployRecord], trigger: Option<&str>) -> bool {
-        trigger.is_some_and(|t| records.iter().any(|r| r.trigger.as_deref() == Some(t)))
+        trigger.is_some_and(|t| {
+            records
+                .iter()
+                .any(|r| r.trigger.as_deref() == Some(t) && r.outcome != RecordOutcome::Refused)
+        })
+    }
+
+    /// Why a release request changes nothing: its event was handled already, or its
+    /// image is already live or rolling out.
+    fn duplicate(
+        recent: &[DeployRecord],
+        request: &DeployRequest,
+        trigger: Option<&str>,
+    ) -> Option<String> {
+        if Self::handled(recent, trigger) {
+            return Some(format!(
+                "event {} was handled already",
+                trigger.unwrap_or("")
+            ));
+        }
+        let ReleaseSource::Image(ImageReference::Digest(digest)) = &request.source else {
+            return None;
+        };
+        recent
+            .iter()
+            .find(|r| r.outcome != RecordOutcome::Refused)
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    RecordOutcome::InProgress | RecordOutcome::Succeeded
+                ) && r.image.as_ref().is_some_and(|i| &i.digest == digest)
+            })
+            .map(|r| {
+                format!(
+                    "{digest} is already {} as release {}",
+                    if r.outcome == RecordOutcome::InProgress {
+                        "rolling out"
+                    } else {
+                        "live"
+                    },
+                    r.release_id
+                )
+            })
     }
 
     /// Starts a release and returns once ECS has the new deployment: the release is
@@ -136,43 +180,31 @@ impl Orchestrator {
                 }
             }
         }
+        // A redelivery is recognised before the lock: the release holding it may be the
+        // very one this event started, and a refusal would be recorded under the same
+        // release id (same second, same commit), overwriting that release's record.
+        let recent = self.recent(&request.environment).await;
+        if let Some(why) = Self::duplicate(&recent, &request, trigger.as_deref()) {
+            return EventOutcome::Ignored(why);
+        }
         let mut run = self.new_run(&request, &env);
         run.record.trigger = trigger.clone();
         let lock = match self.take_lock(&run).await {
             Ok(lock) => lock,
-            Err(ending) => return EventOutcome::report(self.finish(run, ending, false).await),
+            Err(ending) => {
+                if recent.iter().any(|r| r.release_id == run.record.release_id) {
+                    return EventOutcome::report(DeployReport {
+                        outcome: ending.outcome.outcome(),
+                        record: None,
+                        message: ending.message,
+                    });
+                }
+                return EventOutcome::report(self.finish(run, ending, false).await);
+            }
         };
+        // Again under the lock: another delivery may have started it meanwhile.
         let recent = self.recent(&request.environment).await;
-        let duplicate = if Self::handled(&recent, trigger.as_deref()) {
-            Some(format!(
-                "event {} was handled already",
-                trigger.as_deref().unwrap_or("")
-            ))
-        } else if let ReleaseSource::Image(ImageReference::Digest(digest)) = &request.source {
-            recent
-                .iter()
-                .find(|r| r.outcome != RecordOutcome::Refused)
-                .filter(|r| {
-                    matches!(
-                        r.outcome,
-                        RecordOutcome::InProgress | RecordOutcome::Succeeded
-                    ) && r.image.as_ref().is_some_and(|i| &i.digest == digest)
-                })
-                .map(|r| {
-                    format!(
-                        "{digest} is already {} as release {}",
-                        if r.outcome == RecordOutcome::InProgress {
-                            "rolling out"
-                        } else {
-                            "live"
-                        },
-                        r.release_id
-                    )
-                })
-        } else {
-            None
-        };
-        if let Some(why) = duplicate {
+        if let Some(why) = Self::duplicate(&recent, &request, trigger.as_deref()) {
             self.give_back(&lock).await;
             return EventOutcome::Ignored(why);
         }

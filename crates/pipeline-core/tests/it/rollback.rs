@@ -128,6 +128,13 @@ fn cases() -> Vec<Case> {
             expected: Err("release r-nope is not in the history of cv-matcher/staging"),
         },
         Case {
+            name: "--to a revision that does not exist: refused before any change",
+            history: history(),
+            current: Some(8),
+            to: Some(RollbackTo::Revision("cv-matcher:99".into())),
+            expected: Err("cannot roll back to cv-matcher:99: DescribeTaskDefinition failed"),
+        },
+        Case {
             name: "--to the revision that already serves",
             history: history(),
             current: Some(8),
@@ -142,6 +149,23 @@ fn cases() -> Vec<Case> {
             expected: Err("already runs cv-matcher:8; nothing to roll back"),
         },
     ]
+}
+
+/// A registry of task definitions that knows revisions 1 to 9 of cv-matcher.
+fn registered_revisions_1_to_9() -> MockServiceReader {
+    let mut reader = MockServiceReader::new();
+    reader.expect_registered_definition().returning(|asked| {
+        let number: u32 = asked.label.rsplit(':').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        if (1..=9).contains(&number) {
+            Ok(cv_matcher().task_definition)
+        } else {
+            Err(StageError::bad_input(format!(
+                "DescribeTaskDefinition failed: ClientException: Unable to describe task definition {}",
+                asked.label
+            )))
+        }
+    });
+    reader
 }
 
 /// An orchestrator whose history and service are `case`'s, expecting exactly one
@@ -208,7 +232,7 @@ fn orchestrator(
         image_builder: None,
         registry: Arc::new(MockRegistry::new()),
         deployer: Arc::new(deployer),
-        service_reader: Arc::new(MockServiceReader::new()),
+        service_reader: Arc::new(registered_revisions_1_to_9()),
         verifiers: Vec::new(),
         secrets: Arc::new(MockSecretStore::new()),
         artifacts: Arc::new(artifacts),
