@@ -621,6 +621,26 @@ impl Config {
             let message = err.into_inner().to_string();
             serde_error(file, &path, &message)
         })?;
+        let mut config = config;
+        // An empty URL or channel (`${APP_URL:-}` with APP_URL unset) means "none".
+        for env in config.environments.values_mut() {
+            if env
+                .verify
+                .url
+                .as_deref()
+                .is_some_and(|u| u.trim().is_empty())
+            {
+                env.verify.url = None;
+            }
+            if env
+                .notify
+                .slack_channel
+                .as_deref()
+                .is_some_and(|c| c.trim().is_empty())
+            {
+                env.notify.slack_channel = None;
+            }
+        }
         config.validate(file)?;
         Ok(config)
     }
@@ -1047,7 +1067,23 @@ fn interpolate(
     };
     match value {
         toml::Value::String(text) => {
-            *text = expand(file, text, key, lookup)?;
+            let whole_variable =
+                text.starts_with("${") && text.ends_with('}') && text.matches("${").count() == 1;
+            let expanded = expand(file, text, key, lookup)?;
+            // `"${BAKE_SECONDS:-300}"` may fill a number or a boolean field.
+            *value = match (whole_variable, expanded.as_str()) {
+                (true, "true") => toml::Value::Boolean(true),
+                (true, "false") => toml::Value::Boolean(false),
+                (true, number) if number.parse::<i64>().is_ok() => {
+                    toml::Value::Integer(number.parse().unwrap_or_default())
+                }
+                (true, number)
+                    if number.parse::<f64>().is_ok_and(f64::is_finite) && !number.is_empty() =>
+                {
+                    toml::Value::Float(number.parse().unwrap_or_default())
+                }
+                _ => toml::Value::String(expanded),
+            };
         }
         toml::Value::Array(items) => {
             for (index, item) in items.iter_mut().enumerate() {

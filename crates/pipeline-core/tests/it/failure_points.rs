@@ -625,7 +625,7 @@ async fn an_unknown_environment_is_refused_before_anything_runs() {
     assert!(
         report
             .message
-            .contains("--env takes one of: production, staging"),
+            .contains("--env takes one of: local, production, staging"),
         "{}",
         report.message
     );

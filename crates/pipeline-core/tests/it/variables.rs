@@ -64,3 +64,27 @@ fn a_variable_without_a_value_or_default_is_an_error_naming_it() {
         assert!(message.contains(problem), "{text:?}: {message}");
     }
 }
+
+#[test]
+fn a_whole_variable_fills_number_and_boolean_fields_and_empty_urls_mean_none() {
+    let path = crate::support::cv_matcher_config();
+    let text = std::fs::read_to_string(&path).expect("read the example");
+    let lookup = |name: &str| match name {
+        "BAKE_SECONDS" => Some("7".to_string()),
+        "APP_URL" => Some(String::new()),
+        _ => None,
+    };
+    let config = pipeline_core::Config::parse(&path, &text, &lookup).expect("the example parses");
+    let production = &config.environments["production"];
+    assert_eq!(production.verify.bake_seconds, 7);
+    assert_eq!(production.verify.url, None, "an empty APP_URL means no HTTP check");
+
+    let defaults = pipeline_core::Config::parse(&path, &text, &|_| None).expect("parses");
+    assert_eq!(defaults.environments["production"].verify.bake_seconds, 300);
+
+    let wrong = |name: &str| (name == "BAKE_SECONDS").then(|| "soon".to_string());
+    let error = pipeline_core::Config::parse(&path, &text, &wrong).expect_err("not a number");
+    let message = error.to_string();
+    assert!(message.contains("environments.production.verify.bake_seconds"), "{message}");
+    assert!(message.contains("soon"), "{message}");
+}
