@@ -103,6 +103,38 @@ pub fn counted(clients: AwsClients, counter: &CallCounter) -> AwsClients {
                 .interceptor(counter.clone())
                 .build(),
         ),
+        cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+            clients
+                .cloudwatch
+                .config()
+                .to_builder()
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        autoscaling: aws_sdk_applicationautoscaling::Client::from_conf(
+            clients
+                .autoscaling
+                .config()
+                .to_builder()
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+            clients
+                .logs
+                .config()
+                .to_builder()
+                .interceptor(counter.clone())
+                .build(),
+        ),
+        elbv2: aws_sdk_elasticloadbalancingv2::Client::from_conf(
+            clients
+                .elbv2
+                .config()
+                .to_builder()
+                .interceptor(counter.clone())
+                .build(),
+        ),
         region: clients.region,
     }
 }

@@ -389,17 +389,50 @@ impl CvMatcher {
     }
 
     fn orchestrator(&self, project: &Project) -> (Orchestrator, Arc<TimedEvents>) {
+        self.orchestrator_with(project, self.stages(), None)
+    }
+
+    fn orchestrator_with(
+        &self,
+        project: &Project,
+        stages: Stages,
+        subscriber: Option<Arc<dyn EventSubscriber>>,
+    ) -> (Orchestrator, Arc<TimedEvents>) {
         let recorder = TimedEvents::new();
-        let events = Events::new().with(recorder.clone());
-        (
-            Orchestrator::new(project.clone(), self.stages(), events),
-            recorder,
-        )
+        let mut events = Events::new().with(recorder.clone());
+        if let Some(subscriber) = subscriber {
+            events.subscribe(subscriber);
+        }
+        (Orchestrator::new(project.clone(), stages, events), recorder)
     }
 
     /// Runs the real orchestrator: deploy the pushed image `tag` to production.
     pub async fn deploy(&self, project: &Project, tag: &str, git_sha: &str) -> Run {
         let (orchestrator, recorder) = self.orchestrator(project);
+        Self::run_deploy(orchestrator, recorder, tag, git_sha).await
+    }
+
+    /// Like [`CvMatcher::deploy`], with other stages (verifiers, say; start from
+    /// [`CvMatcher::stages`]) and one more event subscriber, to react to the run's
+    /// events while it goes on.
+    pub async fn deploy_with(
+        &self,
+        project: &Project,
+        stages: Stages,
+        subscriber: Option<Arc<dyn EventSubscriber>>,
+        tag: &str,
+        git_sha: &str,
+    ) -> Run {
+        let (orchestrator, recorder) = self.orchestrator_with(project, stages, subscriber);
+        Self::run_deploy(orchestrator, recorder, tag, git_sha).await
+    }
+
+    async fn run_deploy(
+        orchestrator: Orchestrator,
+        recorder: Arc<TimedEvents>,
+        tag: &str,
+        git_sha: &str,
+    ) -> Run {
         let report = orchestrator
             .deploy(DeployRequest {
                 environment: ENVIRONMENT.to_string(),

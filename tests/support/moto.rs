@@ -31,6 +31,13 @@ const LOG_TAIL_LINES: usize = 60;
 
 type LogTail = Arc<Mutex<VecDeque<String>>>;
 
+/// A region's default VPC and its default subnets (one per availability zone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultNetwork {
+    pub vpc_id: String,
+    pub subnet_ids: Vec<String>,
+}
+
 #[derive(Debug)]
 pub struct MotoServer {
     /// `http://127.0.0.1:PORT`
@@ -146,6 +153,26 @@ impl MotoServer {
     pub async fn transitions(&self) -> anyhow::Result<Vec<serde_json::Value>> {
         let body = self.http("GET", "/tugboat-moto/transitions").await?;
         serde_json::from_slice(&body).context("parsing /tugboat-moto/transitions")
+    }
+
+    /// moto's default VPC in us-east-1 and its default subnets (moto gives them random
+    /// ids): `GET /tugboat-moto/default-network`. For resources that need a VPC (ELBv2
+    /// target groups and load balancers) without an EC2 client in the tests.
+    pub async fn default_network(&self) -> anyhow::Result<DefaultNetwork> {
+        let body = self.http("GET", "/tugboat-moto/default-network").await?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).context("parsing /tugboat-moto/default-network")?;
+        let vpc_id = value["vpcId"]
+            .as_str()
+            .context("no vpcId in /tugboat-moto/default-network")?
+            .to_owned();
+        let subnet_ids = value["subnetIds"]
+            .as_array()
+            .context("no subnetIds in /tugboat-moto/default-network")?
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect();
+        Ok(DefaultNetwork { vpc_id, subnet_ids })
     }
 
     /// Wipes all of moto's state (and the transitions log): `POST /moto-api/reset`.

@@ -22,6 +22,14 @@ pub struct AwsClients {
     pub ecr: aws_sdk_ecr::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub s3: aws_sdk_s3::Client,
+    /// CloudWatch: the alarms watched during the bake time and reconciled by `infra`.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Application Auto Scaling: the service's scalable target and its policy.
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
+    /// CloudWatch Logs: the awslogs group and its retention.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// Elastic Load Balancing v2: the health of the service's targets.
+    pub elbv2: aws_sdk_elasticloadbalancingv2::Client,
     pub region: Option<String>,
 }
 
@@ -74,6 +82,10 @@ impl AwsClients {
             ecr: aws_sdk_ecr::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            autoscaling: aws_sdk_applicationautoscaling::Client::new(config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            elbv2: aws_sdk_elasticloadbalancingv2::Client::new(config),
             region: config.region().map(ToString::to_string),
         }
     }

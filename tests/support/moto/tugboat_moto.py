@@ -36,6 +36,16 @@ deploymentConfiguration is dropped.  This module patches moto's ECS backend
   ``[{"deploymentId", "service", "state", "at"}]`` (epoch seconds, sorted);
   POST /moto-api/reset clears it along with moto's state.
 
+CloudWatch over Smithy RPC v2 CBOR: the AWS SDK for Rust talks CBOR to CloudWatch
+(``POST /service/GraniteServiceVersion20100801/operation/<Op>``), which moto 5.2.x
+cannot parse. Such a call is translated to the same operation in the AWS JSON 1.0
+protocol (which moto serves for CloudWatch), and moto's JSON answer back to CBOR typed
+by the botocore output shape. moto's CloudWatch backend does the work unchanged.
+
+GET /tugboat-moto/default-network returns moto's default VPC and subnets in us-east-1
+(``{"vpcId", "subnetIds"}``; ``?region=`` for another), for ELBv2 resources that need
+a VPC, since the tests have no EC2 client.
+
 Startup tweaks (moto behaviour otherwise unchanged): MOTO_EC2_LOAD_DEFAULT_AMIS
 defaults to false here, and moto's import-time region lookups share one botocore
 session (about 1.0 s -> 0.65 s to the ready line).
@@ -50,12 +60,16 @@ alarms, other update_service fields triggering a deployment, and EventBridge.
 from __future__ import annotations
 
 import argparse
+import base64
+import io
 import itertools
 import hashlib
 import json
 import math
 import os
 import random
+import re
+import struct
 import sys
 import threading
 import time
@@ -363,6 +377,245 @@ def patch_ecs() -> None:
     responses.EC2ContainerServiceResponse.create_service = create_service_response
 
 
+# --- Smithy RPC v2 CBOR -> moto's JSON protocol ------------------------------------
+#
+# The AWS SDK for Rust speaks Smithy RPC v2 CBOR to CloudWatch (the service model
+# lists it first), and moto 5.2.x parses only JSON/query/XML. This shim turns such a
+# request into the same call in the AWS JSON 1.0 protocol (which moto serves for
+# CloudWatch, as boto3 uses it), and moto's JSON answer back into CBOR, typed by the
+# botocore output shape (timestamps as tag 1 epoch seconds, doubles as floats).
+# Nothing about the call changes: same operation, same members, same backend.
+
+RPC_V2_SERVICES = {"GraniteServiceVersion20100801": "cloudwatch"}
+_RPC_PATH = re.compile(r"^/service/([^/]+)/operation/([^/]+)$")
+
+
+class _Break:
+    pass
+
+
+_BREAK = _Break()
+
+
+def cbor_decode(data: bytes) -> Any:
+    value, end = _cbor_item(data, 0)
+    if end != len(data):
+        raise ValueError(f"{len(data) - end} bytes after the CBOR item")
+    return value
+
+
+def _cbor_argument(data: bytes, pos: int, info: int) -> tuple[int | None, int]:
+    if info < 24:
+        return info, pos
+    if info == 31:
+        return None, pos
+    size = {24: 1, 25: 2, 26: 4, 27: 8}[info]
+    return int.from_bytes(data[pos:pos + size], "big"), pos + size
+
+
+def _cbor_item(data: bytes, pos: int) -> tuple[Any, int]:
+    initial = data[pos]
+    major, info = initial >> 5, initial & 0x1F
+    pos += 1
+    if major == 7:
+        if info == 20:
+            return False, pos
+        if info == 21:
+            return True, pos
+        if info in (22, 23):
+            return None, pos
+        if info == 25:
+            return struct.unpack(">e", data[pos:pos + 2])[0], pos + 2
+        if info == 26:
+            return struct.unpack(">f", data[pos:pos + 4])[0], pos + 4
+        if info == 27:
+            return struct.unpack(">d", data[pos:pos + 8])[0], pos + 8
+        if info == 31:
+            return _BREAK, pos
+        raise ValueError(f"unsupported CBOR simple value {info}")
+    arg, pos = _cbor_argument(data, pos, info)
+    if major == 0:
+        return arg, pos
+    if major == 1:
+        return -1 - (arg or 0), pos
+    if major in (2, 3):
+        if arg is None:  # indefinite: definite chunks until break
+            chunks = []
+            while data[pos] != 0xFF:
+                chunk, pos = _cbor_item(data, pos)
+                chunks.append(chunk)
+            joined = b"".join(chunks) if major == 2 else "".join(chunks)
+            return joined, pos + 1
+        raw = data[pos:pos + arg]
+        return (bytes(raw) if major == 2 else raw.decode("utf-8")), pos + arg
+    if major == 4:
+        items = []
+        while arg is None or len(items) < arg:
+            item, pos = _cbor_item(data, pos)
+            if item is _BREAK:
+                break
+            items.append(item)
+        return items, pos
+    if major == 5:
+        mapping: dict[Any, Any] = {}
+        while arg is None or len(mapping) < arg:
+            key, pos = _cbor_item(data, pos)
+            if key is _BREAK:
+                break
+            mapping[key], pos = _cbor_item(data, pos)
+        return mapping, pos
+    if major == 6:  # tags: 1 (epoch timestamp) is the only one Smithy uses
+        return _cbor_item(data, pos)
+    raise ValueError(f"unsupported CBOR major type {major}")
+
+
+class CborTimestamp(float):
+    """Epoch seconds, encoded with CBOR tag 1."""
+
+
+def _cbor_head(major: int, value: int) -> bytes:
+    if value < 24:
+        return bytes([major << 5 | value])
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if value < 1 << (8 * size):
+            return bytes([major << 5 | info]) + value.to_bytes(size, "big")
+    raise ValueError(f"integer {value} too large for CBOR")
+
+
+def cbor_encode(value: Any) -> bytes:
+    if value is None:
+        return b"\xf6"
+    if value is True:
+        return b"\xf5"
+    if value is False:
+        return b"\xf4"
+    if isinstance(value, CborTimestamp):
+        return b"\xc1" + struct.pack(">Bd", 0xFB, float(value))
+    if isinstance(value, int):
+        return _cbor_head(0, value) if value >= 0 else _cbor_head(1, -1 - value)
+    if isinstance(value, float):
+        return struct.pack(">Bd", 0xFB, value)
+    if isinstance(value, bytes):
+        return _cbor_head(2, len(value)) + value
+    if isinstance(value, str):
+        raw = value.encode("utf-8")
+        return _cbor_head(3, len(raw)) + raw
+    if isinstance(value, (list, tuple)):
+        return _cbor_head(4, len(value)) + b"".join(cbor_encode(v) for v in value)
+    if isinstance(value, dict):
+        return _cbor_head(5, len(value)) + b"".join(
+            cbor_encode(k) + cbor_encode(v) for k, v in value.items())
+    raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
+
+
+def _cbor_to_json(value: Any) -> Any:
+    if isinstance(value, bytes):  # JSON protocols carry blobs as base64
+        return base64.b64encode(value).decode()
+    if isinstance(value, list):
+        return [_cbor_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _cbor_to_json(v) for k, v in value.items()}
+    return value
+
+
+def _typed(value: Any, shape: Any) -> Any:
+    """moto's JSON value as the CBOR type its botocore shape has."""
+    if value is None or shape is None:
+        return value
+    kind = shape.type_name
+    if kind == "structure":
+        members = shape.members
+        return {k: _typed(v, members.get(k)) for k, v in value.items() if v is not None}
+    if kind == "list":
+        return [_typed(v, shape.member) for v in value]
+    if kind == "map":
+        return {k: _typed(v, shape.value) for k, v in value.items()}
+    if kind == "timestamp":
+        if isinstance(value, str):
+            try:
+                return CborTimestamp(float(value))
+            except ValueError:
+                return CborTimestamp(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+        return CborTimestamp(value)
+    if kind in ("double", "float"):
+        return float(value)
+    if kind in ("integer", "long", "short", "byte"):
+        return int(value)
+    if kind == "blob" and isinstance(value, str):
+        return base64.b64decode(value)
+    return value
+
+
+_service_models: dict[str, Any] = {}
+
+
+def _operation_model(service: str, operation: str) -> Any:
+    if service not in _service_models:
+        import botocore.session
+        _service_models[service] = botocore.session.get_session().get_service_model(service)
+    return _service_models[service].operation_model(operation)
+
+
+def rpc_v2_cbor_call(moto_app: Any, environ: dict[str, Any], start_response: Any) -> Any | None:
+    """Serves a Smithy RPC v2 CBOR call through moto's JSON protocol; None if it is not one."""
+    match = _RPC_PATH.match(environ.get("PATH_INFO", ""))
+    if not match or environ.get("HTTP_SMITHY_PROTOCOL") != "rpc-v2-cbor":
+        return None
+    target, operation = match.groups()
+    service = RPC_V2_SERVICES.get(target)
+    if service is None:
+        return None
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    raw = environ["wsgi.input"].read(length) if length else b""
+    params = cbor_decode(raw) if raw else {}
+    body = json.dumps(_cbor_to_json(params)).encode()
+    inner = dict(environ)
+    inner.update({
+        "PATH_INFO": "/",
+        "CONTENT_TYPE": "application/x-amz-json-1.0",
+        "CONTENT_LENGTH": str(len(body)),
+        "HTTP_X_AMZ_TARGET": f"{target}.{operation}",
+        "wsgi.input": io.BytesIO(body),
+    })
+    inner.pop("HTTP_SMITHY_PROTOCOL", None)
+    captured: dict[str, Any] = {}
+
+    def capture(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        captured["status"], captured["headers"] = status, headers
+        return lambda _data: None
+
+    chunks = moto_app(inner, capture)
+    answer = b"".join(chunks)
+    if hasattr(chunks, "close"):
+        chunks.close()
+    status = captured.get("status", "500 INTERNAL SERVER ERROR")
+    decoded = json.loads(answer) if answer.strip() else {}
+    if status.startswith("2"):
+        output = _operation_model(service, operation).output_shape
+        decoded = _typed(decoded, output) if output is not None else {}
+    out = cbor_encode(decoded)
+    headers = [(k, v) for k, v in captured.get("headers", [])
+               if k.lower() not in ("content-type", "content-length")]
+    headers += [("Content-Type", "application/cbor"), ("smithy-protocol", "rpc-v2-cbor"),
+                ("Content-Length", str(len(out)))]
+    start_response(status, headers)
+    return [out]
+
+
+def default_network(query: str) -> dict[str, Any]:
+    """The default VPC of a region and its default subnets (moto makes them with random ids)."""
+    from urllib.parse import parse_qs
+    from moto.ec2.models import ec2_backends
+
+    args = parse_qs(query)
+    account = args.get("account", ["123456789012"])[0]
+    region = args.get("region", ["us-east-1"])[0]
+    backend = ec2_backends[account][region]
+    vpc = backend.default_vpc
+    subnets = sorted(s.id for s in backend.describe_subnets(filters={"vpc-id": [vpc.id]}))
+    return {"vpcId": vpc.id, "subnetIds": subnets}
+
+
 class TugboatApp:
     """WSGI wrapper: our /tugboat-moto/ routes, otherwise moto's dispatcher."""
 
@@ -377,6 +630,14 @@ class TugboatApp:
                 body = json.dumps(sorted(_transitions, key=lambda t: t["at"])).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
+        if path == "/tugboat-moto/default-network" and method == "GET":
+            body = json.dumps(default_network(environ.get("QUERY_STRING", ""))).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if method == "POST" and path.startswith("/service/"):
+            served = rpc_v2_cbor_call(self.moto_app, environ, start_response)
+            if served is not None:
+                return served
         if path == "/moto-api/reset" and method == "POST":
             with _lock:
                 _transitions.clear()

@@ -1,0 +1,421 @@
+//! CloudWatch alarms as a [`Verifier`]: a release that sets off one of the watched
+//! alarms during its bake time is rolled back.
+
+use crate::errors::{is_throttling, stage_error};
+use async_trait::async_trait;
+use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use pipeline_core::config::VerifySettings;
+use pipeline_core::{Events, StageError, Verifier, VerifyContext};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// `DescribeAlarms` takes at most this many names in one call.
+const NAMES_PER_CALL: usize = 100;
+/// Consecutive failed looks (other than throttling) before the watch gives up.
+const MAX_CONSECUTIVE_ERRORS: u32 = 5;
+/// The longest pause between two looks while AWS throttles us.
+const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(60);
+
+/// One watched alarm as `DescribeAlarms` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlarmState {
+    pub name: String,
+    /// `OK`, `ALARM`, `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub reason: String,
+    /// When the alarm entered its state.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl AlarmState {
+    fn in_alarm(&self) -> bool {
+        self.state == StateValue::Alarm.as_str()
+    }
+
+    fn since_text(&self) -> String {
+        self.since
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "an unknown time".to_string())
+    }
+}
+
+/// Watches CloudWatch alarms for a bake time after a rollout ([`Verifier`] `alarms`).
+///
+/// At the start every watched alarm must exist (a missing one is
+/// [`pipeline_core::StageErrorKind::BadInput`], naming it) and none may be in `ALARM`
+/// already. Then `DescribeAlarms` is polled every `poll` until `bake` has passed; the
+/// first watched alarm seen in `ALARM` fails the release with its name, its state reason
+/// and when it fired. A bake of zero is a single look.
+///
+/// An alarm that enters and leaves `ALARM` between two looks is not seen: keep the poll
+/// interval well below the alarms' period (the default 10 s against 60 s periods).
+///
+/// ```no_run
+/// # async fn example(clients: aws_adapters::AwsClients) {
+/// use aws_adapters::AlarmWatch;
+/// use std::time::Duration;
+/// let watch = AlarmWatch::new(
+///     clients.cloudwatch.clone(),
+///     vec!["cv-matcher-cpu-high".into(), "cv-matcher-5xx-rate".into()],
+///     Duration::from_secs(300),
+///     AlarmWatch::DEFAULT_POLL_INTERVAL,
+/// );
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct AlarmWatch {
+    client: aws_sdk_cloudwatch::Client,
+    names: Vec<String>,
+    bake: Duration,
+    poll: Duration,
+}
+
+impl AlarmWatch {
+    /// How often the alarms are looked at unless told otherwise.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+    pub fn new(
+        client: aws_sdk_cloudwatch::Client,
+        names: Vec<String>,
+        bake: Duration,
+        poll: Duration,
+    ) -> Self {
+        let mut names = names;
+        names.sort();
+        names.dedup();
+        Self {
+            client,
+            names,
+            bake,
+            // A zero interval would spin: look at most every 100 ms.
+            poll: poll.max(Duration::from_millis(100)),
+        }
+    }
+
+    /// The watch an environment's `verify` settings ask for: its `alarms` for
+    /// `bake_seconds`, looked at every [`AlarmWatch::DEFAULT_POLL_INTERVAL`].
+    /// `None` when the environment watches no alarm.
+    pub fn for_settings(
+        client: aws_sdk_cloudwatch::Client,
+        verify: &VerifySettings,
+    ) -> Option<Self> {
+        (!verify.alarms.is_empty()).then(|| {
+            Self::new(
+                client,
+                verify.alarms.clone(),
+                Duration::from_secs(verify.bake_seconds),
+                Self::DEFAULT_POLL_INTERVAL,
+            )
+        })
+    }
+
+    /// The watched alarm names, sorted.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Fails with [`pipeline_core::StageErrorKind::BadInput`], naming each one, unless
+    /// every watched alarm exists. Changes nothing: usable as a preflight check.
+    pub async fn ensure_exist(&self) -> Result<(), StageError> {
+        let states = self
+            .states()
+            .await
+            .map_err(|err| stage_error("DescribeAlarms", &err))?;
+        self.check_exist(&states)
+    }
+
+    fn check_exist(&self, states: &BTreeMap<String, AlarmState>) -> Result<(), StageError> {
+        let missing: Vec<&str> = self
+            .names
+            .iter()
+            .filter(|name| !states.contains_key(*name))
+            .map(String::as_str)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(StageError::bad_input(format!(
+            "CloudWatch has no alarm {} (watched by verify.alarms)",
+            missing.join(", ")
+        ))
+        .with_help(
+            "create the alarms with `tugboat infra apply`, or remove them from verify.alarms",
+        ))
+    }
+
+    /// The current state of every watched alarm that exists, by name.
+    async fn states(
+        &self,
+    ) -> Result<
+        BTreeMap<String, AlarmState>,
+        aws_sdk_cloudwatch::error::SdkError<
+            aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsError,
+        >,
+    > {
+        let mut states = BTreeMap::new();
+        for chunk in self.names.chunks(NAMES_PER_CALL) {
+            let pages = self
+                .client
+                .describe_alarms()
+                .set_alarm_names(Some(chunk.to_vec()))
+                .alarm_types(AlarmType::MetricAlarm)
+                .alarm_types(AlarmType::CompositeAlarm)
+                .into_paginator()
+                .send()
+                .collect::<Result<Vec<_>, _>>()
+                .await?;
+            for page in pages {
+                let metric = page.metric_alarms().iter().map(|a| {
+                    (
+                        a.alarm_name(),
+                        a.state_value(),
+                        a.state_reason(),
+                        a.state_updated_timestamp(),
+                    )
+                });
+                let composite = page.composite_alarms().iter().map(|a| {
+                    (
+                        a.alarm_name(),
+                        a.state_value(),
+                        a.state_reason(),
+                        a.state_updated_timestamp(),
+                    )
+                });
+                for (name, state, reason, since) in metric.chain(composite) {
+                    let Some(name) = name else { continue };
+                    states.insert(
+                        name.to_string(),
+                        AlarmState {
+                            name: name.to_string(),
+                            state: state
+                                .map(|s| s.as_str().to_string())
+                                .unwrap_or_else(|| "INSUFFICIENT_DATA".to_string()),
+                            reason: reason.unwrap_or("no reason given").to_string(),
+                            since: since.and_then(|t| {
+                                Utc.timestamp_opt(t.secs(), t.subsec_nanos()).single()
+                            }),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(states)
+    }
+}
+
+fn fired(alarm: &AlarmState, already: bool) -> StageError {
+    let when = if already {
+        format!(
+            "was already in ALARM when the bake time started (since {})",
+            alarm.since_text()
+        )
+    } else {
+        format!(
+            "entered ALARM at {} during the bake time",
+            alarm.since_text()
+        )
+    };
+    // AWS's state reasons end with a period; messages here do not.
+    StageError::failed(format!(
+        "alarm {} {when}: {}",
+        alarm.name,
+        alarm.reason.trim_end_matches('.')
+    ))
+}
+
+#[async_trait]
+impl Verifier for AlarmWatch {
+    fn name(&self) -> String {
+        "alarms".to_string()
+    }
+
+    async fn verify(&self, _context: &VerifyContext, events: &Events) -> Result<(), StageError> {
+        if self.names.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let deadline = started + self.bake;
+        let first = self
+            .states()
+            .await
+            .map_err(|err| stage_error("DescribeAlarms", &err))?;
+        self.check_exist(&first)?;
+        if let Some(alarm) = first.values().find(|a| a.in_alarm()) {
+            return Err(fired(alarm, true));
+        }
+        events.info(format!(
+            "watching alarms {} for {}s",
+            self.names.join(", "),
+            self.bake.as_secs()
+        ));
+        let mut last: BTreeMap<String, String> = first
+            .values()
+            .map(|a| (a.name.clone(), a.state.clone()))
+            .collect();
+        let mut throttle_backoff: Option<Duration> = None;
+        let mut consecutive_errors = 0;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                events.info(format!(
+                    "no watched alarm fired in {}s",
+                    self.bake.as_secs()
+                ));
+                return Ok(());
+            }
+            let pause = throttle_backoff.unwrap_or(self.poll);
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            match self.states().await {
+                Ok(states) => {
+                    consecutive_errors = 0;
+                    throttle_backoff = None;
+                    if let Some(alarm) = states.values().find(|a| a.in_alarm()) {
+                        return Err(fired(alarm, false));
+                    }
+                    for name in &self.names {
+                        match states.get(name) {
+                            None => {
+                                return Err(StageError::failed(format!(
+                                    "alarm {name} was deleted during the bake time"
+                                )))
+                            }
+                            Some(alarm) => {
+                                if last.get(name) != Some(&alarm.state) {
+                                    events.info(format!(
+                                        "alarm {name} is {}: {}",
+                                        alarm.state, alarm.reason
+                                    ));
+                                    last.insert(name.clone(), alarm.state.clone());
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(err) if is_throttling(&err) => {
+                    let next = throttle_backoff.map_or(self.poll * 2, |b| b * 2);
+                    throttle_backoff = Some(next.min(MAX_THROTTLE_BACKOFF));
+                    events.warn("CloudWatch is throttling DescribeAlarms; looking less often");
+                }
+                Err(err) => {
+                    consecutive_errors += 1;
+                    if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                        return Err(stage_error("DescribeAlarms", &err));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
+    use aws_sdk_cloudwatch::types::MetricAlarm;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use pipeline_core::{DeployTarget, ReleaseId, Revision, StageErrorKind};
+
+    fn context() -> VerifyContext {
+        VerifyContext {
+            target: DeployTarget {
+                app: "cv-matcher".into(),
+                environment: "production".into(),
+                cluster: "cv-matcher-cluster".into(),
+                service: "cv-matcher-service".into(),
+                region: None,
+            },
+            release_id: ReleaseId("r1".into()),
+            revision: Revision::new("cv-matcher:2", "cv-matcher:2"),
+            image: None,
+        }
+    }
+
+    fn alarms(states: &[(&str, StateValue)]) -> DescribeAlarmsOutput {
+        let alarms = states
+            .iter()
+            .map(|(name, state)| {
+                MetricAlarm::builder()
+                    .alarm_name(*name)
+                    .state_value(state.clone())
+                    .state_reason(format!("{name} is {}", state.as_str()))
+                    .state_updated_timestamp(aws_smithy_types::DateTime::from_secs(1_795_690_860))
+                    .build()
+            })
+            .collect();
+        DescribeAlarmsOutput::builder()
+            .set_metric_alarms(Some(alarms))
+            .build()
+    }
+
+    fn watch(client: aws_sdk_cloudwatch::Client, bake: u64) -> AlarmWatch {
+        AlarmWatch::new(
+            client,
+            vec!["cpu".into(), "5xx".into()],
+            Duration::from_secs(bake),
+            Duration::from_secs(10),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn looks_every_poll_interval_until_the_bake_time_has_passed() {
+        let rule = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .match_requests(|r| r.alarm_names() == ["5xx", "cpu"])
+            .sequence()
+            .output(|| alarms(&[("cpu", StateValue::Ok), ("5xx", StateValue::Ok)]))
+            .times(4)
+            .build();
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, &[&rule]);
+        let started = Instant::now();
+
+        watch(client, 25)
+            .verify(&context(), &Events::new())
+            .await
+            .unwrap();
+
+        // At 0, 10, 20 and 25 s: the last look is at the end of the bake time.
+        assert_eq!(rule.num_calls(), 4);
+        assert_eq!(started.elapsed(), Duration::from_secs(25));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_alarm_to_fire_fails_the_release_with_its_reason_and_time() {
+        let rule = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .sequence()
+            .output(|| alarms(&[("cpu", StateValue::Ok), ("5xx", StateValue::Ok)]))
+            .output(|| {
+                alarms(&[
+                    ("cpu", StateValue::InsufficientData),
+                    ("5xx", StateValue::Ok),
+                ])
+            })
+            .output(|| alarms(&[("cpu", StateValue::Ok), ("5xx", StateValue::Alarm)]))
+            .build();
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, &[&rule]);
+        let started = Instant::now();
+
+        let error = watch(client, 300)
+            .verify(&context(), &Events::new())
+            .await
+            .unwrap_err();
+
+        assert_eq!(error.kind, StageErrorKind::Failed);
+        assert_eq!(
+            error.message,
+            "alarm 5xx entered ALARM at 2026-11-26T11:01:00Z during the bake time: 5xx is ALARM"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_alarms_means_no_look() {
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, &[]);
+        AlarmWatch::new(client, Vec::new(), Duration::from_secs(300), Duration::ZERO)
+            .verify(&context(), &Events::new())
+            .await
+            .unwrap();
+    }
+}
