@@ -1,7 +1,9 @@
 //! tugboat's integration tests: the real orchestrator and AWS adapters, over HTTP,
-//! against a per-test moto whose ECS deployments progress (see `support/moto`).
+//! against a per-test moto whose ECS deployments progress (see `support/moto`), and
+//! pushes through the Docker engine to a real registry (see `support/registry.rs`).
 
 mod deploy;
+mod ecr_push;
 mod infra;
 mod lock;
 mod measure;

@@ -1,8 +1,12 @@
 //! Support for tugboat's integration tests: a per-test moto server whose ECS
 //! deployments progress ([`moto`]), AWS clients pointed at it ([`aws`]), an API call
-//! counter ([`calls`]) and the CV Matcher example set up on it ([`cv_matcher`]).
+//! counter ([`calls`]), the CV Matcher example set up on it ([`cv_matcher`]), a real
+//! Docker registry standing in for ECR's data plane ([`registry`]) and the example
+//! image built with the Docker engine ([`docker`]).
 
 pub mod aws;
 pub mod calls;
 pub mod cv_matcher;
+pub mod docker;
 pub mod moto;
+pub mod registry;

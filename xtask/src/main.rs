@@ -1,6 +1,8 @@
 //! `cargo xtask …`: the project's own automation. Plain Rust, few dependencies.
 //!
 //! - `cargo xtask test`: set up the back ends the tests need, then `cargo test --workspace`.
+//! - `cargo xtask bench`: set up the same back ends, then run the push and rollout-wait
+//!   benchmark (`tests/benches/pipeline.rs`), which prints a table.
 //! - `cargo xtask ci`: what CI runs (`.ci/run`).
 //! - `cargo xtask moto [--port N]`: start the local AWS emulator (moto with the ECS rollout
 //!   patch), seed the CV Matcher resources, print the environment to use it; Ctrl-C stops it.
@@ -15,6 +17,7 @@ fn main() -> Result<()> {
     let root = project_root();
     match args.first().map(String::as_str) {
         Some("test") => test(&root, &args[1..]),
+        Some("bench") => bench(&root, &args[1..]),
         Some("ci") => run(Command::new("bash")
             .arg(root.join(".ci/run"))
             .current_dir(&root)),
@@ -22,7 +25,7 @@ fn main() -> Result<()> {
         Some("deploy") => deploy(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|ci|moto [--port N]|deploy [--env E] [tugboat args…]>"
+                "usage: cargo xtask <test|bench|ci|moto [--port N]|deploy [--env E] [tugboat args…]>"
             );
             bail!("unknown or missing task")
         }
@@ -56,6 +59,23 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .current_dir(root))?;
     run(cargo()
         .args(["test", "--workspace", "--locked"])
+        .args(extra)
+        .current_dir(root))
+}
+
+fn bench(root: &Path, extra: &[String]) -> Result<()> {
+    run(Command::new("bash")
+        .arg(root.join(".ci/setup-backends"))
+        .current_dir(root))?;
+    run(cargo()
+        .args([
+            "bench",
+            "--locked",
+            "--package",
+            "tugboat-tests",
+            "--bench",
+            "pipeline",
+        ])
         .args(extra)
         .current_dir(root))
 }

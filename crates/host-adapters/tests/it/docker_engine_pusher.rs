@@ -1,6 +1,6 @@
 use crate::support::{
     error_text, example_copy, make_certificates, output_lines, recorded, require_docker,
-    sha256_digest, unique, Images, LocalRegistry, TempDir,
+    sha256_digest, unique, Images, LocalRegistry, TempDir, MANIFEST_V2,
 };
 use host_adapters::{
     DockerEnginePusher, DockerHost, DockerImageBuilder, LayerCounts, ShellTestRunner,
@@ -11,8 +11,6 @@ use pipeline_core::{
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-
-const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 fn credentials(server: String, password: &str) -> RegistryCredentials {
     RegistryCredentials {

@@ -1,0 +1,332 @@
+//! `cargo xtask bench` (or `cargo bench -p tugboat-tests --bench pipeline`): what the
+//! push and the rollout wait cost against real local back ends, printed as a table.
+//!
+//! - Push: the example image built once, then per repetition pushed to a fresh
+//!   `docker-registry` twice: straight through the Docker engine
+//!   ([`DockerEnginePusher::push_with_summary`]) and as tugboat pushes a release
+//!   ([`EcrRegistry::push`] with moto's ECR control plane), where the second push of
+//!   the unchanged image is skipped.
+//! - Rollout: the delay between moto's deployment turning COMPLETED (its transitions
+//!   log) and [`EcsDeployer::wait_for_rollout`] returning, polling every 0.2 s and 1 s.
+//!
+//! Every back end must be there (`.ci/setup-backends`); a missing one is an error.
+
+use anyhow::{bail, ensure, Context};
+use aws_adapters::{EcrRegistry, EcsDeployer};
+use host_adapters::DockerEnginePusher;
+use pipeline_core::{
+    BuiltImage, Deployer, Events, PipelineEvent, RecordedEvents, Registry, RegistryCredentials,
+    Revision, RolloutOutcome, UpdateRequest, WaitOptions,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tugboat_tests::aws::AwsFixture;
+use tugboat_tests::cv_matcher::{self as cv, CvMatcher};
+use tugboat_tests::docker::{build_image, example_copy, require_docker, unique, Images};
+use tugboat_tests::registry::LocalRegistry;
+
+/// Pushes of each kind (each to a fresh registry).
+const PUSH_REPETITIONS: usize = 3;
+/// Rollouts per poll interval.
+const ROLLOUT_REPETITIONS: usize = 4;
+const POLL_INTERVALS: [f64; 2] = [0.2, 1.0];
+const REPOSITORY: &str = "cv_matcher";
+
+/// Timings of one measurement, with what the registry saw.
+struct Row {
+    name: String,
+    times: Vec<Duration>,
+    /// Blob uploads the registry logged, per run.
+    uploads: Vec<usize>,
+    /// What the push reported about layers (`pushed 2 layers, 0 already present`).
+    layers: String,
+}
+
+impl Row {
+    fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            times: Vec::new(),
+            uploads: Vec::new(),
+            layers: String::new(),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.0} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn median(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    match sorted.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2,
+    }
+}
+
+fn print_table(title: &str, rows: &[Row], with_uploads: bool) {
+    let mut lines = vec![if with_uploads {
+        "| measurement | runs | median | min | max | blob uploads per run | layers (engine) |"
+            .to_string()
+    } else {
+        "| measurement | runs | median | min | max |".to_string()
+    }];
+    lines.push(if with_uploads {
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |".to_string()
+    } else {
+        "| --- | ---: | ---: | ---: | ---: |".to_string()
+    });
+    for row in rows {
+        let min = row.times.iter().min().copied().unwrap_or_default();
+        let max = row.times.iter().max().copied().unwrap_or_default();
+        let mut line = format!(
+            "| {} | {} | {} | {} | {} |",
+            row.name,
+            row.times.len(),
+            millis(median(&row.times)),
+            millis(min),
+            millis(max)
+        );
+        if with_uploads {
+            let uploads: Vec<String> = row.uploads.iter().map(usize::to_string).collect();
+            line.push_str(&format!(" {} | {} |", uploads.join(", "), row.layers));
+        }
+        lines.push(line);
+    }
+    println!("\n{title}\n\n{}", lines.join("\n"));
+}
+
+/// The registry's access log is written a moment after each request.
+async fn settled_uploads(registry: &LocalRegistry) -> usize {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    registry.blob_uploads(REPOSITORY)
+}
+
+/// The layer summary a push reported, or that it was skipped.
+fn reported_layers(events: &[PipelineEvent]) -> String {
+    events
+        .iter()
+        .find_map(|event| match event {
+            PipelineEvent::Info { message } if message.contains("push skipped") => {
+                Some("push skipped".to_string())
+            }
+            PipelineEvent::Info { message }
+                if message.starts_with("pushed ") && message.contains("already present") =>
+            {
+                Some(
+                    message
+                        .split(" (")
+                        .next()
+                        .unwrap_or(message.as_str())
+                        .to_string(),
+                )
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| "?".to_string())
+}
+
+async fn bench_engine_push(
+    image: &BuiltImage,
+    first: &mut Row,
+    second: &mut Row,
+) -> anyhow::Result<()> {
+    let registry = LocalRegistry::start_fresh();
+    let mut images = Images::default();
+    let tag = unique("bench");
+    images.add(format!("{}/{REPOSITORY}:{tag}", registry.address()));
+    let credentials = RegistryCredentials {
+        server: registry.address(),
+        username: "bench".into(),
+        password: "unused".into(),
+    };
+    let pusher = DockerEnginePusher::from_env();
+    let mut before = 0;
+    for row in [first, second] {
+        let started = Instant::now();
+        let outcome = pusher
+            .push_with_summary(image, &credentials, REPOSITORY, &tag, &Events::new())
+            .await
+            .map_err(|err| anyhow::anyhow!("engine push: {err}"))?;
+        row.times.push(started.elapsed());
+        let after = settled_uploads(&registry).await;
+        row.uploads.push(after - before);
+        row.layers = outcome.layers.summary();
+        before = after;
+    }
+    Ok(())
+}
+
+async fn bench_release_push(
+    aws: &AwsFixture,
+    image: &BuiltImage,
+    first: &mut Row,
+    second: &mut Row,
+) -> anyhow::Result<()> {
+    let registry = LocalRegistry::start_fresh();
+    let ecr = EcrRegistry::new(aws.clients.ecr.clone())
+        .with_pusher(Arc::new(DockerEnginePusher::from_env()))
+        .with_data_plane(registry.address());
+    let mut images = Images::default();
+    let tag = unique("bench");
+    images.add(format!("{}/{REPOSITORY}:{tag}", registry.address()));
+    let mut before = 0;
+    let mut digests = Vec::new();
+    for row in [first, second] {
+        let recorder = RecordedEvents::new();
+        let events = Events::new().with(recorder.clone());
+        let started = Instant::now();
+        let pinned = ecr
+            .push(image, REPOSITORY, std::slice::from_ref(&tag), &events)
+            .await
+            .map_err(|err| anyhow::anyhow!("EcrRegistry::push: {err}"))?;
+        row.times.push(started.elapsed());
+        let after = settled_uploads(&registry).await;
+        row.uploads.push(after - before);
+        row.layers = reported_layers(&recorder.take());
+        before = after;
+        digests.push(pinned.digest);
+    }
+    ensure!(
+        digests.windows(2).all(|pair| pair[0] == pair[1]),
+        "the two pushes pinned different digests: {digests:?}"
+    );
+    Ok(())
+}
+
+async fn bench_pushes() -> anyhow::Result<Vec<Row>> {
+    require_docker()?;
+    let mut images = Images::default();
+    let app = example_copy()?;
+    let image = build_image(
+        app.path(),
+        &format!("tugboat-bench-cv_matcher:{}", unique("t")),
+        &mut images,
+    )
+    .await?;
+    let aws = AwsFixture::start().await?;
+    let mut rows = vec![
+        Row::new("engine push, first (fresh registry)"),
+        Row::new("engine push, second (unchanged image)"),
+        Row::new("EcrRegistry::push, first (fresh registry)"),
+        Row::new("EcrRegistry::push, second (unchanged image)"),
+    ];
+    for repetition in 1..=PUSH_REPETITIONS {
+        eprintln!("bench: push repetition {repetition}/{PUSH_REPETITIONS}");
+        let [engine_first, engine_second, release_first, release_second] = &mut rows[..] else {
+            bail!("four rows expected");
+        };
+        bench_engine_push(&image, engine_first, engine_second).await?;
+        bench_release_push(&aws, &image, release_first, release_second).await?;
+    }
+    Ok(rows)
+}
+
+/// One rollout: a new revision, `update_service`, then `wait_for_rollout` started
+/// `offset` later. Returns how long after moto completed the deployment the wait returned.
+async fn rollout_delay(
+    cv: &CvMatcher,
+    deployer: &EcsDeployer,
+    poll_interval: Duration,
+    offset: Duration,
+) -> anyhow::Result<Duration> {
+    let arn = cv.register_plain(&cv.initial_image.reference()).await?;
+    let revision = Revision::new(arn.clone(), cv::label(&arn));
+    let handle = deployer
+        .update_service(
+            &cv.target,
+            &UpdateRequest {
+                revision,
+                desired_count: None,
+                force_new_deployment: false,
+            },
+        )
+        .await
+        .map_err(|err| anyhow::anyhow!("update_service: {err}"))?;
+    tokio::time::sleep(offset).await;
+    let outcome = deployer
+        .wait_for_rollout(
+            &cv.target,
+            &handle,
+            &WaitOptions {
+                timeout: Duration::from_secs(cv::TIMEOUT_SECONDS),
+                poll_interval,
+            },
+            &Events::new(),
+        )
+        .await
+        .map_err(|err| anyhow::anyhow!("wait_for_rollout: {err}"))?;
+    let returned_at = SystemTime::now();
+    ensure!(
+        outcome == RolloutOutcome::Completed,
+        "deployment {} ended {outcome:?}",
+        handle.id
+    );
+    let transitions = cv.aws.moto.transitions().await?;
+    let completed_at = transitions
+        .iter()
+        .find(|t| t["deploymentId"] == handle.id.as_str() && t["state"] == "COMPLETED")
+        .and_then(|t| t["at"].as_f64())
+        .with_context(|| {
+            format!(
+                "moto has no COMPLETED transition of {}: {transitions:?}",
+                handle.id
+            )
+        })?;
+    let completed_at = UNIX_EPOCH + Duration::from_secs_f64(completed_at);
+    returned_at
+        .duration_since(completed_at)
+        .context("wait_for_rollout returned before moto completed the deployment")
+}
+
+async fn bench_rollouts() -> anyhow::Result<Vec<Row>> {
+    let cv = CvMatcher::setup(AwsFixture::start().await?).await?;
+    let deployer = EcsDeployer::new(cv.aws.clients.ecs.clone());
+    let mut rows = Vec::new();
+    for poll in POLL_INTERVALS {
+        let poll_interval = Duration::from_secs_f64(poll);
+        let mut row = Row::new(format!(
+            "deployment COMPLETED in moto -> wait_for_rollout returned, poll {poll} s"
+        ));
+        for repetition in 0..ROLLOUT_REPETITIONS {
+            eprintln!(
+                "bench: rollout {}/{ROLLOUT_REPETITIONS}, poll {poll} s",
+                repetition + 1
+            );
+            // moto's rollouts always take the same time, real ones do not: starting the
+            // wait at offsets spread over one interval samples every phase between the
+            // completion and the next look.
+            let offset = poll_interval.mul_f64(repetition as f64 / ROLLOUT_REPETITIONS as f64);
+            row.times
+                .push(rollout_delay(&cv, &deployer, poll_interval, offset).await?);
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench` (and any filter): there is one benchmark, run it.
+    // Each table is printed as soon as it is measured.
+    let pushes = bench_pushes().await?;
+    print_table(
+        &format!(
+            "Pushing the example image (cv-matcher) to a local docker-registry, {PUSH_REPETITIONS} runs each"
+        ),
+        &pushes,
+        true,
+    );
+    let rollouts = bench_rollouts().await?;
+    print_table(
+        &format!(
+            "Noticing a completed rollout (moto rollout 1.5 s), {ROLLOUT_REPETITIONS} runs per poll interval"
+        ),
+        &rollouts,
+        false,
+    );
+    Ok(())
+}
