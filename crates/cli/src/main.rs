@@ -142,6 +142,19 @@ enum Command {
         after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat"
     )]
     Completions { shell: clap_complete::Shell },
+    /// Stop a local environment (target = "local"): remove its containers, stop its proxy.
+    #[command(after_help = "Example:\n  tugboat stop --env local")]
+    Stop,
+    /// The local target's proxy; `deploy` starts it, detached. Not for direct use.
+    #[command(name = "__proxy", hide = true)]
+    Proxy {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        control: PathBuf,
+        #[arg(long = "state-file")]
+        state_file: PathBuf,
+    },
 }
 
 /// A failure with the exit code it maps to.
@@ -298,6 +311,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let env = environment(&global, &project, &git)?;
             let source = source(image.as_ref());
             let stages = wiring::stages(&project, &env, source == ReleaseSource::Build).await?;
+            let url = wiring::local_url(&project, &env)?;
             let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
             let cancel = CancellationToken::new();
             let on_signal = cancel.clone();
@@ -309,7 +323,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                     on_signal.cancel();
                 }
             });
-            let report = orchestrator
+            let mut report = orchestrator
                 .deploy(DeployRequest {
                     environment: env,
                     source,
@@ -318,6 +332,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                     cancel,
                 })
                 .await;
+            serving_note(&mut report, url.as_deref());
             Ok(finish_report(&reporter, &report))
         }
         Command::Rollback { to } => {
@@ -325,6 +340,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let git = git::current();
             let env = environment(&global, &project, &git)?;
             let stages = wiring::stages(&project, &env, false).await?;
+            let url = wiring::local_url(&project, &env)?;
             let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
             let to = to.map(|text| {
                 let looks_like_release = text.starts_with('r')
@@ -336,13 +352,14 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                     RollbackTo::Revision(text)
                 }
             });
-            let report = orchestrator
+            let mut report = orchestrator
                 .rollback(RollbackRequest {
                     environment: env,
                     to,
                     actor: git::actor(),
                 })
                 .await;
+            serving_note(&mut report, url.as_deref());
             Ok(finish_report(&reporter, &report))
         }
         Command::Plan { image } => show_plan(&global, image, &reporter, PlanView::Plan).await,
@@ -362,6 +379,18 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             wiring::status(&project, &env, &reporter).await?;
             Ok(0)
         }
+        Command::Stop => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            wiring::stop(&project, &env, &reporter).await?;
+            Ok(0)
+        }
+        Command::Proxy {
+            listen,
+            control,
+            state_file,
+        } => run_proxy(listen, control, state_file).await,
         Command::History { limit } => {
             let project = load(&global)?;
             let git = git::current();
@@ -402,6 +431,45 @@ async fn show_plan(
         PlanView::Plan => plan.to_string(),
     };
     reporter.finish(json, human.trim_end(), false);
+    Ok(0)
+}
+
+/// A local environment's release (or the one restored) serves on a fixed URL: say it.
+fn serving_note(report: &mut pipeline_core::DeployReport, url: Option<&str>) {
+    let serving = matches!(report.outcome, Outcome::Succeeded | Outcome::FailedRestored);
+    if let (true, Some(url)) = (serving, url) {
+        report.message.push_str(&format!("\nserving on {url}"));
+    }
+}
+
+/// `tugboat __proxy`: the local target's proxy, until `tugboat stop`, SIGTERM or SIGINT.
+/// SIGHUP is ignored, so closing the terminal that started a deploy leaves it running.
+async fn run_proxy(
+    listen: std::net::SocketAddr,
+    control: PathBuf,
+    state_file: PathBuf,
+) -> Result<u8, Exit> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+    let mut hangup = signal(SignalKind::hangup()).map_err(|e| anyhow::anyhow!("signals: {e}"))?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| anyhow::anyhow!("signals: {e}"))?;
+    tokio::spawn(async move { while hangup.recv().await.is_some() {} });
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let options = host_adapters::ProxyOptions {
+        listen,
+        control,
+        state_file,
+    };
+    host_adapters::run_proxy(options, shutdown).await?;
     Ok(0)
 }
 

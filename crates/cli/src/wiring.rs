@@ -5,7 +5,11 @@ use crate::Exit;
 use aws_adapters::{
     AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore,
 };
-use host_adapters::{DockerEnginePusher, DockerImageBuilder, FileArtifactStore, ShellTestRunner};
+use host_adapters::{
+    DockerEnginePusher, DockerHost, DockerImageBuilder, FileArtifactStore, LocalDeployer,
+    LocalRegistry, LocalSecretStore, ShellTestRunner,
+};
+use pipeline_core::config::TargetKind;
 use pipeline_core::{
     ArtifactStore, DeployTarget, Events, ImageReference, Project, SecretsSpec, ServiceReader,
     Stages,
@@ -45,10 +49,101 @@ fn artifact_store(
     })
 }
 
-/// The AWS stages of one environment; with `build`, also the host's test runner and
-/// Docker builder.
+/// Whether an environment runs on this machine's Docker engine (`target = "local"`).
+pub fn is_local(project: &Project, environment: &str) -> Result<bool, Exit> {
+    Ok(project.environment(environment)?.target == TargetKind::Local)
+}
+
+/// The deployer of a local environment: state under `.tugboat/<app>/<env>/`, the proxy
+/// started as `tugboat __proxy`, the front door checked at the verify health path.
+pub fn local_deployer(project: &Project, environment: &str) -> Result<LocalDeployer, Exit> {
+    let env = project.environment(environment)?;
+    let state_dir = project
+        .root
+        .join(".tugboat")
+        .join(&project.config.app.name)
+        .join(environment);
+    Ok(
+        LocalDeployer::new(DockerHost::from_env(), state_dir, &env.local)
+            .with_secrets_file(
+                env.local
+                    .secrets_file
+                    .as_ref()
+                    .map(|f| project.root.join(f)),
+            )
+            .with_health_path(Some(env.verify.health_path.clone()))
+            .with_front_container(project.config.task_definition.containers.first().cloned()),
+    )
+}
+
+/// The URL a local environment serves on.
+pub fn local_url(project: &Project, environment: &str) -> Result<Option<String>, Exit> {
+    let env = project.environment(environment)?;
+    Ok((env.target == TargetKind::Local).then(|| format!("http://127.0.0.1:{}", env.local.port)))
+}
+
+/// The stages of a local environment: the host's tests and Docker build, images kept in
+/// the engine (or a loopback registry), containers behind a local proxy, secrets from
+/// a file, records in `.tugboat/`.
+fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Stages, Exit> {
+    let env = project.environment(environment)?;
+    let deployer = Arc::new(local_deployer(project, environment)?);
+    let mut registry = LocalRegistry::from_env();
+    if let Some(server) = &env.local.registry {
+        registry = registry.with_registry(server.clone());
+    }
+    Ok(Stages {
+        test_runner: build.then(|| Arc::new(ShellTestRunner::new()) as _),
+        image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
+        registry: Arc::new(registry),
+        deployer: deployer.clone(),
+        service_reader: deployer,
+        verifiers: Vec::new(),
+        secrets: Arc::new(LocalSecretStore::new(
+            env.local
+                .secrets_file
+                .as_ref()
+                .map(|f| project.root.join(f)),
+        )),
+        artifacts: Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
+        notifiers: Vec::new(),
+    })
+}
+
+/// `tugboat stop`: a local environment's containers and proxy, gone.
+pub async fn stop(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
+    if !is_local(project, environment)? {
+        return Err(Exit::bad_input(format!(
+            "environment {environment} is not local; `tugboat stop` only stops local environments (target = \"local\")"
+        )));
+    }
+    let target = target(project, environment)?;
+    let summary = local_deployer(project, environment)?.stop(&target).await?;
+    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0,
+        "containers_removed": summary.containers_removed, "proxy_stopped": summary.proxy_stopped}});
+    reporter.finish(
+        json,
+        &format!(
+            "stopped {target}: {} container(s) removed, proxy {}",
+            summary.containers_removed,
+            if summary.proxy_stopped {
+                "stopped"
+            } else {
+                "was not running"
+            }
+        ),
+        false,
+    );
+    Ok(())
+}
+
+/// The AWS stages of one environment (or the local ones, for `target = "local"`); with
+/// `build`, also the host's test runner and Docker builder.
 pub async fn stages(project: &Project, environment: &str, build: bool) -> Result<Stages, Exit> {
     let env = project.environment(environment)?;
+    if env.target == TargetKind::Local {
+        return local_stages(project, environment, build);
+    }
     let clients = clients(env.region.clone()).await;
     let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()));
     let mut registry =
@@ -70,16 +165,30 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
     })
 }
 
-pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
+/// The service reader and record store of an environment, without AWS for a local one.
+async fn reader_and_records(
+    project: &Project,
+    environment: &str,
+) -> Result<(Arc<dyn ServiceReader>, Arc<dyn ArtifactStore>), Exit> {
+    if is_local(project, environment)? {
+        return Ok((
+            Arc::new(local_deployer(project, environment)?),
+            Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
+        ));
+    }
     let env = project.environment(environment)?;
     let clients = clients(env.region.clone()).await;
+    Ok((
+        Arc::new(EcsDeployer::new(clients.ecs.clone())),
+        artifact_store(project, environment, &clients)?,
+    ))
+}
+
+pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
     let target = target(project, environment)?;
-    let status = EcsDeployer::new(clients.ecs.clone())
-        .status(&target)
-        .await?;
-    let records = artifact_store(project, environment, &clients)?
-        .history(&target.app, environment, 20)
-        .await?;
+    let (reader, records) = reader_and_records(project, environment).await?;
+    let status = reader.status(&target).await?;
+    let records = records.history(&target.app, environment, 20).await?;
     let release = records
         .iter()
         .find(|r| r.revision.is_some() && r.revision == status.revision);
@@ -136,9 +245,8 @@ pub async fn history(
     limit: usize,
     reporter: &Reporter,
 ) -> Result<(), Exit> {
-    let env = project.environment(environment)?;
-    let clients = clients(env.region.clone()).await;
-    let records = artifact_store(project, environment, &clients)?
+    let (_, records) = reader_and_records(project, environment).await?;
+    let records = records
         .history(&project.config.app.name, environment, limit)
         .await?;
     let json =
@@ -239,9 +347,11 @@ pub async fn preflight(
         .extra
         .contains_key("executionRoleArn")
         || env.execution_role_arn.is_some();
-    let needs_role = env.secrets_path.is_some()
-        || !sources.is_empty()
-        || project.task_definition.to_json_pretty().contains("awslogs");
+    // Local environments have no IAM: the engine gets the secrets' values itself.
+    let needs_role = env.target == TargetKind::Aws
+        && (env.secrets_path.is_some()
+            || !sources.is_empty()
+            || project.task_definition.to_json_pretty().contains("awslogs"));
     checks.push((
         "execution role".into(),
         if has_role || !needs_role {

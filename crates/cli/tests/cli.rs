@@ -10,6 +10,8 @@ mod deploy_json;
 mod environments;
 #[path = "cli/init.rs"]
 mod init;
+#[path = "cli/local_target.rs"]
+mod local_target;
 #[path = "cli/plain_output.rs"]
 mod plain_output;
 #[path = "cli/read_only.rs"]

@@ -68,14 +68,26 @@ fn invalid(message: impl Into<String>) -> io::Error {
 
 /// Writes `request` (with an empty body) and reads the response head.
 pub(crate) async fn send<S: Connection>(
+    stream: S,
+    request: &Request<'_>,
+) -> io::Result<Response<S>> {
+    send_with_body(stream, request, None).await
+}
+
+/// Writes `request` with `body` (the caller sets its `Content-Type`) and reads the
+/// response head.
+pub(crate) async fn send_with_body<S: Connection>(
     mut stream: S,
     request: &Request<'_>,
+    body: Option<&[u8]>,
 ) -> io::Result<Response<S>> {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: tugboat\r\n",
         request.method, request.target, request.host
     );
-    if request.method != "GET" && request.method != "HEAD" {
+    if let Some(body) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    } else if request.method != "GET" && request.method != "HEAD" {
         head.push_str("Content-Length: 0\r\n");
     }
     for (name, value) in &request.headers {
@@ -92,6 +104,9 @@ pub(crate) async fn send<S: Connection>(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).await?;
+    if let Some(body) = body {
+        stream.write_all(body).await?;
+    }
     stream.flush().await?;
     read_response(stream, request.method == "HEAD").await
 }

@@ -11,6 +11,8 @@
 //!   URL, with retries and backoff, until it answers as expected or the window closes.
 //! - [`SlackNotifier`] ([`pipeline_core::Notifier`]): release messages through Slack's
 //!   `chat.postMessage`, the bot token in a header only.
+//! - [`local_target`]: [`LocalRegistry`], [`LocalSecretStore`] and [`LocalDeployer`], the
+//!   whole pipeline on this machine's Docker engine behind a local proxy.
 //!
 //! The Docker adapters respect `DOCKER_HOST` ([`DockerHost::from_env`]) and return
 //! [`pipeline_core::StageError`]s whose message says what was tried and what came back.
@@ -21,6 +23,7 @@ mod docker_image_builder;
 mod file_artifact_store;
 mod http;
 mod http_health_check;
+pub mod local_target;
 mod process;
 mod shell_test_runner;
 mod slack_notifier;
@@ -31,5 +34,8 @@ pub use docker_host::{DockerHost, DockerHostSource, DEFAULT_DOCKER_SOCKET};
 pub use docker_image_builder::DockerImageBuilder;
 pub use file_artifact_store::FileArtifactStore;
 pub use http_health_check::{HttpCheck, HttpHealthCheck};
+pub use local_target::{
+    run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyCommand, ProxyOptions,
+};
 pub use shell_test_runner::ShellTestRunner;
 pub use slack_notifier::{SlackNotifier, DEFAULT_SLACK_API};

@@ -61,7 +61,10 @@ async fn the_git_ref_picks_the_environment() {
     let json = result(&feature);
     let message = json["message"].as_str().expect("a message");
     assert!(message.contains("refs/heads/feature-x"), "{message}");
-    assert!(message.contains("--env production|staging"), "{message}");
+    assert!(
+        message.contains("--env local|production|staging"),
+        "{message}"
+    );
     let human = seeded
         .run_in(
             &example(),

@@ -7,6 +7,7 @@ mod docker_engine_pusher;
 mod docker_image_builder;
 mod http_health_check;
 mod local_http;
+mod local_target;
 mod shell_test_runner;
 mod slack_notifier;
 mod support;

@@ -1,0 +1,565 @@
+//! The local target's pieces against the real engine: `LocalRegistry` pins images by
+//! id, `LocalSecretStore` names what is missing (never a value), the proxy switches
+//! upstreams without a failed connection and drains the old one, and `LocalDeployer`
+//! honours `dependsOn`, `essential` and health checks. The whole pipeline through the
+//! CLI (with the proxy process) is in `crates/cli/tests/cli/local_target.rs`.
+
+use crate::support::{docker, error_text, recorded, require_docker, unique, Images, TempDir};
+use host_adapters::{run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyOptions};
+use pipeline_core::config::LocalSettings;
+use pipeline_core::task_definition::RenderedTaskDefinition;
+use pipeline_core::{
+    BuiltImage, DeployTarget, Deployer, Events, ImageReference, Registry, RolloutOutcome,
+    SecretStore, SecretsSpec, ServiceReader, StageErrorKind, TaskDefinition, UpdateRequest,
+    WaitOptions,
+};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+/// A `FROM scratch` image with a static busybox, tagged `tag`; removed with `images`.
+fn busybox_image(tag: &str, images: &mut Images) -> String {
+    let context = TempDir::new("local-image");
+    if let Err(err) = std::fs::copy("/bin/busybox", context.path().join("busybox")) {
+        panic!("these tests need a static /bin/busybox (busybox-static): {err}");
+    }
+    context.write("Dockerfile", "FROM scratch\nCOPY busybox /bin/busybox\n");
+    let context_path = context.path().display().to_string();
+    images.add(tag.to_string());
+    if let Err(err) = docker(&["build", "-q", "-t", tag, &context_path]) {
+        panic!("docker build: {err}");
+    }
+    match docker(&["image", "inspect", "--format", "{{.Id}}", tag]) {
+        Ok(id) => id,
+        Err(err) => panic!("docker image inspect: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn the_local_registry_pins_images_by_engine_id_and_names_what_is_missing() {
+    require_docker();
+    let mut images = Images::default();
+    let repository = unique("host-adapters-it-local-repo");
+    let id = busybox_image(&format!("{repository}:built"), &mut images);
+    images.add(format!("{repository}:v1"));
+    images.add(format!("{repository}:0123abc"));
+    let registry = LocalRegistry::from_env();
+    assert_eq!(
+        registry.ensure_repository(&repository).await.ok(),
+        Some(repository.clone())
+    );
+    let built = BuiltImage {
+        image_id: id.clone(),
+        local_tags: vec![format!("{repository}:built")],
+    };
+    let pinned = match registry
+        .push(
+            &built,
+            &repository,
+            &["0123abc".into(), "v1".into()],
+            &Events::new(),
+        )
+        .await
+    {
+        Ok(pinned) => pinned,
+        Err(err) => panic!("push: {}", error_text(&err)),
+    };
+    assert_eq!(pinned.digest, id);
+    assert_eq!(pinned.repository_uri, repository);
+    assert_eq!(pinned.reference(), format!("{repository}@{id}"));
+
+    let found = registry.find_tag(&repository, "v1").await.ok().flatten();
+    assert_eq!(found.map(|image| image.digest), Some(id.clone()));
+    assert_eq!(
+        registry.find_tag(&repository, "nope").await.ok(),
+        Some(None)
+    );
+    let by_digest = registry
+        .resolve(&repository, &ImageReference::Digest(id.clone()))
+        .await;
+    assert_eq!(by_digest.ok().map(|image| image.digest), Some(id.clone()));
+
+    let missing = registry
+        .resolve(&repository, &ImageReference::Tag("v9.9.9".into()))
+        .await;
+    let err = match missing {
+        Ok(image) => panic!("resolved a tag that does not exist: {image:?}"),
+        Err(err) => err,
+    };
+    assert_eq!(err.kind, StageErrorKind::BadInput);
+    assert!(err.message.contains(&repository), "{}", err.message);
+    assert!(err.message.contains("v9.9.9"), "{}", err.message);
+    // An image id of another repository is not in this one.
+    let elsewhere = registry
+        .resolve("host-adapters-it-other", &ImageReference::Digest(id))
+        .await;
+    assert!(elsewhere.is_err_and(|err| err.kind == StageErrorKind::BadInput));
+}
+
+#[tokio::test]
+async fn the_local_secret_store_names_missing_secrets_and_never_their_values() {
+    let dir = TempDir::new("local-secrets");
+    let file = dir.write(
+        "secrets.env",
+        "# dummy\nDATABASE_URL=postgres://x:hunter2-value@db/x\n/cv-matcher/local/JWT_SECRET_KEY=jwt-value-42\nOTHER=other-value\n",
+    );
+    let store = LocalSecretStore::new(Some(file.clone()));
+    let named = SecretsSpec {
+        path: "/cv-matcher/local/".into(),
+        names: Some(vec!["DATABASE_URL".into(), "JWT_SECRET_KEY".into()]),
+    };
+    let refs = store
+        .resolve(&named)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let pairs: Vec<(String, String)> = refs.into_iter().map(|r| (r.name, r.value_from)).collect();
+    assert_eq!(
+        pairs,
+        vec![
+            ("DATABASE_URL".to_string(), "local:DATABASE_URL".to_string()),
+            (
+                "JWT_SECRET_KEY".to_string(),
+                "local:JWT_SECRET_KEY".to_string()
+            ),
+        ]
+    );
+    let all = SecretsSpec {
+        path: "/cv-matcher/local/".into(),
+        names: None,
+    };
+    assert_eq!(store.resolve(&all).await.map(|r| r.len()).ok(), Some(3));
+    assert!(store
+        .ensure_exist(&["local:OTHER".into(), "DATABASE_URL".into()])
+        .await
+        .is_ok());
+
+    let missing = SecretsSpec {
+        path: "/cv-matcher/local/".into(),
+        names: Some(vec![
+            "DATABASE_URL".into(),
+            "S3_BUCKET_NAME".into(),
+            "API_KEY".into(),
+        ]),
+    };
+    let err = match store.resolve(&missing).await {
+        Ok(refs) => panic!("resolved missing secrets: {refs:?}"),
+        Err(err) => err,
+    };
+    assert_eq!(err.kind, StageErrorKind::BadInput);
+    let text = error_text(&err);
+    assert!(text.contains("S3_BUCKET_NAME, API_KEY"), "{text}");
+    assert!(text.contains(&file.display().to_string()), "{text}");
+    let arn = "arn:aws:ssm:us-east-1:123456789012:parameter/cv-matcher/prod/X";
+    let err = store.ensure_exist(&[arn.into()]).await.err();
+    let text = err.as_ref().map(error_text).unwrap_or_default();
+    assert!(text.contains(arn), "{text}");
+    for value in ["hunter2-value", "jwt-value-42", "other-value"] {
+        assert!(!text.contains(value));
+    }
+
+    let nowhere = LocalSecretStore::new(None).resolve(&all).await;
+    assert!(
+        nowhere.is_err_and(|err| err.kind == StageErrorKind::BadInput
+            && err.help.unwrap_or_default().contains("secrets_file"))
+    );
+}
+
+/// A TCP server that answers every connection with `name` and closes it; with `hold`,
+/// it waits for the client to close first.
+async fn upstream(name: &'static str) -> SocketAddr {
+    let listener = match TcpListener::bind("127.0.0.1:0").await {
+        Ok(listener) => listener,
+        Err(err) => panic!("bind: {err}"),
+    };
+    let address = listener.local_addr().unwrap_or_else(|err| panic!("{err}"));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 64];
+                let read = stream.read(&mut buffer).await.unwrap_or(0);
+                if &buffer[..read] == b"hold" {
+                    // Answer only when the client has gone.
+                    let _ = stream.read(&mut buffer).await;
+                    return;
+                }
+                let _ = stream.write_all(name.as_bytes()).await;
+            });
+        }
+    });
+    address
+}
+
+async fn control(socket: &Path, line: &str) -> String {
+    let mut stream = match UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(err) => panic!("control socket {}: {err}", socket.display()),
+    };
+    let _ = stream.write_all(format!("{line}\n").as_bytes()).await;
+    let mut reply = String::new();
+    let _ = BufReader::new(stream).read_line(&mut reply).await;
+    reply.trim().to_string()
+}
+
+async fn ask(proxy: SocketAddr) -> Result<String, String> {
+    let mut stream = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+    stream.write_all(b"hi").await.map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    if answer.is_empty() {
+        Err("empty answer".into())
+    } else {
+        Ok(answer)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_switches_upstreams_without_a_failed_connection_and_drains_the_old_one() {
+    let dir = TempDir::new("local-proxy");
+    let a = upstream("A").await;
+    let b = upstream("B").await;
+    let listen: SocketAddr = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(listener) => listener.local_addr().unwrap_or_else(|err| panic!("{err}")),
+        Err(err) => panic!("bind: {err}"),
+    };
+    let options = ProxyOptions {
+        listen,
+        control: dir.path().join("proxy.sock"),
+        state_file: dir.path().join("proxy.json"),
+    };
+    let proxy = tokio::spawn(run_proxy(options.clone(), std::future::pending()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !options.state_file.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(control(&options.control, "PING")
+        .await
+        .ends_with(&format!("{listen} -")));
+    assert_eq!(
+        control(&options.control, &format!("SWITCH {a} 1000")).await,
+        "OK - 0"
+    );
+    assert_eq!(ask(listen).await, Ok("A".to_string()));
+
+    // A client loop across switches back and forth: not one failed connection.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let answers = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, failures, answers) = (stop.clone(), failures.clone(), answers.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match ask(listen).await {
+                    Ok(_) => answers.fetch_add(1, Ordering::SeqCst),
+                    Err(_) => failures.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    for round in 0..10 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let to = if round % 2 == 0 { b } else { a };
+        assert!(control(&options.control, &format!("SWITCH {to} 1000"))
+            .await
+            .starts_with("OK "));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        let _ = client.await;
+    }
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "connections failed during switches"
+    );
+    assert!(answers.load(Ordering::SeqCst) > 20);
+    assert_eq!(ask(listen).await, Ok("A".to_string()));
+
+    // A switch waits for the old upstream's open connection, up to the drain time.
+    let mut held = match TcpStream::connect(listen).await {
+        Ok(stream) => stream,
+        Err(err) => panic!("{err}"),
+    };
+    let _ = held.write_all(b"hold").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    assert_eq!(
+        control(&options.control, &format!("SWITCH {b} 300")).await,
+        format!("OK {a} 1")
+    );
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    assert_eq!(ask(listen).await, Ok("B".to_string()));
+    let mut held_b = match TcpStream::connect(listen).await {
+        Ok(stream) => stream,
+        Err(err) => panic!("{err}"),
+    };
+    let _ = held_b.write_all(b"hold").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held_b);
+    });
+    assert_eq!(
+        control(&options.control, &format!("SWITCH {a} 5000")).await,
+        format!("OK {b} 0"),
+        "the switch answered once the held connection closed"
+    );
+    let _ = closer.await;
+    drop(held);
+    assert!(control(&options.control, "SWITCH 10.1.2.3:80 10")
+        .await
+        .starts_with("ERR"));
+
+    assert_eq!(control(&options.control, "STOP").await, "OK");
+    let stopped = tokio::time::timeout(Duration::from_secs(5), proxy).await;
+    assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
+    assert!(TcpStream::connect(listen).await.is_err());
+    assert!(!options.control.exists() && !options.state_file.exists());
+}
+
+fn rendered(definition: serde_json::Value) -> RenderedTaskDefinition {
+    let definition = match TaskDefinition::parse(Path::new("td.json"), &definition.to_string()) {
+        Ok(definition) => definition,
+        Err(err) => panic!("{err}"),
+    };
+    RenderedTaskDefinition {
+        definition,
+        tags: Vec::new(),
+    }
+}
+
+fn target(app: &str) -> DeployTarget {
+    DeployTarget {
+        app: app.to_string(),
+        environment: "it".into(),
+        cluster: "local".into(),
+        service: format!("{app}-it"),
+        region: None,
+    }
+}
+
+fn state_of(container: &str) -> String {
+    docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        container,
+    ])
+    .unwrap_or_else(|err| format!("gone: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_deployer_honours_depends_on_essential_and_health_checks() {
+    require_docker();
+    let mut images = Images::default();
+    let image = busybox_image(
+        &format!("{}:bb", unique("host-adapters-it-local-bb")),
+        &mut images,
+    );
+    let app = unique("hait");
+    let dir = TempDir::new("local-deployer");
+    // No port mappings: nothing to put behind a proxy, so no proxy process is needed.
+    let deployer = LocalDeployer::new(
+        host_adapters::DockerHost::from_env(),
+        dir.path().join("state"),
+        &LocalSettings::default(),
+    )
+    .with_health_path(None);
+    let target = target(&app);
+    let wait = WaitOptions {
+        timeout: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(250),
+    };
+    let (events, recorder) = recorded();
+    let cleanup = Cleanup(app.clone());
+
+    // migrate runs to success before web starts; the sidecar waits for web to be healthy,
+    // then dies, which a non-essential container may do.
+    let good = rendered(serde_json::json!({
+        "family": "hait",
+        "containerDefinitions": [
+            { "name": "sidecar", "image": image, "essential": false,
+              "command": ["/bin/busybox", "sh", "-c", "exit 3"],
+              "dependsOn": [{ "containerName": "web", "condition": "HEALTHY" }] },
+            { "name": "web", "image": image, "command": ["/bin/busybox", "sleep", "300"],
+              "environment": [{ "name": "GREETING", "value": "hello" }],
+              "healthCheck": { "command": ["CMD", "/bin/busybox", "true"], "interval": 5, "timeout": 2, "retries": 1 },
+              "dependsOn": [{ "containerName": "migrate", "condition": "SUCCESS" }] },
+            { "name": "migrate", "image": image, "essential": false, "command": ["/bin/busybox", "true"] }
+        ]
+    }));
+    let revision = match deployer.register(&target, &good).await {
+        Ok(revision) => revision,
+        Err(err) => panic!("register: {}", error_text(&err)),
+    };
+    assert_eq!(revision.label, "hait:1");
+    assert_eq!(deployer.current_revision(&target).await.ok(), Some(None));
+    let request = UpdateRequest {
+        revision: revision.clone(),
+        desired_count: None,
+        force_new_deployment: false,
+    };
+    let handle = match deployer.update_service(&target, &request).await {
+        Ok(handle) => handle,
+        Err(err) => panic!("update: {}", error_text(&err)),
+    };
+    let outcome = deployer
+        .wait_for_rollout(&target, &handle, &wait, &events)
+        .await;
+    let name = |n: u64, c: &str| format!("tugboat-{app}-it-{n}-{c}");
+    assert_eq!(
+        outcome.ok(),
+        Some(RolloutOutcome::Completed),
+        "{:?}",
+        recorder.take()
+    );
+    assert_eq!(state_of(&name(1, "migrate")), "exited 0");
+    assert_eq!(state_of(&name(1, "web")), "running 0");
+    assert_eq!(state_of(&name(1, "sidecar")), "exited 3");
+    let started = |c: &str| {
+        let text = docker(&["inspect", "--format", "{{.State.StartedAt}}", &name(1, c)])
+            .unwrap_or_default();
+        chrono::DateTime::parse_from_rfc3339(&text).unwrap_or_else(|err| panic!("{text}: {err}"))
+    };
+    assert!(started("migrate") < started("web") && started("web") < started("sidecar"));
+    let env = docker(&[
+        "inspect",
+        "--format",
+        "{{json .Config.Env}}",
+        &name(1, "web"),
+    ])
+    .unwrap_or_default();
+    assert!(env.contains("GREETING=hello"), "{env}");
+    assert_eq!(
+        deployer.current_revision(&target).await.ok().flatten(),
+        Some(revision.clone())
+    );
+    let status = deployer
+        .status(&target)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(status.revision, Some(revision.clone()));
+    assert_eq!(status.desired, 3);
+    assert!(status
+        .events
+        .iter()
+        .any(|e| e.message.contains(&name(1, "web")) && e.message.contains("healthy")));
+
+    // An essential container whose dependency fails can never start: the release fails,
+    // its containers go, the first release keeps running.
+    let bad = rendered(serde_json::json!({
+        "family": "hait",
+        "containerDefinitions": [
+            { "name": "web", "image": image, "command": ["/bin/busybox", "sleep", "300"],
+              "dependsOn": [{ "containerName": "migrate", "condition": "SUCCESS" }] },
+            { "name": "migrate", "image": image, "essential": false,
+              "command": ["/bin/busybox", "false"] }
+        ]
+    }));
+    let second = deployer
+        .register(&target, &bad)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let handle = deployer
+        .update_service(
+            &target,
+            &UpdateRequest {
+                revision: second,
+                ..request.clone()
+            },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let outcome = deployer
+        .wait_for_rollout(&target, &handle, &wait, &events)
+        .await;
+    match outcome {
+        Ok(RolloutOutcome::Failed { reason }) => {
+            assert!(reason.contains("web can never start"), "{reason}");
+            assert!(reason.contains("migrate"), "{reason}");
+        }
+        other => panic!("expected a failed rollout, got {other:?}"),
+    }
+    assert!(state_of(&name(2, "web")).starts_with("gone"));
+    assert_eq!(state_of(&name(1, "web")), "running 0");
+    let restore = deployer
+        .roll_back(&target, &revision)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        deployer
+            .wait_for_rollout(&target, &restore, &wait, &events)
+            .await
+            .ok(),
+        Some(RolloutOutcome::Completed)
+    );
+    assert_eq!(
+        state_of(&name(1, "web")),
+        "running 0",
+        "restored in place, not restarted"
+    );
+
+    // Revisions: the serving one is never pruned.
+    let removed = deployer
+        .prune_revisions(&target, "hait", 0)
+        .await
+        .unwrap_or_default();
+    assert_eq!(
+        removed.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(),
+        ["hait:2"]
+    );
+    assert!(deployer.registered_definition(&revision).await.is_ok());
+
+    let summary = deployer
+        .stop(&target)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(summary.containers_removed, 3);
+    assert!(!summary.proxy_stopped);
+    assert_eq!(deployer.current_revision(&target).await.ok(), Some(None));
+    drop(cleanup);
+}
+
+/// Removes an app's containers and networks when dropped (also after a panic).
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let label = format!("label=tugboat.app={}", self.0);
+        if let Ok(ids) = docker(&["ps", "-aq", "--filter", &label]) {
+            for id in ids.lines() {
+                let _ = docker(&["rm", "-f", id]);
+            }
+        }
+        if let Ok(ids) = docker(&["network", "ls", "-q", "--filter", &label]) {
+            for id in ids.lines() {
+                let _ = docker(&["network", "rm", id]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_engine_that_does_not_answer_is_unavailable_with_the_address() {
+    let dir = TempDir::new("local-no-engine");
+    let host = host_adapters::DockerHost::new("unix:///nonexistent/docker.sock");
+    let deployer = LocalDeployer::new(host.clone(), dir.path(), &LocalSettings::default());
+    let err = deployer.status(&target("nope")).await.err();
+    let err = err.unwrap_or_else(|| panic!("status without an engine succeeded"));
+    assert_eq!(err.kind, StageErrorKind::Unavailable);
+    assert!(
+        err.message.contains("/nonexistent/docker.sock"),
+        "{}",
+        err.message
+    );
+    let registry = LocalRegistry::new(host);
+    let err = registry.find_tag("cv_matcher", "v1").await.err();
+    assert!(err.is_some_and(|err| err.kind == StageErrorKind::Unavailable));
+}
