@@ -5,6 +5,7 @@
 mod deploy;
 mod ecr_push;
 mod infra;
+mod lambda;
 mod lock;
 mod measure;
 mod revisions;

@@ -1,0 +1,188 @@
+//! Where the function's `tugboat.toml` comes from (`TUGBOAT_CONFIG`): an S3 object, or a
+//! file in the deployment package; and the config as loaded once per warm container.
+
+use crate::HandlerError;
+use pipeline_core::{Config, TaskDefinition};
+use std::path::{Path, PathBuf};
+
+/// The environment variable naming the config.
+pub const CONFIG_VARIABLE: &str = "TUGBOAT_CONFIG";
+
+/// Where `tugboat.toml` is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// `s3://bucket/key`, fetched with the function's S3 client.
+    S3 { bucket: String, key: String },
+    /// A file in the deployment package.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl ConfigSource {
+    /// From `TUGBOAT_CONFIG`; without it, `tugboat.toml` in `LAMBDA_TASK_ROOT` (where
+    /// Lambda unpacks the package) or else next to the executable.
+    pub fn from_env() -> Result<Self, HandlerError> {
+        let base = package_root();
+        match std::env::var(CONFIG_VARIABLE) {
+            Ok(text) if !text.trim().is_empty() => Self::parse(text.trim(), &base),
+            _ => Ok(Self::File(
+                base.join(pipeline_core::config::DEFAULT_CONFIG_FILE),
+            )),
+        }
+    }
+
+    /// `s3://bucket/key`, or a path (relative paths are relative to `base`).
+    pub fn parse(text: &str, base: &Path) -> Result<Self, HandlerError> {
+        if let Some(rest) = text.strip_prefix("s3://") {
+            return match rest.split_once('/') {
+                Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(Self::S3 {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                }),
+                _ => Err(HandlerError::Setup {
+                    problem: format!("{CONFIG_VARIABLE} is not s3://BUCKET/KEY (found {text:?})"),
+                    help: Some(
+                        "set it to s3://my-bucket/tugboat.toml or to a file in the package".into(),
+                    ),
+                }),
+            };
+        }
+        let path = PathBuf::from(text);
+        Ok(Self::File(if path.is_absolute() {
+            path
+        } else {
+            base.join(path)
+        }))
+    }
+}
+
+/// The folder relative config paths start from.
+fn package_root() -> PathBuf {
+    if let Some(root) = std::env::var_os("LAMBDA_TASK_ROOT").filter(|r| !r.is_empty()) {
+        return PathBuf::from(root);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The config as parsed once per container.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// What error messages call the file (`s3://…` or its path).
+    pub config_file: PathBuf,
+    /// The task definition file named by the config when the package has it; `None`
+    /// (always for an S3 config): each environment uses its service's current revision.
+    pub task_definition: Option<TaskDefinition>,
+}
+
+impl LoadedConfig {
+    /// Parses the text (`${VAR}` from the process environment) and, for a file config,
+    /// loads the task definition next to it when it exists.
+    pub fn from_text(source: &ConfigSource, text: &str) -> Result<Self, HandlerError> {
+        let config_file = PathBuf::from(source.to_string());
+        let config = Config::parse(&config_file, text, &|name| std::env::var(name).ok())?;
+        let task_definition = match source {
+            ConfigSource::S3 { .. } => None,
+            ConfigSource::File(path) => {
+                let root = path.parent().unwrap_or_else(|| Path::new("."));
+                let file = root.join(&config.task_definition.file);
+                if file.is_file() {
+                    let definition = TaskDefinition::load(&file)?;
+                    config.check_against(&config_file, &definition)?;
+                    Some(definition)
+                } else {
+                    None
+                }
+            }
+        };
+        Ok(Self {
+            config,
+            config_file,
+            task_definition,
+        })
+    }
+}
+
+/// Reads a config file from the package.
+pub fn read_file(path: &Path) -> Result<String, HandlerError> {
+    std::fs::read_to_string(path).map_err(|err| HandlerError::Setup {
+        problem: format!("cannot read the config file {}: {err}", path.display()),
+        help: Some(format!(
+            "put tugboat.toml in the package next to bootstrap, or set {CONFIG_VARIABLE} to s3://BUCKET/KEY or a path in the package"
+        )),
+    })
+}
+
+/// Reads a config object from S3.
+pub async fn read_s3(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<String, HandlerError> {
+    let output = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| HandlerError::Setup {
+            problem: format!(
+                "cannot read the config s3://{bucket}/{key}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&err)
+            ),
+            help: Some(
+                "check that the object exists and that the function's role may s3:GetObject it"
+                    .into(),
+            ),
+        })?;
+    let bytes = output
+        .body
+        .collect()
+        .await
+        .map_err(|err| HandlerError::Setup {
+            problem: format!("cannot read the config s3://{bucket}/{key}: {err}"),
+            help: None,
+        })?
+        .into_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(|_| HandlerError::Setup {
+        problem: format!("the config s3://{bucket}/{key} is not UTF-8 text"),
+        help: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse() {
+        let base = Path::new("/var/task");
+        assert_eq!(
+            ConfigSource::parse("s3://cfg/apps/tugboat.toml", base).ok(),
+            Some(ConfigSource::S3 {
+                bucket: "cfg".into(),
+                key: "apps/tugboat.toml".into()
+            })
+        );
+        assert_eq!(
+            ConfigSource::parse("conf/tugboat.toml", base).ok(),
+            Some(ConfigSource::File("/var/task/conf/tugboat.toml".into()))
+        );
+        assert_eq!(
+            ConfigSource::parse("/etc/tugboat.toml", base).ok(),
+            Some(ConfigSource::File("/etc/tugboat.toml".into()))
+        );
+        assert!(ConfigSource::parse("s3://bucket-only", base).is_err());
+    }
+}

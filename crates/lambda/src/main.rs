@@ -1,0 +1,30 @@
+//! `bootstrap`: the function's executable for the `provided.al2023` runtime. It wires
+//! [`tugboat_lambda::Handler`] to the Lambda Runtime API and decides what Lambda sees:
+//! the result as JSON, or an error with a type and a message naming the problem.
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use std::sync::Arc;
+use tugboat_lambda::{logging, Handler};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    logging::init();
+    // Nothing is read or connected before the first event: a short cold start.
+    let handler = Arc::new(Handler::from_env());
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
+        let handler = handler.clone();
+        async move {
+            match handler.handle(event.payload).await {
+                Ok(result) => serde_json::to_value(result).map_err(|err| Diagnostic {
+                    error_type: "InternalError".into(),
+                    error_message: format!("the result could not be written as JSON: {err}"),
+                }),
+                Err(err) => Err(Diagnostic {
+                    error_type: err.error_type().into(),
+                    error_message: err.to_string(),
+                }),
+            }
+        }
+    }))
+    .await
+}

@@ -1,0 +1,106 @@
+//! The stages one environment runs with inside the function: ECR (resolve only, no
+//! pusher), ECS, Parameter Store (described, never read) and the S3 records bucket. No
+//! test runner or image builder: the function only deploys images already pushed.
+
+use crate::HandlerError;
+use aws_adapters::{AwsClients, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore};
+use pipeline_core::{DeployTarget, EnvironmentConfig, Notifier, Stages, TaskDefinition, Verifier};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The checks a release of `environment` must pass once ECS reports its rollout
+/// completed. None yet: HTTP and alarm verifiers are wired here when they exist.
+pub fn verifiers(
+    _environment: &str,
+    _env: &EnvironmentConfig,
+    _clients: &AwsClients,
+) -> Vec<Arc<dyn Verifier>> {
+    Vec::new()
+}
+
+/// Who is told about releases of `environment`. None yet: the Slack notifier is wired
+/// here when it exists.
+pub fn notifiers(
+    _environment: &str,
+    _env: &EnvironmentConfig,
+    _clients: &AwsClients,
+) -> Vec<Arc<dyn Notifier>> {
+    Vec::new()
+}
+
+/// The stages of one environment. The records bucket is required: it keeps the deploy
+/// lock and the releases in progress between invocations.
+pub fn stages(
+    environment: &str,
+    env: &EnvironmentConfig,
+    clients: &AwsClients,
+    extra_notifiers: &[Arc<dyn Notifier>],
+) -> Result<Stages, HandlerError> {
+    let Some(records) = &env.records else {
+        return Err(HandlerError::Setup {
+            problem: format!(
+                "environments.{environment}.records.bucket is not set; the Lambda keeps the deploy lock and the releases in progress in S3"
+            ),
+            help: Some(format!(
+                "add [environments.{environment}.records] with bucket = \"…\" to tugboat.toml"
+            )),
+        });
+    };
+    let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()));
+    let mut notifiers = notifiers(environment, env, clients);
+    notifiers.extend(extra_notifiers.iter().cloned());
+    Ok(Stages {
+        test_runner: None,
+        image_builder: None,
+        registry: Arc::new(EcrRegistry::new(clients.ecr.clone())),
+        deployer: ecs.clone(),
+        service_reader: ecs,
+        verifiers: verifiers(environment, env, clients),
+        secrets: Arc::new(ParameterStore::new(clients.ssm.clone())),
+        artifacts: Arc::new(
+            S3ArtifactStore::new(clients.s3.clone(), &records.bucket, &records.prefix)
+                .with_lock_expiry(Duration::from_secs(records.lock_expiry_seconds)),
+        ),
+        notifiers,
+    })
+}
+
+/// The task definition a package without the file renders releases from: the one the
+/// service runs now (its image is replaced by the release's when rendering).
+pub async fn current_task_definition(
+    stages: &Stages,
+    target: &DeployTarget,
+) -> Result<TaskDefinition, HandlerError> {
+    let setup = |problem: String| HandlerError::Setup {
+        problem,
+        help: Some(
+            "package the task definition file next to tugboat.toml, or create the service first"
+                .into(),
+        ),
+    };
+    let revision = stages
+        .deployer
+        .current_revision(target)
+        .await
+        .map_err(|err| {
+            setup(format!(
+                "cannot read the service {target} for its task definition: {}",
+                err.message
+            ))
+        })?
+        .ok_or_else(|| {
+            setup(format!(
+                "the service {target} does not exist, so it has no task definition to release from"
+            ))
+        })?;
+    stages
+        .service_reader
+        .registered_definition(&revision)
+        .await
+        .map_err(|err| {
+            setup(format!(
+                "cannot read the task definition {revision} of {target}: {}",
+                err.message
+            ))
+        })
+}

@@ -1,0 +1,504 @@
+//! The Lambda front end's handler, called directly with EventBridge events shaped like
+//! AWS's (`tests/events/*.json`), against CV Matcher's production environment on moto.
+//! The handler renders releases from the service's current task definition (the
+//! package has no task definition file), as the function does with an S3 config.
+
+use anyhow::{ensure, Context};
+use pipeline_core::{
+    DeployRecord, MockNotifier, Notification, NotificationKind, Project, RecordOutcome,
+};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tugboat_lambda::{Action, ConfigSource, Handler, HandlerError, InvocationResult, LoadedConfig};
+use tugboat_tests::aws::AwsFixture;
+use tugboat_tests::cv_matcher::{self as cv, eventually, CvMatcher};
+
+const ALARM: &str = "cv-matcher-5xx-rate";
+
+fn sample(name: &str) -> anyhow::Result<Value> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
+    let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
+fn push_event(id: &str, repository: &str, tag: &str, digest: &str) -> anyhow::Result<Value> {
+    let mut event = sample("ecr-push.json")?;
+    event["id"] = json!(id);
+    event["detail"]["repository-name"] = json!(repository);
+    event["detail"]["image-tag"] = json!(tag);
+    event["detail"]["image-digest"] = json!(digest);
+    Ok(event)
+}
+
+fn deployment_event(id: &str, file: &str, deployment_id: &str) -> anyhow::Result<Value> {
+    let mut event = sample(file)?;
+    event["id"] = json!(id);
+    event["detail"]["deploymentId"] = json!(deployment_id);
+    Ok(event)
+}
+
+fn alarm_event(id: &str) -> anyhow::Result<Value> {
+    let mut event = sample("cloudwatch-alarm.json")?;
+    event["id"] = json!(id);
+    Ok(event)
+}
+
+/// Production only (staging's cluster does not exist on moto), with `change` applied.
+fn config(project: &Project, change: impl FnOnce(&mut Project)) -> LoadedConfig {
+    let mut project = project.clone();
+    project
+        .config
+        .environments
+        .retain(|name, _| name == cv::ENVIRONMENT);
+    change(&mut project);
+    LoadedConfig {
+        config: project.config,
+        config_file: cv::config_file(),
+        task_definition: None,
+    }
+}
+
+fn handler(cv: &CvMatcher, loaded: LoadedConfig) -> Handler {
+    Handler::new(ConfigSource::File(cv::config_file()))
+        .with_clients(cv.aws.clients.clone())
+        .with_config(loaded)
+}
+
+async fn setup() -> anyhow::Result<CvMatcher> {
+    CvMatcher::setup(AwsFixture::start().await?).await
+}
+
+async fn handle(handler: &Handler, event: Value) -> anyhow::Result<InvocationResult> {
+    handler
+        .handle(event)
+        .await
+        .map_err(|err| anyhow::anyhow!("the handler failed: {err}"))
+}
+
+/// Pushes `repository:tag` and feeds the push event; returns the result and the
+/// release's stored record.
+async fn push(
+    cv: &CvMatcher,
+    handler: &Handler,
+    id: &str,
+    repository: &str,
+    tag: &str,
+) -> anyhow::Result<(InvocationResult, DeployRecord)> {
+    let image = cv.put_image(repository, tag).await?;
+    let result = handle(handler, push_event(id, repository, tag, &image.digest)?).await?;
+    ensure!(
+        result.action == Action::StartRelease && result.outcome == "in_progress",
+        "the push did not start a release: {result:?}\nmoto: {}",
+        cv.aws.moto.log_tail()
+    );
+    let release = result.release_id.clone().context("no release id")?;
+    let record = cv.stored_record(&release).await?;
+    Ok((result, record))
+}
+
+/// Waits until moto's model moved `deployment` to `state` (`COMPLETED`, `FAILED`).
+async fn wait_for(cv: &CvMatcher, deployment: &str, state: &str) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(30), || async {
+        // Reading the service moves moto's model forward.
+        cv.service().await?;
+        let transitions = cv.aws.moto.transitions().await?;
+        Ok(transitions
+            .iter()
+            .any(|t| t["deploymentId"] == deployment && t["state"] == state))
+    })
+    .await
+    .with_context(|| format!("deployment {deployment} never became {state}"))
+}
+
+/// Push, then the ECS event that the rollout completed: the release is live.
+async fn released(cv: &CvMatcher, handler: &Handler) -> anyhow::Result<DeployRecord> {
+    let (_, record) = push(cv, handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(cv, &deployment, "COMPLETED").await?;
+    let event = deployment_event("ecs-1", "ecs-deployment-completed.json", &deployment)?;
+    let result = handle(handler, event).await?;
+    ensure!(
+        result.outcome == "succeeded",
+        "the release did not finish: {result:?}"
+    );
+    cv.stored_record(&record.release_id.0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_starts_a_release_that_holds_the_lock() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+
+    let (result, record) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+
+    assert_eq!(result.environment.as_deref(), Some(cv::ENVIRONMENT));
+    assert!(
+        result.message.contains("started"),
+        "message: {}",
+        result.message
+    );
+    assert_eq!(record.outcome, RecordOutcome::InProgress);
+    assert_eq!(record.trigger.as_deref(), Some("push-1"));
+    assert_eq!(record.actor, "lambda:push-1");
+    assert_eq!(record.git.git_ref, "refs/tags/v1.1.0");
+    assert_eq!(record.git.sha, "", "a version tag is no commit sha");
+    let revision = record.revision.clone().context("no revision")?;
+    assert_eq!(cv::label(&revision.id), "cv-matcher:2");
+    assert!(record.deployment_id.is_some());
+    // The service was updated to the new revision, which pins the pushed digest.
+    let service = cv.service().await?;
+    assert_eq!(service.task_definition(), Some(revision.id.as_str()));
+    let described = cv
+        .aws
+        .clients
+        .ecs
+        .describe_task_definition()
+        .task_definition(&revision.id)
+        .send()
+        .await?;
+    let image = described
+        .task_definition()
+        .and_then(|td| {
+            td.container_definitions()
+                .iter()
+                .find(|c| c.name() == Some(cv::CONTAINER))
+        })
+        .and_then(|c| c.image())
+        .map(str::to_string);
+    let pushed = record.image.clone().context("no image")?;
+    assert_eq!(image, Some(pushed.reference()));
+    // The release keeps the deploy lock until ECS reports its deployment.
+    let lock = cv.stored_lock().await?.context("the lock is not held")?;
+    assert_eq!(lock.release_id, record.release_id);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_deployment_finishes_the_release() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+
+    let record = released(&cv, &handler).await?;
+
+    assert_eq!(record.outcome, RecordOutcome::Succeeded);
+    assert!(record.finished_at.is_some());
+    assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
+    let revision = record.revision.context("no revision")?;
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(revision.id.as_str())
+    );
+    // The same ECS event again changes nothing.
+    let deployment = record.deployment_id.context("no deployment id")?;
+    let again = handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-completed.json", &deployment)?,
+    )
+    .await?;
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deployment_is_rolled_back() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    // moto fails tasks whose image names `crashloop`; a release pins
+    // `repository@sha256:…`, so the marker goes in the repository name.
+    let repository = "cv_matcher-crashloop";
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            p.config.image.repository = repository.to_string()
+        }),
+    );
+
+    let (_, record) = push(&cv, &handler, "push-1", repository, "v1.2.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "FAILED").await?;
+    let result = handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?,
+    )
+    .await?;
+
+    assert_eq!(result.action, Action::FinishRelease);
+    assert_eq!(result.outcome, "rolled_back", "{result:?}");
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.outcome, RecordOutcome::RolledBack);
+    assert!(
+        stored
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("circuit breaker")),
+        "reason: {:?}",
+        stored.reason
+    );
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(cv.initial_revision.as_str())
+    );
+    assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_inside_the_bake_window_rolls_back() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            if let Some(env) = p.config.environments.get_mut(cv::ENVIRONMENT) {
+                env.verify.bake_seconds = 3600;
+            }
+        }),
+    );
+    let release = released(&cv, &handler).await?;
+
+    let result = handle(&handler, alarm_event("alarm-1")?).await?;
+
+    assert_eq!(result.action, Action::AlarmFired);
+    assert_eq!(result.outcome, "rolled_back", "{result:?}");
+    assert!(
+        result.message.contains(ALARM),
+        "message: {}",
+        result.message
+    );
+    let rollback = cv
+        .stored_record(result.release_id.as_deref().context("no release id")?)
+        .await?;
+    assert_eq!(rollback.rollback_of.as_ref(), Some(&release.release_id));
+    assert_eq!(rollback.trigger.as_deref(), Some("alarm-1"));
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(cv.initial_revision.as_str()),
+        "not back on the previous revision"
+    );
+    assert_eq!(cv.stored_lock().await?, None);
+    // The same alarm event again: handled already.
+    let again = handle(&handler, alarm_event("alarm-1")?).await?;
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_after_the_bake_window_only_notifies() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let sent: Arc<Mutex<Vec<Notification>>> = Arc::default();
+    let mut notifier = MockNotifier::new();
+    let log = sent.clone();
+    notifier.expect_notify().returning(move |notification| {
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(notification.clone());
+        Ok(())
+    });
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            if let Some(env) = p.config.environments.get_mut(cv::ENVIRONMENT) {
+                env.verify.bake_seconds = 0;
+            }
+        }),
+    )
+    .with_notifier(Arc::new(notifier));
+    let release = released(&cv, &handler).await?;
+    let revision = release.revision.clone().context("no revision")?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let result = handle(&handler, alarm_event("alarm-1")?).await?;
+
+    assert_eq!(result.action, Action::AlarmFired);
+    assert_eq!(result.outcome, "notified", "{result:?}");
+    assert!(
+        result.message.contains("past its bake window"),
+        "{}",
+        result.message
+    );
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(revision.id.as_str()),
+        "the release was rolled back"
+    );
+    let sent = sent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let last = sent.last().context("no notification")?;
+    assert_eq!(last.kind, NotificationKind::Failed);
+    assert!(last.reason.as_deref().is_some_and(|r| r.contains(ALARM)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_push_twice_deploys_once() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let (_, record) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    let digest = record.image.clone().context("no image")?.digest;
+
+    let again = handle(
+        &handler,
+        push_event("push-1", cv::REPOSITORY, "v1.1.0", &digest)?,
+    )
+    .await?;
+
+    assert_eq!(again.action, Action::StartRelease);
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    let revisions = cv.active_revisions().await?;
+    assert_eq!(revisions.len(), 2, "one revision registered: {revisions:?}");
+    let records = cv.artifact_store();
+    let history =
+        pipeline_core::ArtifactStore::history(&records, &cv.target.app, cv::ENVIRONMENT, 10)
+            .await?;
+    assert_eq!(history.len(), 1, "one record: {history:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_events_are_ignored_and_malformed_ones_name_the_field() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+
+    for file in [
+        "unknown-ec2-state-change.json",
+        "ecs-deployment-in-progress.json",
+    ] {
+        let result = handle(&handler, sample(file)?).await?;
+        assert_eq!(result.action, Action::Ignored, "{file}: {result:?}");
+    }
+    // A deployment tugboat did not start, an alarm in OK, a push to another repository.
+    let result = handle(
+        &handler,
+        deployment_event("ecs-9", "ecs-deployment-completed.json", "ecs-svc/1")?,
+    )
+    .await?;
+    assert_eq!(result.outcome, "ignored", "{result:?}");
+    let mut ok = alarm_event("alarm-9")?;
+    ok["detail"]["state"]["value"] = json!("OK");
+    assert_eq!(handle(&handler, ok).await?.action, Action::Ignored);
+    let other = push_event("push-9", "someone_else", "v9.9.9", "sha256:00")?;
+    assert_eq!(handle(&handler, other).await?.action, Action::Ignored);
+
+    for (file, field) in [
+        (
+            "malformed-ecr-push-no-repository.json",
+            "detail.repository-name",
+        ),
+        (
+            "malformed-ecs-deployment-id-not-a-string.json",
+            "detail.deploymentId",
+        ),
+        ("malformed-no-detail-type.json", "detail-type"),
+    ] {
+        match handler.handle(sample(file)?).await {
+            Err(err @ HandlerError::MalformedEvent { .. }) => {
+                assert!(
+                    err.to_string().contains(&format!("`{field}`")),
+                    "{file}: {err}"
+                );
+                assert_eq!(err.error_type(), "MalformedEvent");
+            }
+            other => anyhow::bail!("{file}: not a malformed-event error: {other:?}"),
+        }
+    }
+    // Nothing was deployed.
+    assert_eq!(cv.active_revisions().await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_release_is_finished_by_the_next_invocation() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            if let Some(env) = p.config.environments.get_mut(cv::ENVIRONMENT) {
+                env.deploy.timeout_seconds = 2;
+            }
+        }),
+    );
+    let (_, record) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    // The ECS event is lost; the rollout completes (1.5 s) and the timeout passes.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+
+    let result = handle(&handler, sample("unknown-ec2-state-change.json")?).await?;
+
+    assert_eq!(result.action, Action::Ignored);
+    assert_eq!(result.overdue.len(), 1, "{result:?}");
+    let overdue = &result.overdue[0];
+    assert_eq!(overdue.environment, cv::ENVIRONMENT);
+    assert_eq!(overdue.outcome, "succeeded", "{overdue:?}");
+    assert_eq!(
+        overdue.release_id.as_deref(),
+        Some(record.release_id.0.as_str())
+    );
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.outcome, RecordOutcome::Succeeded);
+    assert_eq!(cv.stored_lock().await?, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_is_read_from_s3_once() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let text = std::fs::read_to_string(cv::config_file())?;
+    cv.aws
+        .clients
+        .s3
+        .put_object()
+        .bucket(&cv.bucket)
+        .key("config/tugboat.toml")
+        .body(text.into_bytes().into())
+        .send()
+        .await?;
+    let handler = Handler::new(ConfigSource::S3 {
+        bucket: cv.bucket.clone(),
+        key: "config/tugboat.toml".into(),
+    })
+    .with_clients(cv.aws.clients.clone());
+
+    let result = handle(&handler, sample("unknown-ec2-state-change.json")?).await?;
+    assert_eq!(result.action, Action::Ignored);
+    let loaded = handler
+        .config()
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    assert_eq!(loaded.config.app.name, "cv-matcher");
+    assert!(loaded.task_definition.is_none());
+    // Parsed once: removing the object does not matter to a warm handler.
+    cv.aws
+        .clients
+        .s3
+        .delete_object()
+        .bucket(&cv.bucket)
+        .key("config/tugboat.toml")
+        .send()
+        .await?;
+    let result = handle(&handler, sample("ecs-deployment-in-progress.json")?).await?;
+    assert_eq!(result.action, Action::Ignored);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_config_is_a_clear_error() -> anyhow::Result<()> {
+    let handler = Handler::new(ConfigSource::File("/nonexistent/tugboat.toml".into()));
+    let err = handler
+        .handle(sample("unknown-ec2-state-change.json")?)
+        .await
+        .err()
+        .context("no error")?;
+    assert!(
+        err.to_string()
+            .contains("cannot read the config file /nonexistent/tugboat.toml"),
+        "{err}"
+    );
+    // A malformed event is reported as such, config or not.
+    let err = handler
+        .handle(sample("malformed-no-detail-type.json")?)
+        .await
+        .err()
+        .context("no error")?;
+    assert_eq!(err.error_type(), "MalformedEvent", "{err}");
+    Ok(())
+}
