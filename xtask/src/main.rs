@@ -3,7 +3,7 @@
 //! - `cargo xtask test`: set up the back ends the tests need, then `cargo test --workspace`.
 //! - `cargo xtask bench`: set up the same back ends, then run the push and rollout-wait
 //!   benchmark (`tests/benches/pipeline.rs`), which prints a table; then the Lambda's cold
-//!   start and binary size, against their targets (`lambda_bench`).
+//!   start and binary size, against their targets (`cargo xtask bench lambda`: only those).
 //! - `cargo xtask ci`: what CI runs (`.ci/run`).
 //! - `cargo xtask lambda [--target TRIPLE] [--config FILE]`: build the Lambda's `bootstrap` in
 //!   release mode and zip it (with FILE as `tugboat.toml`) into `<target dir>/lambda/tugboat-lambda.zip`.
@@ -68,6 +68,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
 }
 
 fn bench(root: &Path, extra: &[String]) -> Result<()> {
+    // `cargo xtask bench lambda`: only the Lambda's numbers (no back end needed).
+    if extra == ["lambda"] {
+        return lambda_bench(root);
+    }
     run(Command::new("bash")
         .arg(root.join(".ci/setup-backends"))
         .current_dir(root))?;

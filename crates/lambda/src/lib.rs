@@ -45,7 +45,7 @@ pub enum HandlerError {
     },
     /// `tugboat.toml` (or the task definition it names) is wrong.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     /// The function cannot be wired: no config, no records bucket, no task definition.
     #[error("{problem}{}", help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
     Setup {
@@ -65,8 +65,14 @@ impl HandlerError {
     }
 }
 
+impl From<ConfigError> for HandlerError {
+    fn from(err: ConfigError) -> Self {
+        Self::Config(Box::new(err))
+    }
+}
+
 impl From<pipeline_core::TaskDefinitionError> for HandlerError {
     fn from(err: pipeline_core::TaskDefinitionError) -> Self {
-        Self::Config(ConfigError::from(err))
+        Self::from(ConfigError::from(err))
     }
 }
