@@ -9,5 +9,6 @@ mod lambda;
 mod lock;
 mod measure;
 mod revisions;
+mod scan_gate;
 mod verify_alarms;
 mod verify_targets;

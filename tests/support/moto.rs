@@ -204,7 +204,22 @@ impl MotoServer {
     }
 
     /// One HTTP/1.1 request over a fresh connection (no HTTP client crate here); returns the body.
+    /// `POST path` with a JSON body to the moto API (`/moto-api/static/ecr/scan-finding-results`).
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
+        self.http_with_body("POST", path, body.to_string().as_bytes())
+            .await
+    }
+
     async fn http(&self, method: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+        self.http_with_body(method, path, &[]).await
+    }
+
+    async fn http_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<Vec<u8>> {
         let authority = self
             .endpoint
             .strip_prefix("http://")
@@ -213,9 +228,11 @@ impl MotoServer {
             let mut stream = TcpStream::connect(authority).await?;
             let request = format!(
                 "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\n\
-                 Content-Length: 0\r\nConnection: close\r\n\r\n"
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
             );
             stream.write_all(request.as_bytes()).await?;
+            stream.write_all(body).await?;
             let mut raw = Vec::new();
             stream.read_to_end(&mut raw).await?;
             Ok::<_, std::io::Error>(raw)
@@ -229,7 +246,7 @@ impl MotoServer {
 }
 
 fn python() -> anyhow::Result<PathBuf> {
-    const SETUP: &str = "run `bash .ci/setup-moto` to create it, or set TUGBOAT_MOTO_PYTHON";
+    const SETUP: &str = "run `bash .ci/setup-backends` to create it, or set TUGBOAT_MOTO_PYTHON";
     let path = match std::env::var_os("TUGBOAT_MOTO_PYTHON") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => {

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration, ImageTagMutability};
 use base64::Engine;
 use pipeline_core::{
-    BuiltImage, Events, ImagePusher, ImageReference, PinnedImage, Registry, RegistryCredentials,
-    StageError,
+    BuiltImage, Events, Finding, ImagePusher, ImageReference, PinnedImage, Registry,
+    RegistryCredentials, ScanReport, Severity, StageError,
 };
 use std::sync::Arc;
 
@@ -223,6 +223,92 @@ impl Registry for EcrRegistry {
             digest,
             tags: tags.to_vec(),
         })
+    }
+
+    async fn scan_findings(
+        &self,
+        repository: &str,
+        image: &PinnedImage,
+    ) -> Result<ScanReport, StageError> {
+        let result = self
+            .client
+            .describe_image_scan_findings()
+            .repository_name(repository)
+            .image_id(
+                ImageIdentifier::builder()
+                    .image_digest(&image.digest)
+                    .build(),
+            )
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await;
+        let pages = match result {
+            Ok(pages) => pages,
+            Err(err) if is_code(&err, "ScanNotFoundException") => {
+                return Ok(ScanReport::Unavailable(
+                    "ECR has no scan of it (turn on scan on push, or run `aws ecr start-image-scan`)".into(),
+                ))
+            }
+            Err(err) if is_code(&err, "ImageNotFoundException") => {
+                return Ok(ScanReport::Unavailable(format!("ECR repository {repository} does not hold it")))
+            }
+            Err(err) => return Err(stage_error("DescribeImageScanFindings", &err)),
+        };
+        let status = pages.first().and_then(|p| p.image_scan_status());
+        match status.and_then(|s| s.status()).map(|s| s.as_str()) {
+            Some("IN_PROGRESS" | "PENDING") => return Ok(ScanReport::InProgress),
+            Some("COMPLETE" | "ACTIVE") | None => {}
+            Some(other) => {
+                let why = status
+                    .and_then(|s| s.description())
+                    .unwrap_or("no description");
+                return Ok(ScanReport::Unavailable(format!(
+                    "the scan is {other}: {why}"
+                )));
+            }
+        }
+        let mut findings = Vec::new();
+        for scan in pages.iter().filter_map(|p| p.image_scan_findings()) {
+            for finding in scan.findings() {
+                let attribute = |key: &str| {
+                    finding
+                        .attributes()
+                        .iter()
+                        .find(|a| a.key() == key)
+                        .and_then(|a| a.value())
+                };
+                let package = match (attribute("package_name"), attribute("package_version")) {
+                    (Some(name), Some(version)) => Some(format!("{name} {version}")),
+                    (Some(name), None) => Some(name.to_string()),
+                    _ => None,
+                };
+                findings.push(Finding {
+                    name: finding.name().unwrap_or("unnamed").to_string(),
+                    severity: Severity::parse(
+                        finding
+                            .severity()
+                            .map(|s| s.as_str())
+                            .unwrap_or("UNDEFINED"),
+                    ),
+                    package,
+                });
+            }
+            for finding in scan.enhanced_findings() {
+                let details = finding.package_vulnerability_details();
+                let package = details
+                    .and_then(|d| d.vulnerable_packages().first())
+                    .map(|p| format!("{} {}", p.name().unwrap_or("?"), p.version().unwrap_or("?")));
+                findings.push(Finding {
+                    name: details
+                        .map(|d| d.vulnerability_id().unwrap_or("unnamed").to_string())
+                        .unwrap_or_else(|| "unnamed".into()),
+                    severity: Severity::parse(finding.severity().unwrap_or("UNDEFINED")),
+                    package,
+                });
+            }
+        }
+        Ok(ScanReport::Complete(findings))
     }
 
     async fn find_tag(

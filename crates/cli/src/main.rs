@@ -73,6 +73,9 @@ enum Command {
         /// Deploy this image (tag or sha256 digest) already in the repository: no test, build or push.
         #[arg(long)]
         image: Option<String>,
+        /// Deploy even if the security-scan gate finds blocking vulnerabilities; who did it is recorded.
+        #[arg(long)]
+        override_scan: bool,
     },
     /// Show what deploy would do, with the task definition diff; changes nothing.
     #[command(after_help = "Example:\n  tugboat plan --env production --image v1.2.0")]
@@ -137,6 +140,14 @@ enum Command {
         #[arg(long, default_value = "production")]
         name: String,
     },
+    /// Monitoring and scaling as code: the log group, alarms and auto scaling of tugboat.toml.
+    #[command(
+        after_help = "Examples:\n  tugboat infra plan --env production    # what differs, changes nothing\n  tugboat infra apply --env production   # make it so; a second apply changes nothing"
+    )]
+    Infra {
+        #[command(subcommand)]
+        action: InfraAction,
+    },
     /// Shell completions.
     #[command(
         after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat"
@@ -155,6 +166,16 @@ enum Command {
         #[arg(long = "state-file")]
         state_file: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum InfraAction {
+    /// Show what differs from tugboat.toml; changes nothing.
+    #[command(after_help = "Example:\n  tugboat infra plan --env production")]
+    Plan,
+    /// Create or update what differs; reports each change.
+    #[command(after_help = "Example:\n  tugboat infra apply --env production")]
+    Apply,
 }
 
 /// A failure with the exit code it maps to.
@@ -271,6 +292,13 @@ fn source(image: Option<&String>) -> ReleaseSource {
 async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
     let global = cli.global.clone();
     match cli.command {
+        Command::Infra { action } => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            wiring::infra(&project, &env, action == InfraAction::Apply, &reporter).await?;
+            Ok(0)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -305,14 +333,21 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             );
             Ok(0)
         }
-        Command::Deploy { image } => {
+        Command::Deploy {
+            image,
+            override_scan,
+        } => {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
             let source = source(image.as_ref());
             let stages = wiring::stages(&project, &env, source == ReleaseSource::Build).await?;
             let url = wiring::local_url(&project, &env)?;
-            let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
+            let mut orchestrator =
+                Orchestrator::new(project, stages, wiring::events(reporter.clone()));
+            if override_scan {
+                orchestrator = orchestrator.override_scan_gate(git::actor());
+            }
             let cancel = CancellationToken::new();
             let on_signal = cancel.clone();
             let signal_reporter = reporter.clone();

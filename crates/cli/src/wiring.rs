@@ -3,17 +3,19 @@
 use crate::output::{OutputFormat, Reporter};
 use crate::Exit;
 use aws_adapters::{
-    AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore,
+    AlarmWatch, AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore,
+    S3ArtifactStore, TargetHealthCheck,
 };
 use host_adapters::{
-    DockerEnginePusher, DockerHost, DockerImageBuilder, FileArtifactStore, LocalDeployer,
-    LocalRegistry, LocalSecretStore, ShellTestRunner,
+    DockerEnginePusher, DockerHost, DockerImageBuilder, FileArtifactStore, HttpHealthCheck,
+    LocalDeployer, LocalRegistry, LocalSecretStore, ShellTestRunner, SlackNotifier,
 };
 use pipeline_core::config::TargetKind;
 use pipeline_core::{
     ArtifactStore, DeployTarget, Events, ImageReference, Project, SecretsSpec, ServiceReader,
     Stages,
 };
+use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +100,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         registry: Arc::new(registry),
         deployer: deployer.clone(),
         service_reader: deployer,
-        verifiers: Vec::new(),
+        verifiers: verifiers(env, None),
         secrets: Arc::new(LocalSecretStore::new(
             env.local
                 .secrets_file
@@ -106,7 +108,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
                 .map(|f| project.root.join(f)),
         )),
         artifacts: Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
-        notifiers: Vec::new(),
+        notifiers: notifiers(env),
     })
 }
 
@@ -137,6 +139,37 @@ pub async fn stop(project: &Project, environment: &str, reporter: &Reporter) -> 
     Ok(())
 }
 
+/// The checks a release of `env` must pass after its rollout, cheapest first: load
+/// balancer targets, the HTTP health check, then the alarms over the bake time.
+pub fn verifiers(env: &EnvironmentConfig, clients: Option<&AwsClients>) -> Vec<Arc<dyn Verifier>> {
+    let mut checks: Vec<Arc<dyn Verifier>> = Vec::new();
+    let window = Duration::from_secs(env.verify.timeout_seconds);
+    if let (Some(clients), true) = (clients, env.verify.target_health) {
+        checks.push(Arc::new(TargetHealthCheck::new(
+            clients.ecs.clone(),
+            clients.elbv2.clone(),
+            window,
+        )));
+    }
+    if let Some(http) = HttpHealthCheck::from_settings(&env.verify) {
+        checks.push(Arc::new(http));
+    }
+    if let Some(clients) = clients {
+        if let Some(alarms) = AlarmWatch::for_settings(clients.cloudwatch.clone(), &env.verify) {
+            checks.push(Arc::new(alarms));
+        }
+    }
+    checks
+}
+
+/// Slack, when `SLACK_BOT_TOKEN` and a channel are set.
+pub fn notifiers(env: &EnvironmentConfig) -> Vec<Arc<dyn Notifier>> {
+    SlackNotifier::from_env(&env.notify)
+        .map(|slack| Arc::new(slack) as Arc<dyn Notifier>)
+        .into_iter()
+        .collect()
+}
+
 /// The AWS stages of one environment (or the local ones, for `target = "local"`); with
 /// `build`, also the host's test runner and Docker builder.
 pub async fn stages(project: &Project, environment: &str, build: bool) -> Result<Stages, Exit> {
@@ -158,10 +191,10 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         registry: Arc::new(registry),
         deployer: ecs.clone(),
         service_reader: ecs,
-        verifiers: Vec::new(),
+        verifiers: verifiers(env, Some(&clients)),
         secrets: Arc::new(ParameterStore::new(clients.ssm.clone())),
         artifacts: artifact_store(project, environment, &clients)?,
-        notifiers: Vec::new(),
+        notifiers: notifiers(env),
     })
 }
 
@@ -472,5 +505,44 @@ pub async fn init(
     );
     std::fs::write(config, toml)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
+    Ok(())
+}
+
+/// `tugboat infra plan|apply`: the monitoring and scaling of an environment reconciled
+/// with tugboat.toml; only what differs is written.
+pub async fn infra(
+    project: &Project,
+    environment: &str,
+    apply: bool,
+    reporter: &Reporter,
+) -> Result<(), Exit> {
+    let env = project.environment(environment)?;
+    if env.target == TargetKind::Local {
+        return Err(Exit::bad_input(format!(
+            "environment {environment} runs on the local Docker engine: it has no CloudWatch alarms or auto scaling"
+        )));
+    }
+    let target = project.target(environment)?;
+    let clients = clients(env.region.clone()).await;
+    let desired = aws_adapters::desired_infra(&project.config.app.name, &target, env);
+    let reconciler = aws_adapters::InfraReconciler::new(&clients);
+    let changes = if apply {
+        reconciler.apply(&desired).await?
+    } else {
+        reconciler.plan(&desired).await?
+    };
+    let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    let verb = if apply { "applied" } else { "would change" };
+    let human = if lines.is_empty() {
+        format!("{target} ({environment}): monitoring and scaling match tugboat.toml; nothing to change")
+    } else {
+        format!(
+            "{target} ({environment}): {verb} {}:\n{}",
+            lines.len(),
+            lines.join("\n")
+        )
+    };
+    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "applied": apply, "changes": changes}});
+    reporter.finish(json, &human, false);
     Ok(())
 }

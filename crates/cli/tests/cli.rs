@@ -8,6 +8,8 @@ mod common;
 mod deploy_json;
 #[path = "cli/environments.rs"]
 mod environments;
+#[path = "cli/infra.rs"]
+mod infra;
 #[path = "cli/init.rs"]
 mod init;
 #[path = "cli/local_target.rs"]
@@ -40,7 +42,13 @@ fn aws_env(command: &mut Command, endpoint: &str) {
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
-        .env_remove("AWS_PROFILE");
+        .env_remove("AWS_PROFILE")
+        // Production watches its (seeded, OK) alarms once instead of for 5 minutes, and
+        // checks no URL: nothing serves the app here.
+        .env("BAKE_SECONDS", "0")
+        .env_remove("APP_URL")
+        .env_remove("STAGING_APP_URL")
+        .env_remove("SLACK_BOT_TOKEN");
 }
 
 async fn seed(endpoint: &str) {
@@ -274,6 +282,7 @@ async fn help_of_every_subcommand() {
         "render",
         "verify",
         "init",
+        "infra",
         "completions",
     ] {
         let output = tugboat().args([sub, "--help"]).output().await.expect("run");

@@ -211,6 +211,42 @@ pub struct EnvironmentConfig {
     /// Target-tracking auto scaling, reconciled by `tugboat infra apply`.
     #[serde(default)]
     pub scaling: Option<ScalingSettings>,
+    /// The security-scan gate: images with findings at or above a severity are refused.
+    #[serde(default)]
+    pub scan: ScanSettings,
+}
+
+/// The security-scan gate of an environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScanSettings {
+    /// Refuse images with a finding at or above this severity; no gate when absent.
+    #[serde(default)]
+    pub block_at: Option<crate::stages::Severity>,
+    /// How long to wait for a scan that is still running.
+    #[serde(default = "default_scan_wait")]
+    pub wait_seconds: u64,
+    /// How often to look while it runs.
+    #[serde(default = "default_scan_poll")]
+    pub poll_seconds: f64,
+}
+
+impl Default for ScanSettings {
+    fn default() -> Self {
+        Self {
+            block_at: None,
+            wait_seconds: default_scan_wait(),
+            poll_seconds: default_scan_poll(),
+        }
+    }
+}
+
+fn default_scan_wait() -> u64 {
+    300
+}
+
+fn default_scan_poll() -> f64 {
+    5.0
 }
 
 /// Where an environment's releases run.

@@ -275,6 +275,9 @@ pub struct DeployRecord {
     /// The event that started this run (an EventBridge event id), so a redelivery is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// Who deployed an image the security-scan gate would have refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_override: Option<String>,
 }
 
 /// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first

@@ -154,6 +154,8 @@ pub struct Orchestrator {
     stages: Stages,
     events: Events,
     clock: Arc<dyn Clock>,
+    /// Who accepted deploying images the security-scan gate refuses.
+    scan_override: Option<String>,
 }
 
 /// The state of one run as it goes.
@@ -216,7 +218,15 @@ impl Orchestrator {
             stages,
             events,
             clock: Arc::new(SystemClock),
+            scan_override: None,
         }
+    }
+
+    /// Deploys images even when the security-scan gate finds blocking vulnerabilities;
+    /// `who` is written to the deploy record.
+    pub fn override_scan_gate(mut self, who: impl Into<String>) -> Self {
+        self.scan_override = Some(who.into());
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -279,6 +289,7 @@ impl Orchestrator {
                 rollback_of: None,
                 deployment_id: None,
                 trigger: None,
+                scan_override: None,
             },
             target,
             started: Instant::now(),
@@ -440,6 +451,7 @@ impl Orchestrator {
         };
         run.record.image = Some(image.clone());
         self.events.info(format!("image {}", image.reference()));
+        self.scan_gate(run, env, &image).await?;
 
         // Everything up to the service update only reads or registers: a failure here
         // leaves the service as it was.
@@ -709,6 +721,92 @@ impl Orchestrator {
             tags,
             labels,
             cache_from: vec![format!("{repository}:latest-build")],
+        }
+    }
+
+    /// Refuses an image whose scan has findings at or above the environment's
+    /// `scan.block_at`, waiting up to `scan.wait_seconds` for a running scan. An
+    /// override lets it through and is recorded.
+    async fn scan_gate(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        image: &PinnedImage,
+    ) -> Result<(), Ending> {
+        let Some(block_at) = env.scan.block_at else {
+            return Ok(());
+        };
+        let repository = &self.project.config.image.repository;
+        let deadline = Instant::now() + Duration::from_secs(env.scan.wait_seconds);
+        let poll = Duration::from_secs_f64(env.scan.poll_seconds.max(0.05));
+        let refuse = |message: String| {
+            Ending::refused(&StageError::bad_input(message).with_help(
+            "fix the findings and release again, or deploy anyway with --override-scan (recorded in the deploy record)",
+        ))
+        };
+        let findings = loop {
+            match self.stages.registry.scan_findings(repository, image).await {
+                Ok(crate::stages::ScanReport::Complete(findings)) => break findings,
+                Ok(crate::stages::ScanReport::InProgress) if Instant::now() < deadline => {
+                    self.events
+                        .info(format!("waiting for the scan of {}", image.digest));
+                    tokio::time::sleep(poll).await;
+                }
+                Ok(crate::stages::ScanReport::InProgress) => {
+                    return Err(refuse(format!(
+                        "the security scan of {} did not finish within {}s",
+                        image.reference(),
+                        env.scan.wait_seconds
+                    )))
+                }
+                Ok(crate::stages::ScanReport::Unavailable(why)) => {
+                    return Err(refuse(format!(
+                        "no security scan of {}: {why}",
+                        image.reference()
+                    )))
+                }
+                Err(err) => return Err(Ending::unchanged(Stage::Deploy, &err)),
+            }
+        };
+        let blocking: Vec<&crate::stages::Finding> =
+            findings.iter().filter(|f| f.severity >= block_at).collect();
+        if blocking.is_empty() {
+            self.events.info(format!(
+                "security scan: {} finding(s), none at or above {block_at:?}",
+                findings.len()
+            ));
+            return Ok(());
+        }
+        let listed: Vec<String> = blocking
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} ({:?}{})",
+                    f.name,
+                    f.severity,
+                    f.package
+                        .as_ref()
+                        .map(|p| format!(", {p}"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect();
+        match &self.scan_override {
+            Some(who) => {
+                self.events.warn(format!(
+                    "{who} overrode the security-scan gate: {} finding(s) at or above {block_at:?}: {}",
+                    blocking.len(),
+                    listed.join(", ")
+                ));
+                run.record.scan_override = Some(who.clone());
+                Ok(())
+            }
+            None => Err(refuse(format!(
+                "the image {} has {} finding(s) at or above {block_at:?}: {}",
+                image.reference(),
+                blocking.len(),
+                listed.join(", ")
+            ))),
         }
     }
 
@@ -1057,6 +1155,7 @@ impl Orchestrator {
                 rollback_of: release,
                 deployment_id: None,
                 trigger: None,
+                scan_override: None,
             },
             target,
             started: Instant::now(),
@@ -1211,6 +1310,16 @@ impl Orchestrator {
                 task_definition::diff(&empty, &rendered.definition)
             }
         };
+        if let Some(block_at) = env.scan.block_at {
+            steps.push(format!(
+                "scan gate: refuse the image if its scan has findings at or above {block_at:?}{}",
+                if self.scan_override.is_some() {
+                    " (overridden)"
+                } else {
+                    ""
+                }
+            ));
+        }
         steps.push(format!(
             "register: a new revision of family {} ({} secrets from {})",
             rendered.definition.family,

@@ -122,6 +122,57 @@ pub trait ImageBuilder: Send + Sync {
     async fn build(&self, spec: &BuildSpec, events: &Events) -> Result<BuiltImage, StageError>;
 }
 
+/// How bad a vulnerability finding is, in ECR's words; ordered from least to most severe.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Severity {
+    Informational,
+    Undefined,
+    Untriaged,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    /// ECR's spelling (`CRITICAL`); unknown words are `Undefined`.
+    pub fn parse(text: &str) -> Self {
+        match text.to_ascii_uppercase().as_str() {
+            "INFORMATIONAL" => Self::Informational,
+            "UNTRIAGED" => Self::Untriaged,
+            "LOW" => Self::Low,
+            "MEDIUM" => Self::Medium,
+            "HIGH" => Self::High,
+            "CRITICAL" => Self::Critical,
+            _ => Self::Undefined,
+        }
+    }
+}
+
+/// One vulnerability an image scan found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Finding {
+    /// `CVE-2024-1234`.
+    pub name: String,
+    pub severity: Severity,
+    /// The affected package and version, where the scanner says.
+    pub package: Option<String>,
+}
+
+/// Where an image's scan stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanReport {
+    /// The scan finished with these findings.
+    Complete(Vec<Finding>),
+    /// Still running: look again later.
+    InProgress,
+    /// No scan exists for the image (or it failed), with what the registry said.
+    Unavailable(String),
+}
+
 /// Stores images and pins them by digest.
 #[automock]
 #[async_trait]
@@ -140,6 +191,13 @@ pub trait Registry: Send + Sync {
         tags: &[String],
         events: &Events,
     ) -> Result<PinnedImage, StageError>;
+
+    /// The vulnerability scan of a pushed image, without waiting.
+    async fn scan_findings(
+        &self,
+        repository: &str,
+        image: &PinnedImage,
+    ) -> Result<ScanReport, StageError>;
 
     /// The image `repository:tag` holds, or `None` when the tag does not exist. Used to
     /// reuse the image already pushed for a commit instead of building it again.

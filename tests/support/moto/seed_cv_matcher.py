@@ -17,7 +17,7 @@ import boto3
 endpoint, taskdef_path = sys.argv[1], sys.argv[2]
 kw = dict(endpoint_url=endpoint, region_name="us-east-1",
           aws_access_key_id="testing", aws_secret_access_key="testing")
-ec2, ecs, ssm, s3, ecr = (boto3.client(n, **kw) for n in ("ec2", "ecs", "ssm", "s3", "ecr"))
+ec2, ecs, ssm, s3, ecr, cloudwatch = (boto3.client(n, **kw) for n in ("ec2", "ecs", "ssm", "s3", "ecr", "cloudwatch"))
 
 vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
 subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -31,6 +31,8 @@ for tag in ("v1.0.0", "v1.1.0", "crashloop-v1.2.0"):
                 "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 100, "digest": config},
                 "layers": []}
     ecr.put_image(repositoryName="cv_matcher", imageManifest=json.dumps(manifest), imageTag=tag)
+    # As scan on push would: moto then reports its default finding (one HIGH).
+    ecr.start_image_scan(repositoryName="cv_matcher", imageId={"imageTag": tag})
 
 with open(taskdef_path) as f:
     taskdef = json.load(f)
@@ -49,8 +51,15 @@ for cluster, env, count in (("cv-matcher-cluster", "prod", 2), ("cv-matcher-stag
         ssm.put_parameter(Name=f"/cv-matcher/{env}/{name}", Value=f"{env}-{name.lower()}-secret",
                           Type="SecureString")
 
+# The alarms production watches during its bake time (tugboat infra apply makes the real ones).
+for name, metric in (("cv-matcher-cpu-high", "CPUUtilization"), ("cv-matcher-memory-high", "MemoryUtilization"),
+                     ("cv-matcher-5xx-rate", "HTTPCode_Target_5XX_Count"), ("cv-matcher-response-time", "TargetResponseTime"),
+                     ("cv-matcher-failed-tasks", "RunningTaskCount")):
+    cloudwatch.put_metric_alarm(AlarmName=name, MetricName=metric, Namespace="AWS/ECS", Statistic="Average",
+                                Period=60, EvaluationPeriods=3, Threshold=80, ComparisonOperator="GreaterThanThreshold")
+
 s3.create_bucket(Bucket="cv-matcher-deployments")
 s3.put_bucket_versioning(Bucket="cv-matcher-deployments", VersioningConfiguration={"Status": "Enabled"})
 print("seeded: clusters cv-matcher-cluster and cv-matcher-staging-cluster, service cv-matcher-service, "
       "parameters /cv-matcher/{prod,staging}/*, bucket cv-matcher-deployments, "
-      "ECR cv_matcher:{v1.0.0,v1.1.0,crashloop-v1.2.0}")
+      "ECR cv_matcher:{v1.0.0,v1.1.0,crashloop-v1.2.0}, the 5 production alarms (OK)")

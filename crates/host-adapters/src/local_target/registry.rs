@@ -113,6 +113,16 @@ impl LocalRegistry {
 
 #[async_trait]
 impl Registry for LocalRegistry {
+    async fn scan_findings(
+        &self,
+        _repository: &str,
+        _image: &PinnedImage,
+    ) -> Result<pipeline_core::ScanReport, StageError> {
+        Ok(pipeline_core::ScanReport::Unavailable(
+            "images of the local target are not scanned".into(),
+        ))
+    }
+
     async fn ensure_repository(&self, repository: &str) -> Result<String, StageError> {
         Ok(match &self.registry {
             Some(server) => format!("{server}/{repository}"),

@@ -8,10 +8,10 @@
 use crate::harness::{harness, Calls, Rollout, World};
 use crate::support::{cv_matcher, develop_commit, pinned_image, revision};
 use pipeline_core::{
-    DeployRequest, Events, ImageReference, MockArtifactStore, MockDeployer, MockImageBuilder,
-    MockRegistry, MockSecretStore, MockServiceReader, MockTestRunner, NotificationKind,
-    Orchestrator, Outcome, PipelineEvent, RecordOutcome, ReleaseSource, RolloutOutcome, Stage,
-    StageErrorKind, Stages,
+    DeployRequest, Events, Finding, ImageReference, MockArtifactStore, MockDeployer,
+    MockImageBuilder, MockRegistry, MockSecretStore, MockServiceReader, MockTestRunner,
+    NotificationKind, Orchestrator, Outcome, PipelineEvent, RecordOutcome, ReleaseSource,
+    RolloutOutcome, Severity, Stage, StageErrorKind, Stages,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +34,14 @@ struct Case {
     message: &'static [&'static str],
     /// Text some warning event must contain.
     warnings: &'static [&'static str],
+}
+
+fn critical_finding() -> Finding {
+    Finding {
+        name: "CVE-2026-0001".into(),
+        severity: Severity::Critical,
+        package: Some("openssl 3.0.1".into()),
+    }
 }
 
 fn rollout_fails(reason: &str) -> Rollout {
@@ -422,6 +430,50 @@ fn cases() -> Vec<Case> {
             revision: Some(7),
             previous: Some(6),
             message: &["released", "cv_matcher@sha256:"],
+            warnings: &[],
+        },
+        Case {
+            name: "an image with a finding at the gate's severity: refused, nothing deployed",
+            world: World {
+                source: ReleaseSource::Image(ImageReference::Tag("v1.2.0".into())),
+                scan_findings: vec![critical_finding()],
+                ..World::default()
+            },
+            calls: Calls {
+                resolve: 1,
+                ..Calls::default()
+            },
+            outcome: Outcome::BadInput,
+            record: RecordOutcome::Refused,
+            stages: &[],
+            revision: None,
+            previous: None,
+            message: &["1 finding(s) at or above High: CVE-2026-0001 (Critical, openssl 3.0.1)", "--override-scan"],
+            warnings: &[],
+        },
+        Case {
+            name: "findings below the gate's severity: deployed",
+            world: World {
+                source: ReleaseSource::Image(ImageReference::Tag("v1.2.0".into())),
+                scan_findings: vec![Finding {
+                    severity: Severity::Medium,
+                    ..critical_finding()
+                }],
+                ..World::default()
+            },
+            calls: Calls {
+                resolve: 1,
+                register: 1,
+                update: 1,
+                verify: 1,
+                ..Calls::default()
+            },
+            outcome: Outcome::Succeeded,
+            record: RecordOutcome::Succeeded,
+            stages: &[(Deploy, true), (Verify, true)],
+            revision: Some(7),
+            previous: Some(6),
+            message: &["released"],
             warnings: &[],
         },
         Case {

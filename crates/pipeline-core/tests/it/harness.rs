@@ -42,6 +42,8 @@ pub struct World {
     pub resolve: Result<(), StageErrorKind>,
     /// The registry already holds an image tagged with the commit's sha.
     pub commit_already_pushed: bool,
+    /// What the image's security scan found.
+    pub scan_findings: Vec<pipeline_core::Finding>,
     pub secrets: Result<(), StageErrorKind>,
     /// What the service runs before the release.
     pub previous: Option<Revision>,
@@ -68,6 +70,7 @@ impl Default for World {
             push: Ok(()),
             resolve: Ok(()),
             commit_already_pushed: false,
+            scan_findings: Vec::new(),
             secrets: Ok(()),
             previous: Some(revision(6)),
             update: Ok(()),
@@ -217,6 +220,10 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .expect_push()
         .times(calls.push)
         .returning(move |_, _, _, _| answer(result, "docker push").map(|()| pinned_image()));
+    let findings = world.scan_findings.clone();
+    registry
+        .expect_scan_findings()
+        .returning(move |_, _| Ok(pipeline_core::ScanReport::Complete(findings.clone())));
     let already_pushed = world.commit_already_pushed;
     registry
         .expect_find_tag()
@@ -401,6 +408,8 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
     let mut project = cv_matcher();
     for env in project.config.environments.values_mut() {
         env.rollback.automatic = world.automatic_rollback;
+        // Every scripted release passes the security-scan gate (empty findings by default).
+        env.scan.block_at = Some(pipeline_core::Severity::High);
     }
     let stages = Stages {
         test_runner: Some(Arc::new(tests)),

@@ -31,6 +31,7 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         rollback_of: None,
         deployment_id: None,
         trigger: None,
+        scan_override: None,
     }
 }
 

@@ -77,7 +77,10 @@ fn a_whole_variable_fills_number_and_boolean_fields_and_empty_urls_mean_none() {
     let config = pipeline_core::Config::parse(&path, &text, &lookup).expect("the example parses");
     let production = &config.environments["production"];
     assert_eq!(production.verify.bake_seconds, 7);
-    assert_eq!(production.verify.url, None, "an empty APP_URL means no HTTP check");
+    assert_eq!(
+        production.verify.url, None,
+        "an empty APP_URL means no HTTP check"
+    );
 
     let defaults = pipeline_core::Config::parse(&path, &text, &|_| None).expect("parses");
     assert_eq!(defaults.environments["production"].verify.bake_seconds, 300);
@@ -85,6 +88,9 @@ fn a_whole_variable_fills_number_and_boolean_fields_and_empty_urls_mean_none() {
     let wrong = |name: &str| (name == "BAKE_SECONDS").then(|| "soon".to_string());
     let error = pipeline_core::Config::parse(&path, &text, &wrong).expect_err("not a number");
     let message = error.to_string();
-    assert!(message.contains("environments.production.verify.bake_seconds"), "{message}");
+    assert!(
+        message.contains("environments.production.verify.bake_seconds"),
+        "{message}"
+    );
     assert!(message.contains("soon"), "{message}");
 }

@@ -1,0 +1,192 @@
+//! The security-scan gate against moto's ECR, with findings seeded through moto's API:
+//! a critical finding refuses the image before any change, an override deploys it and
+//! records who, and a scan still running is waited for.
+
+use aws_sdk_ecr::types::ImageIdentifier;
+use pipeline_core::{
+    CancellationToken, DeployRequest, Events, GitInfo, ImageReference, Orchestrator, Outcome,
+    ReleaseSource, Severity,
+};
+use tugboat_tests::aws::AwsFixture;
+use tugboat_tests::cv_matcher::{CvMatcher, ENVIRONMENT, REPOSITORY};
+
+fn scan_result(digest: &str, status: &str, severity: &str) -> serde_json::Value {
+    serde_json::json!({
+        "registryId": "123456789012",
+        "repositoryName": REPOSITORY,
+        "imageId": {"imageDigest": digest},
+        "imageScanStatus": {"status": status, "description": "seeded by the test"},
+        "imageScanFindings": {
+            "findings": [{
+                "name": "CVE-2026-0001",
+                "uri": "https://cve.example/CVE-2026-0001",
+                "severity": severity,
+                "attributes": [
+                    {"key": "package_name", "value": "openssl"},
+                    {"key": "package_version", "value": "3.0.1"}
+                ]
+            }],
+            "findingSeverityCounts": {severity: 1}
+        }
+    })
+}
+
+async fn seed(cv: &CvMatcher, tag: &str, results: Vec<serde_json::Value>) -> String {
+    let image = cv.put_image(REPOSITORY, tag).await.expect("put image");
+    cv.aws
+        .clients
+        .ecr
+        .start_image_scan()
+        .repository_name(REPOSITORY)
+        .image_id(
+            ImageIdentifier::builder()
+                .image_digest(&image.digest)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("start scan");
+    cv.aws
+        .moto
+        .post_json(
+            "/moto-api/static/ecr/scan-finding-results",
+            &serde_json::json!({"results": results, "region": "us-east-1"}),
+        )
+        .await
+        .expect("seed findings");
+    image.digest
+}
+
+async fn deploy(
+    cv: &CvMatcher,
+    tag: &str,
+    override_by: Option<&str>,
+    wait_seconds: u64,
+) -> pipeline_core::DeployReport {
+    let mut project = cv.project.clone();
+    let env = project
+        .config
+        .environments
+        .get_mut(ENVIRONMENT)
+        .expect("production");
+    env.scan.block_at = Some(Severity::Critical);
+    env.scan.wait_seconds = wait_seconds;
+    env.scan.poll_seconds = 0.2;
+    env.deploy.poll_interval_seconds = 0.2;
+    env.verify.alarms.clear();
+    let mut orchestrator = Orchestrator::new(project, cv.stages(), Events::new());
+    if let Some(who) = override_by {
+        orchestrator = orchestrator.override_scan_gate(who);
+    }
+    orchestrator
+        .deploy(DeployRequest {
+            environment: ENVIRONMENT.into(),
+            source: ReleaseSource::Image(ImageReference::Tag(tag.into())),
+            git: GitInfo {
+                sha: "5ca1ab1e".into(),
+                git_ref: format!("refs/tags/{tag}"),
+            },
+            actor: "tugboat-tests".into(),
+            cancel: CancellationToken::new(),
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_critical_finding_is_refused_and_an_override_is_recorded() {
+    let cv = CvMatcher::setup(AwsFixture::start().await.expect("moto"))
+        .await
+        .expect("setup");
+    let digest = seed(&cv, "v2.0.0", vec![]).await;
+    // Two answers for the image: the refused deploy's, then the overridden one's.
+    let critical = scan_result(&digest, "COMPLETE", "CRITICAL");
+    cv.aws
+        .moto
+        .post_json(
+            "/moto-api/static/ecr/scan-finding-results",
+            &serde_json::json!({"results": [critical.clone(), critical], "region": "us-east-1"}),
+        )
+        .await
+        .expect("seed findings");
+    let before = cv.active_revisions().await.expect("revisions");
+
+    let refused = deploy(&cv, "v2.0.0", None, 10).await;
+    assert_eq!(refused.outcome, Outcome::BadInput, "{}", refused.message);
+    assert!(
+        refused
+            .message
+            .contains("CVE-2026-0001 (Critical, openssl 3.0.1)"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        cv.active_revisions().await.expect("revisions"),
+        before,
+        "nothing registered"
+    );
+    let service = cv.service().await.expect("service");
+    assert_eq!(
+        service.task_definition(),
+        Some(cv.initial_revision.as_str()),
+        "service untouched"
+    );
+
+    let overridden = deploy(&cv, "v2.0.0", Some("alice (incident 42)"), 10).await;
+    assert_eq!(
+        overridden.outcome,
+        Outcome::Succeeded,
+        "{}",
+        overridden.message
+    );
+    let record = overridden.record.expect("record");
+    assert_eq!(record.scan_override.as_deref(), Some("alice (incident 42)"));
+    let stored = cv
+        .stored_record(&record.release_id.0)
+        .await
+        .expect("stored record");
+    assert_eq!(stored.scan_override.as_deref(), Some("alice (incident 42)"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_still_running_is_waited_for_then_refused_and_low_findings_pass() {
+    let cv = CvMatcher::setup(AwsFixture::start().await.expect("moto"))
+        .await
+        .expect("setup");
+    // moto answers an image's scan with the first seeded result from then on: this
+    // scan stays IN_PROGRESS.
+    let running = seed(&cv, "v2.1.0", vec![]).await;
+    let stuck = scan_result(&running, "IN_PROGRESS", "LOW");
+    let clean = seed(&cv, "v2.2.0", vec![]).await;
+    let low = scan_result(&clean, "COMPLETE", "LOW");
+    cv.aws
+        .moto
+        .post_json(
+            "/moto-api/static/ecr/scan-finding-results",
+            &serde_json::json!({"results": [stuck, low], "region": "us-east-1"}),
+        )
+        .await
+        .expect("seed findings");
+    let before = cv.active_revisions().await.expect("revisions");
+
+    let started = std::time::Instant::now();
+    let refused = deploy(&cv, "v2.1.0", None, 1).await;
+    assert_eq!(refused.outcome, Outcome::BadInput, "{}", refused.message);
+    assert!(
+        refused.message.contains("did not finish within 1s"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "it waited for the scan"
+    );
+    assert_eq!(
+        cv.active_revisions().await.expect("revisions"),
+        before,
+        "nothing registered"
+    );
+
+    let passed = deploy(&cv, "v2.2.0", None, 10).await;
+    assert_eq!(passed.outcome, Outcome::Succeeded, "{}", passed.message);
+    assert!(passed.record.expect("record").scan_override.is_none());
+}
