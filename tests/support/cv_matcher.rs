@@ -304,6 +304,18 @@ impl CvMatcher {
             .send()
             .await
             .with_context(|| format!("PutImage {repository}:{tag}"))?;
+        // As ECR's scan on push would: production's scan gate needs a scan (moto's
+        // default answer has one HIGH finding, below the example's CRITICAL gate).
+        ecr.start_image_scan()
+            .repository_name(repository)
+            .image_id(
+                aws_sdk_ecr::types::ImageIdentifier::builder()
+                    .image_digest(&digest)
+                    .build(),
+            )
+            .send()
+            .await
+            .with_context(|| format!("StartImageScan {repository}:{tag}"))?;
         let pinned = EcrRegistry::new(ecr.clone())
             .resolve(repository, &ImageReference::Tag(tag.to_string()))
             .await

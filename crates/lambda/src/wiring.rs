@@ -8,18 +8,28 @@ use pipeline_core::{DeployTarget, EnvironmentConfig, Notifier, Stages, TaskDefin
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The checks a release of `environment` must pass once ECS reports its rollout
-/// completed. None yet: HTTP and alarm verifiers are wired here when they exist.
+/// The checks a release of `environment` must pass when ECS reports its deployment
+/// complete: the load balancer's targets. Alarms are not baked here: an alarm that fires
+/// inside the bake window arrives as its own event and rolls the release back, so no
+/// invocation waits out a bake time.
 pub fn verifiers(
     _environment: &str,
-    _env: &EnvironmentConfig,
-    _clients: &AwsClients,
+    env: &EnvironmentConfig,
+    clients: &AwsClients,
 ) -> Vec<Arc<dyn Verifier>> {
-    Vec::new()
+    if !env.verify.target_health {
+        return Vec::new();
+    }
+    vec![Arc::new(aws_adapters::TargetHealthCheck::new(
+        clients.ecs.clone(),
+        clients.elbv2.clone(),
+        Duration::from_secs(env.verify.timeout_seconds.min(120)),
+    ))]
 }
 
-/// Who is told about releases of `environment`. None yet: the Slack notifier is wired
-/// here when it exists.
+/// Who is told about releases of `environment`. None in the function yet: the Slack
+/// notifier lives in `host-adapters`, whose HTTP stack would push the binary past its
+/// size budget; the CLI sends Slack messages.
 pub fn notifiers(
     _environment: &str,
     _env: &EnvironmentConfig,
