@@ -214,6 +214,110 @@ pub struct EnvironmentConfig {
     /// The security-scan gate: images with findings at or above a severity are refused.
     #[serde(default)]
     pub scan: ScanSettings,
+    /// How ECS rolls a release out: rolling (the default), blue/green, canary or linear.
+    #[serde(default)]
+    pub strategy: StrategySettings,
+}
+
+/// ECS's deployment strategy (`deploymentConfiguration.strategy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    /// Replace tasks in place (today's behaviour; nothing about the service is changed).
+    #[default]
+    Rolling,
+    /// Start the new revision beside the old one, shift all traffic at once.
+    BlueGreen,
+    /// Shift `canary_percent` of the traffic, bake, then the rest.
+    Canary,
+    /// Shift `linear_step_percent` at a time, baking after each step.
+    Linear,
+}
+
+impl StrategyKind {
+    /// The name ECS uses (`BLUE_GREEN`).
+    pub fn ecs_name(self) -> &'static str {
+        match self {
+            Self::Rolling => "ROLLING",
+            Self::BlueGreen => "BLUE_GREEN",
+            Self::Canary => "CANARY",
+            Self::Linear => "LINEAR",
+        }
+    }
+}
+
+/// `[environments.X.strategy]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StrategySettings {
+    #[serde(default)]
+    pub kind: StrategyKind,
+    /// How long ECS keeps the old revision after all traffic moved (0..=1440).
+    #[serde(default)]
+    pub bake_minutes: Option<u32>,
+    #[serde(default)]
+    pub canary_percent: Option<f64>,
+    #[serde(default)]
+    pub canary_bake_minutes: Option<u32>,
+    #[serde(default)]
+    pub linear_step_percent: Option<f64>,
+    #[serde(default)]
+    pub linear_step_bake_minutes: Option<u32>,
+    /// The second target group of the load balancer (`advancedConfiguration`).
+    #[serde(default)]
+    pub alternate_target_group_arn: Option<String>,
+    /// The listener rule that carries production traffic.
+    #[serde(default)]
+    pub production_listener_rule: Option<String>,
+    /// The listener rule that carries test traffic.
+    #[serde(default)]
+    pub test_listener_rule: Option<String>,
+    /// The role ECS uses to change the load balancer (`advancedConfiguration.roleArn`).
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// A Lambda ECS calls at lifecycle stages of the deployment.
+    #[serde(default)]
+    pub lifecycle_hook: Option<LifecycleHookSettings>,
+}
+
+/// `[environments.X.strategy.lifecycle_hook]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleHookSettings {
+    pub function_arn: String,
+    /// The role ECS assumes to invoke the function.
+    pub role_arn: String,
+    pub stages: Vec<LifecycleStage>,
+}
+
+/// A stage of an ECS service deployment at which a hook may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LifecycleStage {
+    ReconcileService,
+    PreScaleUp,
+    PostScaleUp,
+    TestTrafficShift,
+    PostTestTrafficShift,
+    PreProductionTrafficShift,
+    ProductionTrafficShift,
+    PostProductionTrafficShift,
+}
+
+impl LifecycleStage {
+    /// The name ECS uses (`POST_TEST_TRAFFIC_SHIFT`).
+    pub fn ecs_name(self) -> &'static str {
+        match self {
+            Self::ReconcileService => "RECONCILE_SERVICE",
+            Self::PreScaleUp => "PRE_SCALE_UP",
+            Self::PostScaleUp => "POST_SCALE_UP",
+            Self::TestTrafficShift => "TEST_TRAFFIC_SHIFT",
+            Self::PostTestTrafficShift => "POST_TEST_TRAFFIC_SHIFT",
+            Self::PreProductionTrafficShift => "PRE_PRODUCTION_TRAFFIC_SHIFT",
+            Self::ProductionTrafficShift => "PRODUCTION_TRAFFIC_SHIFT",
+            Self::PostProductionTrafficShift => "POST_PRODUCTION_TRAFFIC_SHIFT",
+        }
+    }
 }
 
 /// The security-scan gate of an environment.
@@ -952,6 +1056,7 @@ impl Config {
                     .with_help("the design uses cpu_target = 75"));
                 }
             }
+            validate_strategy(file, name, &env.strategy)?;
             if let Some(records) = &env.records {
                 if records.bucket.trim().is_empty() {
                     return Err(ConfigError::invalid(
@@ -1213,6 +1318,182 @@ fn duplicate_key(message: &str) -> Option<String> {
 }
 
 /// Turns a serde error into one that names the full key, the value and a fix.
+fn is_role_arn(text: &str) -> bool {
+    text.starts_with("arn:aws") && text.contains(":role/")
+}
+
+fn validate_strategy(
+    file: &Path,
+    env: &str,
+    strategy: &StrategySettings,
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("environments.{env}.strategy.{field}");
+    let kind = strategy.kind;
+    if let Some(bake) = strategy.bake_minutes {
+        if bake > 1440 {
+            return Err(ConfigError::invalid(
+                file,
+                key("bake_minutes"),
+                "must be 0 to 1440 (a day)",
+            )
+            .with_value(bake.to_string()));
+        }
+    }
+    for (field, minutes) in [
+        ("canary_bake_minutes", strategy.canary_bake_minutes),
+        (
+            "linear_step_bake_minutes",
+            strategy.linear_step_bake_minutes,
+        ),
+    ] {
+        if let Some(minutes) = minutes {
+            if minutes > 1440 {
+                return Err(
+                    ConfigError::invalid(file, key(field), "must be 0 to 1440 (a day)")
+                        .with_value(minutes.to_string()),
+                );
+            }
+        }
+    }
+    for (field, percent) in [
+        ("canary_percent", strategy.canary_percent),
+        ("linear_step_percent", strategy.linear_step_percent),
+    ] {
+        if let Some(percent) = percent {
+            if !(0.1..=100.0).contains(&percent) {
+                return Err(ConfigError::invalid(
+                    file,
+                    key(field),
+                    "must be a percentage from 0.1 to 100",
+                )
+                .with_value(percent.to_string()));
+            }
+        }
+    }
+    let wrong_kind = [
+        (
+            "canary_percent",
+            strategy.canary_percent.is_some(),
+            StrategyKind::Canary,
+        ),
+        (
+            "canary_bake_minutes",
+            strategy.canary_bake_minutes.is_some(),
+            StrategyKind::Canary,
+        ),
+        (
+            "linear_step_percent",
+            strategy.linear_step_percent.is_some(),
+            StrategyKind::Linear,
+        ),
+        (
+            "linear_step_bake_minutes",
+            strategy.linear_step_bake_minutes.is_some(),
+            StrategyKind::Linear,
+        ),
+    ];
+    for (field, set, needs) in wrong_kind {
+        if set && kind != needs {
+            return Err(ConfigError::invalid(
+                file,
+                key(field),
+                format!(
+                    "only applies to kind = {:?}",
+                    needs.ecs_name().to_lowercase()
+                ),
+            )
+            .with_value(format!("kind = {:?}", kind.ecs_name().to_lowercase()))
+            .with_help(format!(
+                "set kind = {:?} or remove {field}",
+                needs.ecs_name().to_lowercase()
+            )));
+        }
+    }
+    if kind == StrategyKind::Rolling {
+        if strategy.lifecycle_hook.is_some() || strategy.bake_minutes.is_some() {
+            let field = if strategy.lifecycle_hook.is_some() {
+                "lifecycle_hook"
+            } else {
+                "bake_minutes"
+            };
+            return Err(ConfigError::invalid(
+                file,
+                key(field),
+                "needs a blue_green, canary or linear strategy",
+            )
+            .with_value("kind = \"rolling\"")
+            .with_help(
+                "set kind = \"blue_green\" (with the load balancer settings) or remove it",
+            ));
+        }
+        return Ok(());
+    }
+    for (field, value) in [
+        (
+            "alternate_target_group_arn",
+            &strategy.alternate_target_group_arn,
+        ),
+        (
+            "production_listener_rule",
+            &strategy.production_listener_rule,
+        ),
+        ("role_arn", &strategy.role_arn),
+    ] {
+        if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                file,
+                key(field),
+                format!(
+                    "is required for kind = {:?} (the load balancer's advancedConfiguration)",
+                    kind.ecs_name().to_lowercase()
+                ),
+            )
+            .with_help(match field {
+                "alternate_target_group_arn" => "the green target group: arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/cv-matcher-green/0123456789abcdef",
+                "production_listener_rule" => "the listener rule ARN that carries production traffic (arn:aws:elasticloadbalancing:...:listener-rule/app/...)",
+                _ => "the role ECS uses to change the listener rules, for example arn:aws:iam::123456789012:role/ecs-infrastructure-load-balancers",
+            }));
+        }
+    }
+    if let Some(role) = &strategy.role_arn {
+        if !is_role_arn(role) {
+            return Err(ConfigError::invalid(file, key("role_arn"), "is not an IAM role ARN")
+                .with_value(format!("{role:?}"))
+                .with_help("for example arn:aws:iam::123456789012:role/ecs-infrastructure-load-balancers"));
+        }
+    }
+    if let Some(hook) = &strategy.lifecycle_hook {
+        if !(hook.function_arn.starts_with("arn:aws") && hook.function_arn.contains(":lambda:")) {
+            return Err(ConfigError::invalid(
+                file,
+                key("lifecycle_hook.function_arn"),
+                "is not a Lambda function ARN",
+            )
+            .with_value(format!("{:?}", hook.function_arn))
+            .with_help("for example arn:aws:lambda:us-east-1:123456789012:function:tugboat"));
+        }
+        if !is_role_arn(&hook.role_arn) {
+            return Err(ConfigError::invalid(
+                file,
+                key("lifecycle_hook.role_arn"),
+                "is not an IAM role ARN",
+            )
+            .with_value(format!("{:?}", hook.role_arn))
+            .with_help("the role ECS assumes to invoke the function (lambda:InvokeFunction, trusted by ecs.amazonaws.com)"));
+        }
+        if hook.stages.is_empty() {
+            return Err(ConfigError::invalid(
+                file,
+                key("lifecycle_hook.stages"),
+                "must name at least one lifecycle stage",
+            )
+            .with_value("[]")
+            .with_help("for example stages = [\"POST_TEST_TRAFFIC_SHIFT\", \"POST_PRODUCTION_TRAFFIC_SHIFT\"]"));
+        }
+    }
+    Ok(())
+}
+
 fn serde_error(file: &Path, path: &str, message: &str) -> ConfigError {
     let path = if path == "." { "" } else { path };
     if let Some(rest) = message.strip_prefix("unknown field `") {

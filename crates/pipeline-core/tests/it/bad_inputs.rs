@@ -3,6 +3,7 @@
 //! and the value found, plus any hint the case expects.
 
 use crate::support::TempDir;
+use pipeline_core::config::{LifecycleStage, StrategyKind, StrategySettings};
 use pipeline_core::{ConfigError, Project};
 use std::path::PathBuf;
 
@@ -378,6 +379,45 @@ fn cases() -> Vec<Case> {
             ..case("a Fargate memory size the cpu does not allow")
         },
         Case {
+            config: &[(
+                "tags = [\"v*\"]",
+                "tags = [\"v*\"]\n\n[environments.production.strategy]\nkind = \"blue_green\"\nproduction_listener_rule = \"arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/3\"\nrole_arn = \"arn:aws:iam::123456789012:role/ecs-lb\"",
+            )],
+            key: "environments.production.strategy.alternate_target_group_arn",
+            says: &["is required for kind = \"blue_green\"", "help: the green target group"],
+            ..case("blue/green without the alternate target group")
+        },
+        Case {
+            config: &[(
+                "tags = [\"v*\"]",
+                "tags = [\"v*\"]\n\n[environments.production.strategy]\nkind = \"canary\"\ncanary_percent = 0.05\nalternate_target_group_arn = \"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/demo-green/1\"\nproduction_listener_rule = \"arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/3\"\nrole_arn = \"arn:aws:iam::123456789012:role/ecs-lb\"",
+            )],
+            key: "environments.production.strategy.canary_percent",
+            value: Some("0.05"),
+            says: &["from 0.1 to 100"],
+            ..case("a canary percent below 0.1")
+        },
+        Case {
+            config: &[(
+                "tags = [\"v*\"]",
+                "tags = [\"v*\"]\n\n[environments.production.strategy]\nkind = \"red_black\"",
+            )],
+            key: "environments.production.strategy.kind",
+            value: Some("red_black"),
+            says: &["blue_green", "canary", "linear"],
+            ..case("an unknown strategy kind")
+        },
+        Case {
+            config: &[(
+                "tags = [\"v*\"]",
+                "tags = [\"v*\"]\n\n[environments.production.strategy]\nbake_minutes = 2000",
+            )],
+            key: "environments.production.strategy.bake_minutes",
+            value: Some("2000"),
+            says: &["0 to 1440"],
+            ..case("a bake time over a day")
+        },
+        Case {
             definition: &[("\"cpu\": \"256\"", "\"cpu\": \"300\"")],
             file: File::Definition,
             key: "cpu",
@@ -462,6 +502,49 @@ fn the_base_project_loads() {
     let project = Project::load_with(&config, &|_| None).expect("the unedited project is valid");
     assert_eq!(project.config.environments.len(), 2);
     assert_eq!(project.task_definition.family, "demo");
+}
+
+#[test]
+fn a_canary_strategy_with_a_lifecycle_hook_loads_and_rolling_is_the_default() {
+    let dir = TempDir::new("strategy");
+    let text = CONFIG.replacen(
+        "tags = [\"v*\"]",
+        r#"tags = ["v*"]
+
+[environments.production.strategy]
+kind = "canary"
+bake_minutes = 15
+canary_percent = 10
+canary_bake_minutes = 5
+alternate_target_group_arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/demo-green/1"
+production_listener_rule = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/3"
+test_listener_rule = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/4"
+role_arn = "arn:aws:iam::123456789012:role/ecs-lb"
+
+[environments.production.strategy.lifecycle_hook]
+function_arn = "arn:aws:lambda:us-east-1:123456789012:function:tugboat"
+role_arn = "arn:aws:iam::123456789012:role/tugboat-hook"
+stages = ["POST_TEST_TRAFFIC_SHIFT", "POST_PRODUCTION_TRAFFIC_SHIFT"]"#,
+        1,
+    );
+    let config = dir.write("tugboat.toml", &text);
+    dir.write("task-definition.json", TASK_DEFINITION);
+    let project = Project::load_with(&config, &|_| None).expect("a valid canary strategy");
+    let production = &project.config.environments["production"].strategy;
+    assert_eq!(production.kind, StrategyKind::Canary);
+    assert_eq!(production.canary_percent, Some(10.0));
+    assert_eq!(production.bake_minutes, Some(15));
+    let hook = production.lifecycle_hook.as_ref().expect("the hook");
+    assert_eq!(
+        hook.stages,
+        [
+            LifecycleStage::PostTestTrafficShift,
+            LifecycleStage::PostProductionTrafficShift
+        ]
+    );
+    let staging = &project.config.environments["staging"].strategy;
+    assert_eq!(staging, &StrategySettings::default());
+    assert_eq!(staging.kind, StrategyKind::Rolling);
 }
 
 /// Fails with a message instead of panicking, so one run lists every failing case.
