@@ -3,9 +3,19 @@
 
 use crate::errors::{is_throttling, stage_error};
 use crate::raw::{replace_body, CaptureResponse};
+use crate::service_deployments::{
+    can_be_rolled_back, is_service_deployment_arn, judge_service_deployment, Following,
+    ServiceDeploymentReporter, ServiceDeploymentView,
+};
 use async_trait::async_trait;
-use aws_sdk_ecs::types::{Deployment, Service, TaskDefinitionStatus};
+use aws_sdk_ecs::types::{
+    AdvancedConfiguration, CanaryConfiguration, Deployment, DeploymentConfiguration,
+    DeploymentLifecycleHook, DeploymentLifecycleHookStage, DeploymentLifecycleHookTargetType,
+    DeploymentStrategy, LinearConfiguration, LoadBalancer, Service, StopServiceDeploymentStopType,
+    TaskDefinitionStatus,
+};
 use chrono::{DateTime, TimeZone, Utc};
+use pipeline_core::config::{StrategyKind, StrategySettings};
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
     DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent, Revision,
@@ -26,11 +36,129 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 5;
 #[derive(Clone, Debug)]
 pub struct EcsDeployer {
     client: aws_sdk_ecs::Client,
+    strategy: StrategySettings,
 }
 
 impl EcsDeployer {
     pub fn new(client: aws_sdk_ecs::Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            strategy: StrategySettings::default(),
+        }
+    }
+
+    /// The environment's `[strategy]`: anything but rolling sets the service's
+    /// `deploymentConfiguration` (and the load balancer's `advancedConfiguration`) on
+    /// every `update_service`. Rolling changes nothing about the service.
+    pub fn with_strategy(mut self, strategy: StrategySettings) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// The `deploymentConfiguration` and `loadBalancers` an update sets for a non-rolling
+    /// strategy; the service's other deployment settings (circuit breaker, alarms,
+    /// percents) are kept as they are.
+    fn strategy_update(&self, service: &Service) -> (DeploymentConfiguration, Vec<LoadBalancer>) {
+        let strategy = &self.strategy;
+        let current = service.deployment_configuration();
+        let mut config = DeploymentConfiguration::builder()
+            .set_deployment_circuit_breaker(
+                current
+                    .and_then(|c| c.deployment_circuit_breaker())
+                    .cloned(),
+            )
+            .set_maximum_percent(current.and_then(|c| c.maximum_percent()))
+            .set_minimum_healthy_percent(current.and_then(|c| c.minimum_healthy_percent()))
+            .set_alarms(current.and_then(|c| c.alarms()).cloned())
+            .strategy(DeploymentStrategy::from(strategy.kind.ecs_name()));
+        if let Some(bake) = strategy.bake_minutes {
+            config = config.bake_time_in_minutes(i32::try_from(bake).unwrap_or(1440));
+        }
+        let minutes = |m: Option<u32>| m.map(|m| i32::try_from(m).unwrap_or(1440));
+        match strategy.kind {
+            StrategyKind::Canary => {
+                config = config.canary_configuration(
+                    CanaryConfiguration::builder()
+                        .set_canary_percent(strategy.canary_percent)
+                        .set_canary_bake_time_in_minutes(minutes(strategy.canary_bake_minutes))
+                        .build(),
+                );
+            }
+            StrategyKind::Linear => {
+                config = config.linear_configuration(
+                    LinearConfiguration::builder()
+                        .set_step_percent(strategy.linear_step_percent)
+                        .set_step_bake_time_in_minutes(minutes(strategy.linear_step_bake_minutes))
+                        .build(),
+                );
+            }
+            StrategyKind::Rolling | StrategyKind::BlueGreen => {}
+        }
+        if let Some(hook) = &strategy.lifecycle_hook {
+            config = config.lifecycle_hooks(
+                DeploymentLifecycleHook::builder()
+                    .target_type(DeploymentLifecycleHookTargetType::AwsLambda)
+                    .hook_target_arn(&hook.function_arn)
+                    .role_arn(&hook.role_arn)
+                    .set_lifecycle_stages(Some(
+                        hook.stages
+                            .iter()
+                            .map(|s| DeploymentLifecycleHookStage::from(s.ecs_name()))
+                            .collect(),
+                    ))
+                    .build(),
+            );
+        }
+        let advanced = AdvancedConfiguration::builder()
+            .set_alternate_target_group_arn(strategy.alternate_target_group_arn.clone())
+            .set_production_listener_rule(strategy.production_listener_rule.clone())
+            .set_test_listener_rule(strategy.test_listener_rule.clone())
+            .set_role_arn(strategy.role_arn.clone())
+            .build();
+        let load_balancers = service
+            .load_balancers()
+            .iter()
+            .enumerate()
+            .map(|(index, lb)| {
+                let mut builder = LoadBalancer::builder()
+                    .set_target_group_arn(lb.target_group_arn().map(str::to_string))
+                    .set_load_balancer_name(lb.load_balancer_name().map(str::to_string))
+                    .set_container_name(lb.container_name().map(str::to_string))
+                    .set_container_port(lb.container_port());
+                // The first (production) target group gets the alternate one.
+                if index == 0 {
+                    builder = builder.advanced_configuration(advanced.clone());
+                } else {
+                    builder =
+                        builder.set_advanced_configuration(lb.advanced_configuration().cloned());
+                }
+                builder.build()
+            })
+            .collect();
+        (config.build(), load_balancers)
+    }
+
+    /// The service deployment `arn`, as the waiter judges it.
+    async fn describe_service_deployment(
+        &self,
+        arn: &str,
+    ) -> Result<
+        Option<ServiceDeploymentView>,
+        aws_sdk_ecs::error::SdkError<
+            aws_sdk_ecs::operation::describe_service_deployments::DescribeServiceDeploymentsError,
+        >,
+    > {
+        let output = self
+            .client
+            .describe_service_deployments()
+            .service_deployment_arns(arn)
+            .send()
+            .await?;
+        Ok(output
+            .service_deployments()
+            .iter()
+            .find(|d| d.service_deployment_arn() == Some(arn))
+            .map(ServiceDeploymentView::from))
     }
 
     async fn describe_raw(
@@ -396,6 +524,14 @@ impl Deployer for EcsDeployer {
         if let Some(count) = request.desired_count {
             call = call.desired_count(i32::try_from(count).unwrap_or(i32::MAX));
         }
+        if self.strategy.kind != StrategyKind::Rolling {
+            let service = self.describe(target).await?;
+            let (config, load_balancers) = self.strategy_update(&service);
+            call = call.deployment_configuration(config);
+            if !load_balancers.is_empty() {
+                call = call.set_load_balancers(Some(load_balancers));
+            }
+        }
         let output = call
             .send()
             .await
@@ -418,35 +554,82 @@ impl Deployer for EcsDeployer {
     ) -> Result<RolloutOutcome, StageError> {
         let deadline = Instant::now() + options.timeout;
         let mut reporter = ProgressReporter::new(events);
+        let mut sd_reporter = ServiceDeploymentReporter::new(events);
         let mut throttle_backoff: Option<Duration> = None;
         let mut consecutive_errors = 0;
+        // A handle that is a service deployment ARN is a rollback tugboat asked for
+        // (`roll_back`); a release is followed through its service deployment when the
+        // service has one (blue/green, canary, linear, and rolling on newer ECS), else
+        // through the `deployments` array (moto, older ECS).
+        let mut followed: Option<(String, Following)> = is_service_deployment_arn(&deployment.id)
+            .then(|| (deployment.id.clone(), Following::Rollback));
+        let mut first_look = followed.is_none();
         loop {
-            match self.describe_raw(target).await {
-                Ok(Some(service)) => {
-                    consecutive_errors = 0;
-                    throttle_backoff = None;
-                    reporter.look(&service, deployment);
-                    let views: Vec<DeploymentView> = service
-                        .deployments()
-                        .iter()
-                        .map(DeploymentView::from)
-                        .collect();
-                    if let RolloutVerdict::Finished(outcome) =
-                        judge_rollout(deployment, service.status(), &views)
-                    {
-                        return Ok(explain_disappearance(outcome, &service, deployment));
+            if let Some((arn, following)) = &followed {
+                match self.describe_service_deployment(arn).await {
+                    Ok(Some(view)) => {
+                        consecutive_errors = 0;
+                        throttle_backoff = None;
+                        sd_reporter.look(&view);
+                        if let RolloutVerdict::Finished(outcome) =
+                            judge_service_deployment(&view, *following)
+                        {
+                            return Ok(outcome);
+                        }
+                    }
+                    Ok(None) => return Ok(RolloutOutcome::Gone),
+                    Err(err) if is_throttling(&err) => {
+                        let next = throttle_backoff.map_or(options.poll_interval * 2, |b| b * 2);
+                        throttle_backoff = Some(next.min(MAX_THROTTLE_BACKOFF));
+                        events.warn(
+                            "ECS is throttling DescribeServiceDeployments; looking less often",
+                        );
+                    }
+                    Err(err) => {
+                        consecutive_errors += 1;
+                        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                            return Err(stage_error("DescribeServiceDeployments", &err));
+                        }
                     }
                 }
-                Ok(None) => return Ok(RolloutOutcome::Gone),
-                Err(err) if is_throttling(&err) => {
-                    let next = throttle_backoff.map_or(options.poll_interval * 2, |b| b * 2);
-                    throttle_backoff = Some(next.min(MAX_THROTTLE_BACKOFF));
-                    events.warn("ECS is throttling DescribeServices; looking less often");
-                }
-                Err(err) => {
-                    consecutive_errors += 1;
-                    if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
-                        return Err(stage_error("DescribeServices", &err));
+            } else {
+                match self.describe_raw(target).await {
+                    Ok(Some(service)) => {
+                        consecutive_errors = 0;
+                        throttle_backoff = None;
+                        if std::mem::take(&mut first_look) {
+                            let ours_is_primary = primary(&service).and_then(Deployment::id)
+                                == Some(deployment.id.as_str());
+                            if let (Some(arn), true) =
+                                (service.current_service_deployment(), ours_is_primary)
+                            {
+                                followed = Some((arn.to_string(), Following::Release));
+                                continue;
+                            }
+                        }
+                        reporter.look(&service, deployment);
+                        let views: Vec<DeploymentView> = service
+                            .deployments()
+                            .iter()
+                            .map(DeploymentView::from)
+                            .collect();
+                        if let RolloutVerdict::Finished(outcome) =
+                            judge_rollout(deployment, service.status(), &views)
+                        {
+                            return Ok(explain_disappearance(outcome, &service, deployment));
+                        }
+                    }
+                    Ok(None) => return Ok(RolloutOutcome::Gone),
+                    Err(err) if is_throttling(&err) => {
+                        let next = throttle_backoff.map_or(options.poll_interval * 2, |b| b * 2);
+                        throttle_backoff = Some(next.min(MAX_THROTTLE_BACKOFF));
+                        events.warn("ECS is throttling DescribeServices; looking less often");
+                    }
+                    Err(err) => {
+                        consecutive_errors += 1;
+                        if consecutive_errors >= MAX_CONSECUTIVE_ERRORS {
+                            return Err(stage_error("DescribeServices", &err));
+                        }
                     }
                 }
             }
@@ -467,6 +650,38 @@ impl Deployer for EcsDeployer {
         to: &Revision,
     ) -> Result<DeploymentHandle, StageError> {
         let service = self.describe(target).await?;
+        // A service deployment still in progress is stopped with a rollback: ECS moves
+        // the traffic back to the revision that served before, and the same service
+        // deployment ends in ROLLBACK_SUCCESSFUL.
+        if let Some(arn) = service.current_service_deployment() {
+            let view = self
+                .describe_service_deployment(arn)
+                .await
+                .map_err(|err| stage_error("DescribeServiceDeployments", &err))?;
+            if let Some(view) = view {
+                let handle = DeploymentHandle {
+                    id: arn.to_string(),
+                    revision: to.clone(),
+                };
+                if can_be_rolled_back(&view.status) {
+                    self.client
+                        .stop_service_deployment()
+                        .service_deployment_arn(arn)
+                        .stop_type(StopServiceDeploymentStopType::Rollback)
+                        .send()
+                        .await
+                        .map_err(|err| stage_error("StopServiceDeployment", &err))?;
+                    return Ok(handle);
+                }
+                // ECS is rolling it back already (alarm, circuit breaker, hook), or has.
+                if matches!(
+                    view.status.as_str(),
+                    "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" | "ROLLBACK_SUCCESSFUL"
+                ) {
+                    return Ok(handle);
+                }
+            }
+        }
         if let Some(current) = primary(&service) {
             let view = DeploymentView::from(current);
             // The circuit breaker may already be restoring (or have restored) `to`:

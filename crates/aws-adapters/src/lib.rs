@@ -16,6 +16,7 @@ mod errors;
 mod infra;
 mod raw;
 mod s3;
+mod service_deployments;
 mod ssm;
 mod targets;
 
@@ -28,5 +29,8 @@ pub use infra::{
     InfraChange, InfraReconciler, InfraResource, LogGroupSpec, MetricSpec, ScalingDefinition,
 };
 pub use s3::S3ArtifactStore;
+pub use service_deployments::{
+    is_service_deployment_arn, judge_service_deployment, Following, ServiceDeploymentView,
+};
 pub use ssm::ParameterStore;
 pub use targets::{judge_targets, TargetHealthCheck, TargetView, TargetsVerdict};

@@ -56,7 +56,7 @@ pub fn stages(
             )),
         });
     };
-    let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()));
+    let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()).with_strategy(env.strategy.clone()));
     let mut notifiers = notifiers(environment, env, clients);
     notifiers.extend(extra_notifiers.iter().cloned());
     Ok(Stages {

@@ -1,0 +1,348 @@
+//! ECS service deployments (`Service.currentServiceDeployment`,
+//! `DescribeServiceDeployments`, `StopServiceDeployment`): the view the blue/green,
+//! canary and linear strategies report through, a pure judge over it, and the waiter
+//! that follows one service deployment to its end.
+//!
+//! moto does not model service deployments: a service without `currentServiceDeployment`
+//! is followed through its `deployments` array as before (see `ecs.rs`).
+
+use crate::ecs::RolloutVerdict;
+use aws_sdk_ecs::types::ServiceDeployment;
+use pipeline_core::{Events, PipelineEvent, RolloutOutcome};
+
+/// Whether the followed service deployment is a release or the rollback tugboat asked for
+/// (`StopServiceDeployment` ROLLBACK): for a rollback, `ROLLBACK_SUCCESSFUL` is the goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Following {
+    Release,
+    Rollback,
+}
+
+/// A service deployment as the waiter judges it.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ServiceDeploymentView {
+    pub arn: String,
+    /// `PENDING`, `IN_PROGRESS`, `SUCCESSFUL`, `ROLLBACK_SUCCESSFUL`, ...
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// `SCALE_UP`, `TEST_TRAFFIC_SHIFT`, `BAKE_TIME`, ...
+    pub lifecycle_stage: Option<String>,
+    pub rollback_reason: Option<String>,
+    /// `TRIGGERED`, `MONITORING`, `MONITORING_COMPLETE`, `DISABLED`.
+    pub circuit_breaker_status: Option<String>,
+    pub circuit_breaker_failures: u32,
+    pub circuit_breaker_threshold: u32,
+    pub alarms_status: Option<String>,
+    pub triggered_alarms: Vec<String>,
+    pub running: u32,
+    pub pending: u32,
+    pub desired: u32,
+    /// The new revision's share of production traffic, in percent.
+    pub production_weight: Option<f64>,
+}
+
+fn count(value: i32) -> u32 {
+    u32::try_from(value).unwrap_or(0)
+}
+
+impl From<&ServiceDeployment> for ServiceDeploymentView {
+    fn from(deployment: &ServiceDeployment) -> Self {
+        let target = deployment.target_service_revision();
+        let breaker = deployment.deployment_circuit_breaker();
+        let alarms = deployment.alarms();
+        Self {
+            arn: deployment
+                .service_deployment_arn()
+                .unwrap_or_default()
+                .to_string(),
+            status: deployment
+                .status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            status_reason: deployment.status_reason().map(str::to_string),
+            lifecycle_stage: deployment.lifecycle_stage().map(|s| s.as_str().to_string()),
+            rollback_reason: deployment
+                .rollback()
+                .and_then(|r| r.reason())
+                .map(str::to_string),
+            circuit_breaker_status: breaker
+                .and_then(|b| b.status())
+                .map(|s| s.as_str().to_string()),
+            circuit_breaker_failures: breaker.map_or(0, |b| count(b.failure_count())),
+            circuit_breaker_threshold: breaker.map_or(0, |b| count(b.threshold())),
+            alarms_status: alarms
+                .and_then(|a| a.status())
+                .map(|s| s.as_str().to_string()),
+            triggered_alarms: alarms
+                .map(|a| a.triggered_alarm_names().to_vec())
+                .unwrap_or_default(),
+            running: target.map_or(0, |t| count(t.running_task_count())),
+            pending: target.map_or(0, |t| count(t.pending_task_count())),
+            desired: target.map_or(0, |t| count(t.requested_task_count())),
+            production_weight: target.and_then(|t| t.requested_production_traffic_weight()),
+        }
+    }
+}
+
+impl ServiceDeploymentView {
+    /// Why ECS rolled (or tried to roll) this deployment back, most specific cause first.
+    pub fn failure_reason(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.triggered_alarms.is_empty() {
+            parts.push(format!(
+                "CloudWatch alarm {} went into ALARM",
+                self.triggered_alarms.join(", ")
+            ));
+        }
+        if self.circuit_breaker_status.as_deref() == Some("TRIGGERED") {
+            parts.push(format!(
+                "the deployment circuit breaker tripped ({} of {} tasks failed)",
+                self.circuit_breaker_failures, self.circuit_breaker_threshold
+            ));
+        }
+        if let Some(reason) = &self.rollback_reason {
+            parts.push(reason.clone());
+        }
+        if parts.is_empty() {
+            parts.push(
+                self.status_reason
+                    .clone()
+                    .unwrap_or_else(|| format!("service deployment {}", self.status)),
+            );
+        }
+        parts.join("; ")
+    }
+
+    /// The progress line: status, lifecycle stage and traffic share.
+    pub fn state_text(&self) -> String {
+        let mut text = self.status.clone();
+        if let Some(stage) = &self.lifecycle_stage {
+            text.push_str(&format!(" {stage}"));
+        }
+        if let Some(weight) = self.production_weight {
+            text.push_str(&format!(" (production traffic {weight}%)"));
+        }
+        text
+    }
+}
+
+/// The rule for service deployments: a release succeeds only on `SUCCESSFUL`; a rollback
+/// by ECS (alarm, circuit breaker, a failed lifecycle hook) is a failure naming its cause;
+/// `STOPPED` and `ROLLBACK_FAILED` are failures. A rollback tugboat asked for succeeds on
+/// `ROLLBACK_SUCCESSFUL`. Anything else is still going.
+pub fn judge_service_deployment(
+    deployment: &ServiceDeploymentView,
+    following: Following,
+) -> RolloutVerdict {
+    use RolloutOutcome as O;
+    let finished = |outcome| RolloutVerdict::Finished(outcome);
+    match (deployment.status.as_str(), following) {
+        ("SUCCESSFUL", Following::Release) => finished(O::Completed),
+        ("SUCCESSFUL", Following::Rollback) => finished(O::Failed {
+            reason: format!(
+                "service deployment {} completed before the rollback took effect",
+                deployment.arn
+            ),
+        }),
+        ("ROLLBACK_SUCCESSFUL", Following::Release) => finished(O::RolledBackByPlatform {
+            reason: deployment.failure_reason(),
+        }),
+        ("ROLLBACK_SUCCESSFUL", Following::Rollback) => finished(O::Completed),
+        ("ROLLBACK_FAILED", _) => finished(O::Failed {
+            reason: format!(
+                "{} — and ECS could not roll it back{}",
+                deployment.failure_reason(),
+                deployment
+                    .status_reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        }),
+        ("STOPPED", _) => finished(O::Failed {
+            reason: format!(
+                "service deployment {} was stopped{}",
+                deployment.arn,
+                deployment
+                    .status_reason
+                    .as_ref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ),
+        }),
+        _ => RolloutVerdict::InProgress,
+    }
+}
+
+/// Reports a followed service deployment's changes of status, stage, counts and traffic.
+pub(crate) struct ServiceDeploymentReporter<'a> {
+    events: &'a Events,
+    last: Option<(String, u32, u32, u32)>,
+}
+
+impl<'a> ServiceDeploymentReporter<'a> {
+    pub(crate) fn new(events: &'a Events) -> Self {
+        Self { events, last: None }
+    }
+
+    pub(crate) fn look(&mut self, view: &ServiceDeploymentView) {
+        let state = view.state_text();
+        let now = (state.clone(), view.running, view.pending, view.desired);
+        if self.last.as_ref() == Some(&now) {
+            return;
+        }
+        self.events.emit(PipelineEvent::RolloutProgress {
+            deployment: view.arn.clone(),
+            state,
+            running: view.running,
+            pending: view.pending,
+            desired: view.desired,
+            failed_tasks: view.circuit_breaker_failures,
+        });
+        self.last = Some(now);
+    }
+}
+
+/// Whether a deployment handle names a service deployment (`...:service-deployment/...`):
+/// the handle `roll_back` returns after `StopServiceDeployment` ROLLBACK.
+pub fn is_service_deployment_arn(id: &str) -> bool {
+    id.starts_with("arn:") && id.contains(":service-deployment/")
+}
+
+/// Statuses from which `StopServiceDeployment` ROLLBACK can still act.
+pub(crate) fn can_be_rolled_back(status: &str) -> bool {
+    matches!(status, "PENDING" | "IN_PROGRESS")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(status: &str) -> ServiceDeploymentView {
+        ServiceDeploymentView {
+            arn: "arn:aws:ecs:us-east-1:123456789012:service-deployment/c/s/abc".into(),
+            status: status.into(),
+            ..ServiceDeploymentView::default()
+        }
+    }
+
+    #[test]
+    fn each_status_is_judged_for_a_release() {
+        use RolloutOutcome as O;
+        let cases: Vec<(&str, ServiceDeploymentView, RolloutVerdict)> = vec![
+            ("pending", view("PENDING"), RolloutVerdict::InProgress),
+            ("in progress", view("IN_PROGRESS"), RolloutVerdict::InProgress),
+            ("stop requested", view("STOP_REQUESTED"), RolloutVerdict::InProgress),
+            ("rollback requested", view("ROLLBACK_REQUESTED"), RolloutVerdict::InProgress),
+            ("rollback in progress", view("ROLLBACK_IN_PROGRESS"), RolloutVerdict::InProgress),
+            ("successful", view("SUCCESSFUL"), RolloutVerdict::Finished(O::Completed)),
+            (
+                "rolled back by an alarm during bake",
+                ServiceDeploymentView {
+                    alarms_status: Some("TRIGGERED".into()),
+                    triggered_alarms: vec!["cv-matcher-production-5xx".into()],
+                    rollback_reason: Some("Service deployment rolled back because of a triggered alarm.".into()),
+                    ..view("ROLLBACK_SUCCESSFUL")
+                },
+                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                    reason: "CloudWatch alarm cv-matcher-production-5xx went into ALARM; Service deployment rolled back because of a triggered alarm.".into(),
+                }),
+            ),
+            (
+                "rolled back by the circuit breaker",
+                ServiceDeploymentView {
+                    circuit_breaker_status: Some("TRIGGERED".into()),
+                    circuit_breaker_failures: 3,
+                    circuit_breaker_threshold: 3,
+                    ..view("ROLLBACK_SUCCESSFUL")
+                },
+                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                    reason: "the deployment circuit breaker tripped (3 of 3 tasks failed)".into(),
+                }),
+            ),
+            (
+                "rolled back by a failed lifecycle hook",
+                ServiceDeploymentView {
+                    rollback_reason: Some("Lifecycle hook arn:aws:lambda:us-east-1:123456789012:function:tugboat returned FAILED at POST_TEST_TRAFFIC_SHIFT".into()),
+                    ..view("ROLLBACK_SUCCESSFUL")
+                },
+                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                    reason: "Lifecycle hook arn:aws:lambda:us-east-1:123456789012:function:tugboat returned FAILED at POST_TEST_TRAFFIC_SHIFT".into(),
+                }),
+            ),
+            (
+                "the rollback itself failed",
+                ServiceDeploymentView {
+                    circuit_breaker_status: Some("TRIGGERED".into()),
+                    circuit_breaker_failures: 2,
+                    circuit_breaker_threshold: 2,
+                    status_reason: Some("old revision tasks failed to start".into()),
+                    ..view("ROLLBACK_FAILED")
+                },
+                RolloutVerdict::Finished(O::Failed {
+                    reason: "the deployment circuit breaker tripped (2 of 2 tasks failed) — and ECS could not roll it back: old revision tasks failed to start".into(),
+                }),
+            ),
+            (
+                "stopped",
+                ServiceDeploymentView {
+                    status_reason: Some("stopped by user".into()),
+                    ..view("STOPPED")
+                },
+                RolloutVerdict::Finished(O::Failed {
+                    reason: "service deployment arn:aws:ecs:us-east-1:123456789012:service-deployment/c/s/abc was stopped: stopped by user".into(),
+                }),
+            ),
+            (
+                "rolled back, no cause given",
+                view("ROLLBACK_SUCCESSFUL"),
+                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                    reason: "service deployment ROLLBACK_SUCCESSFUL".into(),
+                }),
+            ),
+        ];
+        for (name, deployment, expected) in cases {
+            assert_eq!(
+                judge_service_deployment(&deployment, Following::Release),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rollback_tugboat_asked_for_succeeds_on_rollback_successful() {
+        use RolloutOutcome as O;
+        assert_eq!(
+            judge_service_deployment(&view("ROLLBACK_SUCCESSFUL"), Following::Rollback),
+            RolloutVerdict::Finished(O::Completed)
+        );
+        assert_eq!(
+            judge_service_deployment(&view("ROLLBACK_IN_PROGRESS"), Following::Rollback),
+            RolloutVerdict::InProgress
+        );
+        assert!(matches!(
+            judge_service_deployment(&view("SUCCESSFUL"), Following::Rollback),
+            RolloutVerdict::Finished(O::Failed { .. })
+        ));
+        assert!(matches!(
+            judge_service_deployment(&view("ROLLBACK_FAILED"), Following::Rollback),
+            RolloutVerdict::Finished(O::Failed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_state_text_names_the_stage_and_the_traffic() {
+        let deployment = ServiceDeploymentView {
+            lifecycle_stage: Some("PRODUCTION_TRAFFIC_SHIFT".into()),
+            production_weight: Some(30.0),
+            ..view("IN_PROGRESS")
+        };
+        assert_eq!(
+            deployment.state_text(),
+            "IN_PROGRESS PRODUCTION_TRAFFIC_SHIFT (production traffic 30%)"
+        );
+        assert!(is_service_deployment_arn(&deployment.arn));
+        assert!(!is_service_deployment_arn("ecs-svc/123"));
+    }
+}
