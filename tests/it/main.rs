@@ -6,6 +6,7 @@ mod deploy;
 mod ecr_push;
 mod infra;
 mod lambda;
+mod lambda_hook;
 mod lock;
 mod measure;
 mod revisions;

@@ -126,6 +126,14 @@ impl AlarmWatch {
         self.check_exist(&states)
     }
 
+    /// One look: the current state of every watched alarm that exists, by name (a
+    /// missing one is absent).
+    pub async fn current_states(&self) -> Result<BTreeMap<String, AlarmState>, StageError> {
+        self.states()
+            .await
+            .map_err(|err| stage_error("DescribeAlarms", &err))
+    }
+
     fn check_exist(&self, states: &BTreeMap<String, AlarmState>) -> Result<(), StageError> {
         let missing: Vec<&str> = self
             .names

@@ -7,7 +7,7 @@ use crate::events::{
     ServiceArn,
 };
 use crate::logging::LogEvents;
-use crate::{wiring, HandlerError};
+use crate::{hook, wiring, HandlerError};
 use aws_adapters::{AwsClients, ClientOptions};
 use pipeline_core::config::glob_match;
 use pipeline_core::{
@@ -238,6 +238,121 @@ impl Handler {
             })
             .await
             .cloned()
+    }
+
+    /// Handles any payload the function receives: an ECS lifecycle hook invocation is
+    /// answered with `{hookStatus, …}` ([`Handler::lifecycle_hook`]), anything else is an
+    /// EventBridge event ([`Handler::handle`]).
+    pub async fn handle_value(
+        &self,
+        payload: serde_json::Value,
+    ) -> Result<serde_json::Value, HandlerError> {
+        let json = |value: Result<serde_json::Value, serde_json::Error>| {
+            value.map_err(|err| HandlerError::Setup {
+                problem: format!("the answer could not be written as JSON: {err}"),
+                help: None,
+            })
+        };
+        if hook::is_hook_invocation(&payload) {
+            let answer = Box::pin(self.lifecycle_hook(payload)).await?;
+            return json(serde_json::to_value(answer));
+        }
+        let result = Box::pin(self.handle(payload)).await?;
+        json(serde_json::to_value(result))
+    }
+
+    /// Answers an ECS deployment lifecycle hook (see [`crate::hook`]).
+    pub async fn lifecycle_hook(
+        &self,
+        payload: serde_json::Value,
+    ) -> Result<hook::HookAnswer, HandlerError> {
+        let invocation: hook::HookInvocation =
+            serde_path_to_error::deserialize(payload).map_err(|err| {
+                HandlerError::MalformedEvent {
+                    what: "ECS lifecycle hook".into(),
+                    field: err.path().to_string(),
+                    problem: err.inner().to_string(),
+                }
+            })?;
+        let loaded = self.config().await?;
+        let stage = invocation.lifecycle_stage.clone();
+        let service_arn = &invocation.execution_details.service_arn;
+        let Some(arn) = ServiceArn::parse(service_arn) else {
+            return Err(HandlerError::MalformedEvent {
+                what: "ECS lifecycle hook".into(),
+                field: "executionDetails.serviceArn".into(),
+                problem: format!("{service_arn:?} is not an ECS service ARN"),
+            });
+        };
+        let found = loaded.config.environments.iter().find(|(_, env)| {
+            env.service == arn.service && arn.cluster.as_ref().is_none_or(|c| *c == env.cluster)
+        });
+        let answer = match found {
+            None => hook::HookAnswer::failed(format!(
+                "no environment in tugboat.toml deploys service {service_arn}"
+            )),
+            Some((name, env)) => {
+                let configured = env
+                    .strategy
+                    .lifecycle_hook
+                    .as_ref()
+                    .is_some_and(|h| h.stages.iter().any(|s| s.ecs_name() == stage));
+                if !configured {
+                    hook::HookAnswer::succeeded(format!(
+                        "{stage}: not a stage environments.{name}.strategy.lifecycle_hook checks"
+                    ))
+                } else if invocation.is_rollback() {
+                    hook::HookAnswer::succeeded(format!(
+                        "{stage}: traffic going back to the previous revision, no checks"
+                    ))
+                } else {
+                    let clients = self.clients(Some(&arn.region)).await;
+                    let alarmed = match aws_adapters::AlarmWatch::for_settings(
+                        clients.cloudwatch.clone(),
+                        &env.verify,
+                    ) {
+                        None => Vec::new(),
+                        Some(watch) => {
+                            let states = watch.current_states().await.map_err(|err| {
+                                HandlerError::Setup {
+                                    problem: format!("cannot read the alarms: {err}"),
+                                    help: None,
+                                }
+                            })?;
+                            watch
+                                .names()
+                                .iter()
+                                .filter_map(|alarm| match states.get(alarm) {
+                                    None => Some(format!(
+                                        "CloudWatch has no alarm {alarm} (verify.alarms)"
+                                    )),
+                                    Some(state) if state.state == "ALARM" => {
+                                        Some(format!("alarm {alarm} is in ALARM: {}", state.reason))
+                                    }
+                                    Some(_) => None,
+                                })
+                                .collect()
+                        }
+                    };
+                    if alarmed.is_empty() {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs());
+                        hook::bake_verdict(&invocation, env.verify.bake_seconds, now)
+                    } else {
+                        hook::HookAnswer::failed(format!("{stage}: {}", alarmed.join("; ")))
+                    }
+                }
+            }
+        };
+        tracing::info!(
+            execution_id = %invocation.execution_id,
+            stage = %stage,
+            service = %service_arn,
+            status = ?answer.hook_status,
+            "lifecycle hook"
+        );
+        Ok(answer)
     }
 
     /// Handles one event, then finishes overdue releases in every environment. An

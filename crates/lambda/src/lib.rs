@@ -23,6 +23,7 @@
 pub mod config_source;
 pub mod events;
 mod handler;
+pub mod hook;
 pub mod logging;
 pub mod wiring;
 

@@ -14,11 +14,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let handler = handler.clone();
         async move {
-            match handler.handle(event.payload).await {
-                Ok(result) => serde_json::to_value(result).map_err(|err| Diagnostic {
-                    error_type: "InternalError".into(),
-                    error_message: format!("the result could not be written as JSON: {err}"),
-                }),
+            // EventBridge events and ECS lifecycle hook invocations alike.
+            match handler.handle_value(event.payload).await {
+                Ok(result) => Ok(result),
                 Err(err) => Err(Diagnostic {
                     error_type: err.error_type().into(),
                     error_message: err.to_string(),
