@@ -4,8 +4,8 @@
 use crate::errors::{is_throttling, stage_error};
 use crate::raw::{replace_body, CaptureResponse};
 use crate::service_deployments::{
-    can_be_rolled_back, is_service_deployment_arn, judge_service_deployment, Following,
-    ServiceDeploymentReporter, ServiceDeploymentView,
+    can_be_rolled_back, is_earlier_service_deployment, is_service_deployment_arn,
+    judge_service_deployment, Following, ServiceDeploymentReporter, ServiceDeploymentView,
 };
 use async_trait::async_trait;
 use aws_sdk_ecs::types::{
@@ -564,9 +564,18 @@ impl Deployer for EcsDeployer {
         let mut followed: Option<(String, Following)> = is_service_deployment_arn(&deployment.id)
             .then(|| (deployment.id.clone(), Following::Rollback));
         let mut first_look = followed.is_none();
+        let mut ours_created: Option<i64> = None;
         loop {
             if let Some((arn, following)) = &followed {
                 match self.describe_service_deployment(arn).await {
+                    Ok(Some(view))
+                        if *following == Following::Release
+                            && is_earlier_service_deployment(view.created_at, ours_created) =>
+                    {
+                        // Not the one carrying our deployment: follow `deployments`.
+                        followed = None;
+                        continue;
+                    }
                     Ok(Some(view)) => {
                         consecutive_errors = 0;
                         throttle_backoff = None;
@@ -600,6 +609,9 @@ impl Deployer for EcsDeployer {
                         if std::mem::take(&mut first_look) {
                             let ours_is_primary = primary(&service).and_then(Deployment::id)
                                 == Some(deployment.id.as_str());
+                            ours_created = primary(&service)
+                                .and_then(Deployment::created_at)
+                                .map(|t| t.secs());
                             if let (Some(arn), true) =
                                 (service.current_service_deployment(), ours_is_primary)
                             {

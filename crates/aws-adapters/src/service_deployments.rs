@@ -39,6 +39,8 @@ pub struct ServiceDeploymentView {
     pub desired: u32,
     /// The new revision's share of production traffic, in percent.
     pub production_weight: Option<f64>,
+    /// When ECS created it, in seconds since the epoch.
+    pub created_at: Option<i64>,
 }
 
 fn count(value: i32) -> u32 {
@@ -80,6 +82,7 @@ impl From<&ServiceDeployment> for ServiceDeploymentView {
             pending: target.map_or(0, |t| count(t.pending_task_count())),
             desired: target.map_or(0, |t| count(t.requested_task_count())),
             production_weight: target.and_then(|t| t.requested_production_traffic_weight()),
+            created_at: deployment.created_at().map(|t| t.secs()),
         }
     }
 }
@@ -209,6 +212,23 @@ pub fn is_service_deployment_arn(id: &str) -> bool {
     id.starts_with("arn:") && id.contains(":service-deployment/")
 }
 
+/// How much earlier than tugboat's deployment a service deployment may be created and
+/// still be the one that carries it.
+pub const CREATED_SLACK_SECONDS: i64 = 60;
+
+/// Whether `currentServiceDeployment` is still an earlier one (ECS had not switched it
+/// yet): created well before the deployment `update_service` created. It must not be
+/// judged for this release: its SUCCESSFUL would be someone else's success.
+pub fn is_earlier_service_deployment(
+    service_deployment_created: Option<i64>,
+    ours_created: Option<i64>,
+) -> bool {
+    match (service_deployment_created, ours_created) {
+        (Some(theirs), Some(ours)) => theirs < ours - CREATED_SLACK_SECONDS,
+        _ => false,
+    }
+}
+
 /// Statuses from which `StopServiceDeployment` ROLLBACK can still act.
 pub(crate) fn can_be_rolled_back(status: &str) -> bool {
     matches!(status, "PENDING" | "IN_PROGRESS")
@@ -329,6 +349,16 @@ mod tests {
             judge_service_deployment(&view("ROLLBACK_FAILED"), Following::Rollback),
             RolloutVerdict::Finished(O::Failed { .. })
         ));
+    }
+
+    #[test]
+    fn an_earlier_service_deployment_is_not_ours() {
+        let ours = Some(1_764_166_500);
+        assert!(is_earlier_service_deployment(Some(1_764_080_000), ours));
+        assert!(!is_earlier_service_deployment(Some(1_764_166_499), ours));
+        assert!(!is_earlier_service_deployment(Some(1_764_166_501), ours));
+        assert!(!is_earlier_service_deployment(None, ours));
+        assert!(!is_earlier_service_deployment(Some(1), None));
     }
 
     #[test]

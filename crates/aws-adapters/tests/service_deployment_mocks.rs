@@ -160,11 +160,15 @@ fn sd(status: &'static str, stage: &'static str, running: i32, weight: f64) -> S
 }
 
 fn describe_sd(sd: &Sd) -> HttpResponse {
+    describe_sd_created(sd, 1_764_166_500.2)
+}
+
+fn describe_sd_created(sd: &Sd, created: f64) -> HttpResponse {
     let mut deployment = json!({
         "serviceDeploymentArn": SD_ARN,
         "serviceArn": SERVICE_ARN,
         "clusterArn": CLUSTER_ARN,
-        "createdAt": 1_764_166_500.2,
+        "createdAt": created,
         "startedAt": 1_764_166_501.0,
         "updatedAt": 1_764_166_560.0,
         "sourceServiceRevisions": [{
@@ -505,4 +509,43 @@ async fn roll_back_stops_a_service_deployment_in_progress_and_waits_for_rollback
         .unwrap();
 
     assert_eq!(outcome, RolloutOutcome::Completed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_earlier_current_service_deployment_is_not_taken_for_ours() {
+    // ECS still names yesterday's (SUCCESSFUL) service deployment: its success is not
+    // this release's; the `deployments` array decides.
+    let describe = mock!(Client::describe_services)
+        .sequence()
+        .http_response(|| describe_services("BLUE_GREEN"))
+        .http_response(|| {
+            let mut service = service("BLUE_GREEN");
+            service["deployments"][0]["rolloutState"] = json!("FAILED");
+            service["deployments"][0]["rolloutStateReason"] =
+                json!("ECS deployment circuit breaker: tasks failed to start.");
+            json_response(&json!({"services": [service], "failures": []}))
+        })
+        .build();
+    let deployments = mock!(Client::describe_service_deployments).then_http_response(|| {
+        describe_sd_created(&sd("SUCCESSFUL", "CLEAN_UP", 2, 100.0), 1_764_080_000.5)
+    });
+    let client = mock_client!(
+        aws_sdk_ecs,
+        RuleMode::MatchAny,
+        &[&describe, &deployments],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+
+    let outcome = EcsDeployer::new(client)
+        .wait_for_rollout(&target(), &handle(), &options(), &Events::new())
+        .await
+        .unwrap();
+
+    assert_eq!(
+        outcome,
+        RolloutOutcome::Failed {
+            reason: "ECS deployment circuit breaker: tasks failed to start.".into()
+        }
+    );
+    assert_eq!(deployments.num_calls(), 1);
 }
