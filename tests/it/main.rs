@@ -9,6 +9,7 @@ mod lambda;
 mod lambda_hook;
 mod lock;
 mod measure;
+mod release_safety;
 mod revisions;
 mod scan_gate;
 mod verify_alarms;

@@ -12,11 +12,24 @@ use tugboat_tests::cv_matcher::{self as cv, CvMatcher};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revision_cleanup_leaves_in_use_revisions_alone() -> anyhow::Result<()> {
     let cv = CvMatcher::setup(AwsFixture::start().await?).await?;
-    // Revisions 2..=5 registered; the service still runs revision 1.
+    // Revisions 2..=5 registered (3 by hand, the others by tugboat, 4 protected: an
+    // environment may roll back to it); the service still runs revision 1.
     let mut newer = Vec::new();
-    for _ in 0..4 {
-        newer.push(cv.register_plain(&cv.initial_image.reference()).await?);
+    for n in 2..=5 {
+        let tags: &[(&str, &str)] = if n == 3 {
+            &[]
+        } else {
+            &[("tugboat:app", "cv-matcher")]
+        };
+        newer.push(
+            cv.register_tagged(&cv.initial_image.reference(), tags)
+                .await?,
+        );
     }
+    let protected = [pipeline_core::Revision::new(
+        newer[2].clone(),
+        "cv-matcher:4",
+    )];
     let labels: Vec<&str> = newer.iter().map(|arn| cv::label(arn)).collect();
     assert_eq!(
         labels,
@@ -30,18 +43,22 @@ async fn revision_cleanup_leaves_in_use_revisions_alone() -> anyhow::Result<()> 
 
     let deployer = EcsDeployer::new(cv.aws.clients.ecs.clone());
     let removed = deployer
-        .prune_revisions(&cv.target, "cv-matcher", 1)
+        .prune_revisions(&cv.target, "cv-matcher", 1, &protected)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let mut removed: Vec<String> = removed.iter().map(|r| r.label.clone()).collect();
     removed.sort();
-    assert_eq!(removed, ["cv-matcher:2", "cv-matcher:3", "cv-matcher:4"]);
+    assert_eq!(
+        removed,
+        ["cv-matcher:2"],
+        "3 is not tugboat's, 4 is protected, 5 is the newest, 1 is in use"
+    );
     for (arn, expected) in [
         (&cv.initial_revision, TaskDefinitionStatus::Active),
         (&newer[0], TaskDefinitionStatus::Inactive),
-        (&newer[1], TaskDefinitionStatus::Inactive),
-        (&newer[2], TaskDefinitionStatus::Inactive),
+        (&newer[1], TaskDefinitionStatus::Active),
+        (&newer[2], TaskDefinitionStatus::Active),
         (&newer[3], TaskDefinitionStatus::Active),
     ] {
         let described = cv
@@ -65,18 +82,27 @@ async fn revision_cleanup_leaves_in_use_revisions_alone() -> anyhow::Result<()> 
         .map(|arn| cv::label(arn).to_string())
         .collect();
     active.sort();
-    assert_eq!(active, ["cv-matcher:1", "cv-matcher:5"]);
+    assert_eq!(
+        active,
+        [
+            "cv-matcher:1",
+            "cv-matcher:3",
+            "cv-matcher:4",
+            "cv-matcher:5"
+        ]
+    );
     assert_eq!(
         cv.service().await?.task_definition(),
         Some(cv.initial_revision.as_str())
     );
 
-    // A second cleanup finds nothing more to remove.
+    // Once 4 is no longer needed, it goes; 3 stays, it is not tugboat's.
     let again = deployer
-        .prune_revisions(&cv.target, "cv-matcher", 1)
+        .prune_revisions(&cv.target, "cv-matcher", 1, &[])
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    assert!(again.is_empty(), "{again:?}");
+    let again: Vec<&str> = again.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(again, ["cv-matcher:4"]);
     Ok(())
 }
 

@@ -106,6 +106,16 @@ pub struct Run {
 }
 
 impl Run {
+    pub fn infos(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                PipelineEvent::Info { message } => Some(message.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn warnings(&self) -> Vec<&str> {
         self.events
             .iter()
@@ -336,6 +346,16 @@ impl CvMatcher {
     /// Registers the example's task definition with `image` through the SDK's typed
     /// shapes (not through tugboat), and returns the revision's ARN.
     pub async fn register_plain(&self, image: &str) -> anyhow::Result<String> {
+        self.register_tagged(image, &[]).await
+    }
+
+    /// Like [`CvMatcher::register_plain`], with resource tags (`tugboat:app` makes it
+    /// one tugboat registered).
+    pub async fn register_tagged(
+        &self,
+        image: &str,
+        tags: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
         let td = &self.project.task_definition;
         let env = self.project.environment(ENVIRONMENT)?;
         let mut call = self
@@ -370,6 +390,14 @@ impl CvMatcher {
                     .build(),
             );
         }
+        for (key, value) in tags {
+            call = call.tags(
+                aws_sdk_ecs::types::Tag::builder()
+                    .key(*key)
+                    .value(*value)
+                    .build(),
+            );
+        }
         let output = call.send().await.context("RegisterTaskDefinition")?;
         output
             .task_definition()
@@ -382,7 +410,9 @@ impl CvMatcher {
     /// records bucket; no test runner, builder, verifier or notifier.
     pub fn stages(&self) -> Stages {
         let clients = &self.aws.clients;
-        let deployer = Arc::new(EcsDeployer::new(clients.ecs.clone()));
+        let deployer = Arc::new(
+            EcsDeployer::new(clients.ecs.clone()).with_autoscaling(clients.autoscaling.clone()),
+        );
         Stages {
             test_runner: None,
             image_builder: None,
@@ -439,15 +469,37 @@ impl CvMatcher {
         Self::run_deploy(orchestrator, recorder, tag, git_sha).await
     }
 
+    /// Like [`CvMatcher::deploy`], to another environment of `project`.
+    pub async fn deploy_to(
+        &self,
+        project: &Project,
+        environment: &str,
+        tag: &str,
+        git_sha: &str,
+    ) -> Run {
+        let (orchestrator, recorder) = self.orchestrator(project);
+        Self::run_deploy_to(orchestrator, recorder, environment, tag, git_sha).await
+    }
+
     async fn run_deploy(
         orchestrator: Orchestrator,
         recorder: Arc<TimedEvents>,
         tag: &str,
         git_sha: &str,
     ) -> Run {
+        Self::run_deploy_to(orchestrator, recorder, ENVIRONMENT, tag, git_sha).await
+    }
+
+    async fn run_deploy_to(
+        orchestrator: Orchestrator,
+        recorder: Arc<TimedEvents>,
+        environment: &str,
+        tag: &str,
+        git_sha: &str,
+    ) -> Run {
         let report = orchestrator
             .deploy(DeployRequest {
-                environment: ENVIRONMENT.to_string(),
+                environment: environment.to_string(),
                 source: ReleaseSource::Image(ImageReference::Tag(tag.to_string())),
                 git: GitInfo {
                     sha: git_sha.to_string(),
@@ -467,10 +519,20 @@ impl CvMatcher {
 
     /// Runs the real orchestrator's manual rollback.
     pub async fn rollback(&self, project: &Project, to: Option<RollbackTo>) -> Run {
+        self.rollback_in(project, ENVIRONMENT, to).await
+    }
+
+    /// Like [`CvMatcher::rollback`], in another environment of `project`.
+    pub async fn rollback_in(
+        &self,
+        project: &Project,
+        environment: &str,
+        to: Option<RollbackTo>,
+    ) -> Run {
         let (orchestrator, recorder) = self.orchestrator(project);
         let report = orchestrator
             .rollback(RollbackRequest {
-                environment: ENVIRONMENT.to_string(),
+                environment: environment.to_string(),
                 to,
                 actor: "tugboat-tests".to_string(),
             })

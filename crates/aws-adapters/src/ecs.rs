@@ -18,9 +18,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use pipeline_core::config::{StrategyKind, StrategySettings};
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
-    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent, Revision,
-    RolloutOutcome, ServiceEventLine, ServiceReader, ServiceStatus, StageError, TaskDefinition,
-    UpdateRequest, WaitOptions,
+    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent,
+    RestoreRequest, Revision, RolloutOutcome, ServiceEventLine, ServiceReader, ServiceStatus,
+    StageError, TaskDefinition, UpdateRequest, WaitOptions,
 };
 use std::collections::HashSet;
 use std::path::Path;
@@ -32,11 +32,15 @@ const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(30);
 /// Consecutive failed looks (other than throttling) before the waiter gives up.
 const MAX_CONSECUTIVE_ERRORS: u32 = 5;
 
+/// The tag every revision tugboat registers carries: pruning touches no other.
+const APP_TAG: &str = "tugboat:app";
+
 /// [`Deployer`] and [`ServiceReader`] on ECS.
 #[derive(Clone, Debug)]
 pub struct EcsDeployer {
     client: aws_sdk_ecs::Client,
     strategy: StrategySettings,
+    autoscaling: Option<aws_sdk_applicationautoscaling::Client>,
 }
 
 impl EcsDeployer {
@@ -44,6 +48,71 @@ impl EcsDeployer {
         Self {
             client,
             strategy: StrategySettings::default(),
+            autoscaling: None,
+        }
+    }
+
+    /// Application Auto Scaling, to tell whether a scalable target owns the service's
+    /// desired count ([`ServiceStatus::autoscaled`]); without it that is unknown.
+    pub fn with_autoscaling(mut self, client: aws_sdk_applicationautoscaling::Client) -> Self {
+        self.autoscaling = Some(client);
+        self
+    }
+
+    /// Whether a scalable target exists for the service's desired count.
+    async fn autoscaled(&self, target: &DeployTarget) -> Result<Option<bool>, StageError> {
+        use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
+        let Some(client) = &self.autoscaling else {
+            return Ok(None);
+        };
+        let resource_id = format!("service/{}/{}", target.cluster, target.service);
+        let output = client
+            .describe_scalable_targets()
+            .service_namespace(ServiceNamespace::Ecs)
+            .resource_ids(&resource_id)
+            .scalable_dimension(ScalableDimension::EcsServiceDesiredCount)
+            .send()
+            .await
+            .map_err(|err| stage_error("DescribeScalableTargets", &err))?;
+        Ok(Some(
+            output
+                .scalable_targets()
+                .iter()
+                .any(|t| t.resource_id() == resource_id),
+        ))
+    }
+
+    /// A task definition's status (`ACTIVE`, `INACTIVE`, `DELETE_IN_PROGRESS`) and its
+    /// tags; `None` when ECS does not know it.
+    async fn describe_revision(
+        &self,
+        revision: &str,
+    ) -> Result<Option<(String, Vec<aws_sdk_ecs::types::Tag>)>, StageError> {
+        let result = self
+            .client
+            .describe_task_definition()
+            .task_definition(revision)
+            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Some((
+                output
+                    .task_definition()
+                    .and_then(|t| t.status())
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_default(),
+                output.tags().to_vec(),
+            ))),
+            Err(err) => {
+                let error = stage_error("DescribeTaskDefinition", &err);
+                // ECS answers ClientException "Unable to describe task definition" for an unknown one.
+                if error.message.contains("ClientException") {
+                    Ok(None)
+                } else {
+                    Err(error)
+                }
+            }
         }
     }
 
@@ -659,18 +728,24 @@ impl Deployer for EcsDeployer {
     async fn roll_back(
         &self,
         target: &DeployTarget,
-        to: &Revision,
+        request: &RestoreRequest,
     ) -> Result<DeploymentHandle, StageError> {
+        let to = &request.to;
         let service = self.describe(target).await?;
-        // A service deployment still in progress is stopped with a rollback: ECS moves
-        // the traffic back to the revision that served before, and the same service
-        // deployment ends in ROLLBACK_SUCCESSFUL.
-        if let Some(arn) = service.current_service_deployment() {
+        // A service deployment still in progress that carries the release being
+        // abandoned is stopped with a rollback: ECS moves the traffic back to the
+        // revision that served before, and that service deployment ends in
+        // ROLLBACK_SUCCESSFUL. One that is not the release's is never stopped, and a
+        // finished one is never followed again.
+        if let (Some(arn), Some(from)) = (service.current_service_deployment(), &request.from) {
             let view = self
                 .describe_service_deployment(arn)
                 .await
                 .map_err(|err| stage_error("DescribeServiceDeployments", &err))?;
-            if let Some(view) = view {
+            let carries_release = primary(&service)
+                .and_then(Deployment::task_definition)
+                .is_some_and(|td| same_revision(td, &from.id));
+            if let (Some(view), true) = (view, carries_release) {
                 let handle = DeploymentHandle {
                     id: arn.to_string(),
                     revision: to.clone(),
@@ -685,10 +760,10 @@ impl Deployer for EcsDeployer {
                         .map_err(|err| stage_error("StopServiceDeployment", &err))?;
                     return Ok(handle);
                 }
-                // ECS is rolling it back already (alarm, circuit breaker, hook), or has.
+                // ECS is rolling it back already (alarm, circuit breaker, hook).
                 if matches!(
                     view.status.as_str(),
-                    "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" | "ROLLBACK_SUCCESSFUL"
+                    "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS"
                 ) {
                     return Ok(handle);
                 }
@@ -696,8 +771,8 @@ impl Deployer for EcsDeployer {
         }
         if let Some(current) = primary(&service) {
             let view = DeploymentView::from(current);
-            // The circuit breaker may already be restoring (or have restored) `to`:
-            // follow that deployment instead of starting another.
+            // The circuit breaker may be restoring (or have restored) `to`: follow that
+            // deployment instead of starting another.
             if same_revision(&view.task_definition, &to.id)
                 && view.rollout_state.as_deref() != Some("FAILED")
             {
@@ -715,11 +790,19 @@ impl Deployer for EcsDeployer {
         .await
     }
 
+    async fn revision_active(&self, revision: &Revision) -> Result<bool, StageError> {
+        Ok(self
+            .describe_revision(&revision.id)
+            .await?
+            .is_some_and(|(status, _)| status == "ACTIVE"))
+    }
+
     async fn prune_revisions(
         &self,
         target: &DeployTarget,
         family: &str,
         keep: usize,
+        protected: &[Revision],
     ) -> Result<Vec<Revision>, StageError> {
         let arns: Vec<String> = self
             .client
@@ -749,10 +832,23 @@ impl Deployer for EcsDeployer {
             .filter_map(Deployment::task_definition)
             .chain(service.task_definition())
             .map(revision_label)
+            .chain(protected.iter().map(|r| revision_label(&r.id)))
+            .chain(protected.iter().map(|r| r.label.clone()))
             .collect();
         let mut removed = Vec::new();
         for (_, arn) in revisions.into_iter().skip(keep) {
             if in_use.contains(&revision_label(&arn)) {
+                continue;
+            }
+            // Only revisions tugboat registered for this app: another tool's (or
+            // another app's) revisions in a shared family are not ours to remove.
+            let Some((_, tags)) = self.describe_revision(&arn).await? else {
+                continue;
+            };
+            let ours = tags
+                .iter()
+                .any(|t| t.key() == Some(APP_TAG) && t.value() == Some(target.app.as_str()));
+            if !ours {
                 continue;
             }
             self.client
@@ -810,6 +906,7 @@ impl ServiceReader for EcsDeployer {
             desired: count(service.desired_count()),
             deployments,
             events,
+            autoscaled: self.autoscaled(target).await?,
         })
     }
 

@@ -15,8 +15,8 @@ use pipeline_core::config::{
     LifecycleHookSettings, LifecycleStage, StrategyKind, StrategySettings,
 };
 use pipeline_core::{
-    DeployTarget, Deployer, DeploymentHandle, Events, PipelineEvent, RecordedEvents, Revision,
-    RolloutOutcome, UpdateRequest, WaitOptions,
+    DeployTarget, Deployer, DeploymentHandle, Events, PipelineEvent, RecordedEvents,
+    RestoreRequest, Revision, RolloutOutcome, UpdateRequest, WaitOptions,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -499,7 +499,11 @@ async fn roll_back_stops_a_service_deployment_in_progress_and_waits_for_rollback
     let deployer = EcsDeployer::new(client);
     let previous = Revision::new(td(6), "cv-matcher:6");
 
-    let rollback = deployer.roll_back(&target(), &previous).await.unwrap();
+    let request = RestoreRequest {
+        to: previous,
+        from: Some(Revision::new(td(7), "cv-matcher:7")),
+    };
+    let rollback = deployer.roll_back(&target(), &request).await.unwrap();
     assert_eq!(rollback.id, SD_ARN);
     assert_eq!(stop.num_calls(), 1);
     assert_eq!(update.num_calls(), 0, "no new deployment is started");
@@ -548,4 +552,75 @@ async fn an_earlier_current_service_deployment_is_not_taken_for_ours() {
         }
     );
     assert_eq!(deployments.num_calls(), 1);
+}
+
+/// `roll_back` when the service's current service deployment is in `status`: which of
+/// StopServiceDeployment and UpdateService it calls.
+async fn roll_back_with_service_deployment(
+    status: &'static str,
+    from: u32,
+) -> (usize, usize, String) {
+    let describe =
+        mock!(Client::describe_services).then_http_response(|| describe_services("BLUE_GREEN"));
+    let deployments = mock!(Client::describe_service_deployments)
+        .then_http_response(move || describe_sd(&sd(status, "BAKE_TIME", 2, 100.0)));
+    let stop = mock!(Client::stop_service_deployment)
+        .then_http_response(|| json_response(&json!({"serviceDeploymentArn": SD_ARN})));
+    let update = mock!(Client::update_service)
+        .match_requests(|r| {
+            r.task_definition() == Some(td(6).as_str()) && r.desired_count().is_none()
+        })
+        .then_http_response(|| {
+            let mut service = service("BLUE_GREEN");
+            service["deployments"][0]["id"] = json!("ecs-svc/restore");
+            service["deployments"][0]["taskDefinition"] = json!(td(6));
+            json_response(&json!({"service": service}))
+        });
+    let client = mock_client!(
+        aws_sdk_ecs,
+        RuleMode::MatchAny,
+        &[&describe, &deployments, &stop, &update],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let request = RestoreRequest {
+        to: Revision::new(td(6), "cv-matcher:6"),
+        from: Some(Revision::new(td(from), format!("cv-matcher:{from}"))),
+    };
+    let handle = EcsDeployer::new(client)
+        .roll_back(&target(), &request)
+        .await
+        .unwrap();
+    (stop.num_calls(), update.num_calls(), handle.id)
+}
+
+#[tokio::test]
+async fn a_service_deployment_that_does_not_carry_the_release_is_not_stopped() {
+    // The service deployment in progress carries cv-matcher:7; the release being
+    // abandoned registered cv-matcher:8 (someone else's deployment took over).
+    let (stops, updates, followed) = roll_back_with_service_deployment("IN_PROGRESS", 8).await;
+    assert_eq!(
+        stops, 0,
+        "someone else's service deployment is never stopped"
+    );
+    assert_eq!(updates, 1, "the service is pointed at the target instead");
+    assert_eq!(followed, "ecs-svc/restore");
+}
+
+#[tokio::test]
+async fn a_finished_rollback_is_never_followed_again() {
+    // An old ROLLBACK_SUCCESSFUL service deployment is not this rollback: the service is
+    // on cv-matcher:7, so it is updated to cv-matcher:6.
+    let (stops, updates, followed) =
+        roll_back_with_service_deployment("ROLLBACK_SUCCESSFUL", 7).await;
+    assert_eq!(stops, 0);
+    assert_eq!(updates, 1);
+    assert_eq!(followed, "ecs-svc/restore");
+}
+
+#[tokio::test]
+async fn a_rollback_in_progress_for_the_release_is_followed() {
+    let (stops, updates, followed) =
+        roll_back_with_service_deployment("ROLLBACK_IN_PROGRESS", 7).await;
+    assert_eq!((stops, updates), (0, 0), "ECS is rolling it back already");
+    assert_eq!(followed, SD_ARN);
 }

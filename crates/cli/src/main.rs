@@ -76,6 +76,10 @@ enum Command {
         /// Deploy even if the security-scan gate finds blocking vulnerabilities; who did it is recorded.
         #[arg(long)]
         override_scan: bool,
+        /// If the service is rolling out a deployment that is not tugboat's, wait for it to
+        /// finish instead of refusing (deploy.wait_for_other_deployments).
+        #[arg(long)]
+        wait_for_deployment: bool,
     },
     /// Show what deploy would do, with the task definition diff; changes nothing.
     #[command(after_help = "Example:\n  tugboat plan --env production --image v1.2.0")]
@@ -336,10 +340,16 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
         Command::Deploy {
             image,
             override_scan,
+            wait_for_deployment,
         } => {
-            let project = load(&global)?;
+            let mut project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
+            if wait_for_deployment {
+                if let Some(settings) = project.config.environments.get_mut(&env) {
+                    settings.deploy.wait_for_other_deployments = true;
+                }
+            }
             let source = source(image.as_ref());
             let stages = wiring::stages(&project, &env, source == ReleaseSource::Build).await?;
             let url = wiring::local_url(&project, &env)?;

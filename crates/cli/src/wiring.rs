@@ -178,7 +178,11 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         return local_stages(project, environment, build);
     }
     let clients = clients(env.region.clone()).await;
-    let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()).with_strategy(env.strategy.clone()));
+    let ecs = Arc::new(
+        EcsDeployer::new(clients.ecs.clone())
+            .with_strategy(env.strategy.clone())
+            .with_autoscaling(clients.autoscaling.clone()),
+    );
     let mut registry =
         EcrRegistry::new(clients.ecr.clone()).with_pusher(Arc::new(DockerEnginePusher::from_env()));
     // A registry on this machine standing in for ECR's data plane (tests, rehearsals).

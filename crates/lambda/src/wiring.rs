@@ -56,7 +56,11 @@ pub fn stages(
             )),
         });
     };
-    let ecs = Arc::new(EcsDeployer::new(clients.ecs.clone()).with_strategy(env.strategy.clone()));
+    let ecs = Arc::new(
+        EcsDeployer::new(clients.ecs.clone())
+            .with_strategy(env.strategy.clone())
+            .with_autoscaling(clients.autoscaling.clone()),
+    );
     let mut notifiers = notifiers(environment, env, clients);
     notifiers.extend(extra_notifiers.iter().cloned());
     Ok(Stages {

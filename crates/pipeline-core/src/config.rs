@@ -501,6 +501,10 @@ pub struct DeploySettings {
     pub poll_interval_seconds: f64,
     #[serde(default)]
     pub force_new_deployment: bool,
+    /// A deployment of the service that is still rolling out when a release starts (not
+    /// tugboat's: it holds no lock) is waited for instead of refused (`--wait-for-deployment`).
+    #[serde(default)]
+    pub wait_for_other_deployments: bool,
 }
 
 impl Default for DeploySettings {
@@ -509,6 +513,7 @@ impl Default for DeploySettings {
             timeout_seconds: default_rollout_timeout(),
             poll_interval_seconds: default_poll_interval(),
             force_new_deployment: false,
+            wait_for_other_deployments: false,
         }
     }
 }

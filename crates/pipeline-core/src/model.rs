@@ -278,6 +278,10 @@ pub struct DeployRecord {
     /// Who deployed an image the security-scan gate would have refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_override: Option<String>,
+    /// The task definition this release registered, as rendered: a rollback to this
+    /// release registers it again when the platform no longer has the revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_definition: Option<crate::task_definition::RenderedTaskDefinition>,
 }
 
 /// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first
@@ -395,6 +399,10 @@ pub struct ServiceStatus {
     pub deployments: Vec<DeploymentStatus>,
     /// Newest first.
     pub events: Vec<ServiceEventLine>,
+    /// Whether something else owns the desired count (for ECS an Application Auto
+    /// Scaling scalable target on the service); `None` when it could not be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaled: Option<bool>,
 }
 
 /// A `secrets` entry: the variable name and where the platform reads the value.

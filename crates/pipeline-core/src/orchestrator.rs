@@ -11,8 +11,8 @@ use crate::model::{
 };
 use crate::stages::{
     ArtifactStore, BuildSpec, Deployer, ImageBuilder, Notification, NotificationKind, Notifier,
-    Registry, SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind, TestRunner,
-    TestSpec, UpdateRequest, Verifier, VerifyContext, WaitOptions,
+    Registry, RestoreRequest, SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind,
+    TestRunner, TestSpec, UpdateRequest, Verifier, VerifyContext, WaitOptions,
 };
 use crate::task_definition::{self, ReleaseInputs, RenderedTaskDefinition, ResourceTag};
 use chrono::{DateTime, Utc};
@@ -24,7 +24,15 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod event_driven;
+mod release_safety;
 pub use event_driven::{DeploymentResult, EventOutcome};
+pub use release_safety::{
+    desired_count_for_release, restore_point, revisions_to_keep, rollout_in_progress,
+    same_revision, DesiredCount,
+};
+
+/// How many records are read to find rollback targets and revisions to keep.
+const RECORDS_READ: usize = 100;
 
 /// Where time comes from; tests pin it.
 pub trait Clock: Send + Sync {
@@ -290,6 +298,7 @@ impl Orchestrator {
                 deployment_id: None,
                 trigger: None,
                 scan_override: None,
+                task_definition: None,
             },
             target,
             started: Instant::now(),
@@ -464,18 +473,22 @@ impl Orchestrator {
                 return Err(Ending::unchanged(Stage::Deploy, &err));
             }
         };
-        let previous = match self.stages.deployer.current_revision(&run.target).await {
-            Ok(previous) => previous,
-            Err(err) => {
+        let status = match self.service_before_release(run, env, cancel).await {
+            Ok(status) => status,
+            Err(ending) => {
                 self.end(run, Stage::Deploy, started, false);
-                return Err(Ending::unchanged(Stage::Deploy, &err));
+                return Err(ending);
             }
         };
+        let history = self.records_of(&run.target).await;
+        let previous = restore_point(&status, &history);
+        let serving_before = status.revision.clone();
         run.record.previous_revision = previous.clone();
         if cancel.is_cancelled() {
             self.end(run, Stage::Deploy, started, false);
             return Err(cancelled_before_change());
         }
+        run.record.task_definition = Some(rendered.clone());
         let revision = match self.stages.deployer.register(&run.target, &rendered).await {
             Ok(revision) => revision,
             Err(err) => {
@@ -486,9 +499,12 @@ impl Orchestrator {
         self.events.info(format!("registered {revision}"));
         run.record.revision = Some(revision.clone());
 
+        let desired =
+            desired_count_for_release(env.desired_count, env.scaling.is_some(), Some(&status));
+        self.events.info(desired.reason().to_string());
         let update = UpdateRequest {
             revision: revision.clone(),
-            desired_count: env.desired_count,
+            desired_count: desired.count(),
             force_new_deployment: env.deploy.force_new_deployment,
         };
         let deployment = match self
@@ -504,7 +520,9 @@ impl Orchestrator {
                 // claiming nothing changed.
                 let now = self.stages.deployer.current_revision(&run.target).await;
                 return Err(match now {
-                    Ok(current) if current == previous => Ending::unchanged(Stage::Deploy, &err),
+                    Ok(current) if current == serving_before => {
+                        Ending::unchanged(Stage::Deploy, &err)
+                    }
                     _ => {
                         let reason = format!("updating the service failed: {}", err.message);
                         self.recover(run, env, previous.as_ref(), &reason).await
@@ -517,6 +535,203 @@ impl Orchestrator {
             deployment,
             clock: started,
         })
+    }
+
+    /// The service as a release finds it. A deployment still rolling out (not
+    /// tugboat's: this run holds the lock) is refused, or waited for when the
+    /// environment says so.
+    async fn service_before_release(
+        &self,
+        run: &Run,
+        env: &EnvironmentConfig,
+        cancel: &CancellationToken,
+    ) -> Result<crate::model::ServiceStatus, Ending> {
+        let read = || async {
+            self.stages
+                .service_reader
+                .status(&run.target)
+                .await
+                .map_err(|err| Ending::unchanged(Stage::Deploy, &err))
+        };
+        let status = read().await?;
+        let Some(foreign) = rollout_in_progress(&status).cloned() else {
+            return Ok(status);
+        };
+        if !env.deploy.wait_for_other_deployments {
+            return Err(Ending::refused(
+                &StageError::bad_input(format!(
+                    "the service {} is rolling out deployment {} ({}) that is not this release's; nothing was changed",
+                    run.target, foreign.id, foreign.revision
+                ))
+                .with_help(format!(
+                    "wait for it to finish (`tugboat status --env {}`), or deploy with --wait-for-deployment \
+                     (deploy.wait_for_other_deployments = true) to wait for it",
+                    run.target.environment
+                )),
+            ));
+        }
+        self.events.warn(format!(
+            "waiting for deployment {} ({}) to finish before releasing",
+            foreign.id, foreign.revision
+        ));
+        let handle = DeploymentHandle {
+            id: foreign.id.clone(),
+            revision: foreign.revision.clone(),
+        };
+        let options = wait_options(env);
+        let waited = tokio::select! {
+            waited = self.stages.deployer.wait_for_rollout(&run.target, &handle, &options, &self.events) => waited,
+            () = cancel.cancelled() => return Err(cancelled_before_change()),
+        };
+        match waited {
+            Ok(outcome) => self.events.info(format!(
+                "deployment {} finished: {}",
+                foreign.id,
+                outcome.describe()
+            )),
+            Err(err) => return Err(Ending::unchanged(Stage::Deploy, &err)),
+        }
+        let status = read().await?;
+        match rollout_in_progress(&status) {
+            Some(still) => Err(Ending::refused(&StageError::bad_input(format!(
+                "the service {} is still rolling out deployment {}; nothing was changed",
+                run.target, still.id
+            )))),
+            None => Ok(status),
+        }
+    }
+
+    /// The records of an environment, newest first; an unreadable history is a warning
+    /// (the service's own state still decides what a failure restores).
+    async fn records_of(&self, target: &DeployTarget) -> Vec<DeployRecord> {
+        match self
+            .stages
+            .artifacts
+            .history(&target.app, &target.environment, RECORDS_READ)
+            .await
+        {
+            Ok(history) => history,
+            Err(err) => {
+                self.events.warn(format!(
+                    "could not read the deploy records of {}/{}: {}",
+                    target.app, target.environment, err.message
+                ));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Every revision some environment of this app may need: what each environment's
+    /// service (same platform and region as `this`) runs or deploys, and its last good
+    /// releases. `Err` when any of it could not be read: nothing is pruned then.
+    async fn revisions_needed(
+        &self,
+        this: &DeployTarget,
+        keep: usize,
+    ) -> Result<Vec<Revision>, String> {
+        let this_env = self
+            .project
+            .environment(&this.environment)
+            .map_err(|err| err.to_string())?;
+        let mut needed = Vec::new();
+        for (name, env) in &self.project.config.environments {
+            if env.target != this_env.target {
+                continue;
+            }
+            let target = env.target(&self.project.config.app.name, name);
+            if target.region != this.region {
+                continue;
+            }
+            let status = match self.stages.service_reader.status(&target).await {
+                Ok(status) => Some(status),
+                // A service that does not exist runs nothing.
+                Err(err) if err.kind == StageErrorKind::BadInput => None,
+                Err(err) => return Err(format!("cannot read {target}: {}", err.message)),
+            };
+            let history = self
+                .stages
+                .artifacts
+                .history(&target.app, &target.environment, RECORDS_READ)
+                .await
+                .map_err(|err| format!("cannot read the records of {name}: {}", err.message))?;
+            needed.extend(revisions_to_keep(status.as_ref(), &history, keep));
+        }
+        Ok(needed)
+    }
+
+    /// `to` when the platform can still deploy it; otherwise the same definition
+    /// registered again (from the deploy record that registered it, else from the
+    /// platform's own copy), so a rollback never depends on the platform keeping it.
+    async fn restorable(&self, target: &DeployTarget, to: &Revision) -> Result<Revision, String> {
+        match self.stages.deployer.revision_active(to).await {
+            Ok(true) => return Ok(to.clone()),
+            Ok(false) => {}
+            Err(err) => {
+                self.events.warn(format!(
+                    "could not tell whether {to} is still registered ({}); rolling back to it",
+                    err.message
+                ));
+                return Ok(to.clone());
+            }
+        }
+        let history = self.records_of(target).await;
+        let kept = history
+            .iter()
+            .filter(|r| {
+                r.revision
+                    .as_ref()
+                    .is_some_and(|rev| same_revision(rev, to))
+            })
+            .find_map(|r| r.task_definition.clone());
+        let (rendered, source) = match kept {
+            Some(rendered) => (rendered, "its deploy record"),
+            None => {
+                let definition = self
+                    .stages
+                    .service_reader
+                    .registered_definition(to)
+                    .await
+                    .map_err(|err| {
+                        format!(
+                            "{to} is deregistered and no deploy record keeps its task definition ({})",
+                            err.message
+                        )
+                    })?;
+                let tags = vec![
+                    ResourceTag {
+                        key: "tugboat:app".into(),
+                        value: target.app.clone(),
+                    },
+                    ResourceTag {
+                        key: "tugboat:environment".into(),
+                        value: target.environment.clone(),
+                    },
+                    ResourceTag {
+                        key: "tugboat:restored-from".into(),
+                        value: to.label.clone(),
+                    },
+                ];
+                (
+                    RenderedTaskDefinition { definition, tags },
+                    "the deregistered revision",
+                )
+            }
+        };
+        let again = self
+            .stages
+            .deployer
+            .register(target, &rendered)
+            .await
+            .map_err(|err| {
+                format!(
+                    "{to} is deregistered and registering it again failed: {}",
+                    err.message
+                )
+            })?;
+        self.events.warn(format!(
+            "{to} was deregistered; registered its task definition again from {source} as {again}"
+        ));
+        Ok(again)
     }
 
     /// After the release's own deployment completed: verification, then revision
@@ -542,24 +757,7 @@ impl Orchestrator {
 
         let keep = env.rollback.keep_revisions;
         if keep > 0 {
-            let family = &self.project.task_definition.family;
-            match self
-                .stages
-                .deployer
-                .prune_revisions(&run.target, family, keep)
-                .await
-            {
-                Ok(removed) if !removed.is_empty() => {
-                    let labels: Vec<String> = removed.iter().map(ToString::to_string).collect();
-                    self.events
-                        .info(format!("deregistered old revisions: {}", labels.join(", ")));
-                }
-                Ok(_) => {}
-                Err(err) => self.events.warn(format!(
-                    "old revisions were not cleaned up: {}",
-                    err.message
-                )),
-            }
+            self.prune(run, keep).await;
         }
         Ending {
             outcome: RecordOutcome::Succeeded,
@@ -571,6 +769,36 @@ impl Orchestrator {
                 run.target,
                 image.reference()
             ),
+        }
+    }
+
+    /// Deregisters old revisions that no environment may need (see `revisions_needed`).
+    async fn prune(&self, run: &Run, keep: usize) {
+        let protected = match self.revisions_needed(&run.target, keep).await {
+            Ok(protected) => protected,
+            Err(why) => {
+                self.events
+                    .warn(format!("old revisions were not cleaned up: {why}"));
+                return;
+            }
+        };
+        let family = &self.project.task_definition.family;
+        match self
+            .stages
+            .deployer
+            .prune_revisions(&run.target, family, keep.max(2), &protected)
+            .await
+        {
+            Ok(removed) if !removed.is_empty() => {
+                let labels: Vec<String> = removed.iter().map(ToString::to_string).collect();
+                self.events
+                    .info(format!("deregistered old revisions: {}", labels.join(", ")));
+            }
+            Ok(_) => {}
+            Err(err) => self.events.warn(format!(
+                "old revisions were not cleaned up: {}",
+                err.message
+            )),
         }
     }
 
@@ -971,16 +1199,27 @@ impl Orchestrator {
             to: previous.clone(),
             reason: reason.to_string(),
         });
-        let result = self.roll_back_and_wait(&run.target, previous, env).await;
+        let from = run.record.revision.clone();
+        let result = self
+            .roll_back_and_wait(&run.target, previous, from.as_ref(), env)
+            .await;
         self.end(run, Stage::Rollback, started, result.is_ok());
         match result {
-            Ok(()) => Ending {
+            Ok(restored) => Ending {
                 outcome: RecordOutcome::RolledBack,
                 reason: Some(reason.to_string()),
-                message: format!(
-                    "{reason}. Rolled back: the service {} is on {previous} again, as before this release.",
-                    run.target
-                ),
+                message: if same_revision(&restored, previous) {
+                    format!(
+                        "{reason}. Rolled back: the service {} is on {previous} again, as before this release.",
+                        run.target
+                    )
+                } else {
+                    format!(
+                        "{reason}. Rolled back: the service {} runs the task definition of {previous} again, \
+                         registered anew as {restored} because {previous} had been deregistered.",
+                        run.target
+                    )
+                },
             },
             Err(rollback_failure) => Ending {
                 outcome: RecordOutcome::NotRestored,
@@ -995,29 +1234,60 @@ impl Orchestrator {
         }
     }
 
+    /// Rolls `target` back to `to` (registered again first if the platform lost it) and
+    /// waits for that rollout; then checks that the service really is on it, and points
+    /// it there with a plain update if not. Returns the revision the service is on.
     async fn roll_back_and_wait(
         &self,
         target: &DeployTarget,
         to: &Revision,
+        from: Option<&Revision>,
         env: &EnvironmentConfig,
-    ) -> Result<(), String> {
-        let deployment: DeploymentHandle = self
-            .stages
-            .deployer
-            .roll_back(target, to)
-            .await
-            .map_err(|err| err.message)?;
-        let outcome = self
-            .stages
-            .deployer
-            .wait_for_rollout(target, &deployment, &wait_options(env), &self.events)
-            .await
-            .map_err(|err| err.message)?;
-        if outcome.is_success() {
-            Ok(())
-        } else {
-            Err(outcome.describe())
+    ) -> Result<Revision, String> {
+        let to = self.restorable(target, to).await?;
+        let request = RestoreRequest {
+            to: to.clone(),
+            from: from.cloned(),
+        };
+        for attempt in 0..2 {
+            let deployment: DeploymentHandle = self
+                .stages
+                .deployer
+                .roll_back(target, &request)
+                .await
+                .map_err(|err| err.message)?;
+            let outcome = self
+                .stages
+                .deployer
+                .wait_for_rollout(target, &deployment, &wait_options(env), &self.events)
+                .await
+                .map_err(|err| err.message)?;
+            if !outcome.is_success() {
+                return Err(outcome.describe());
+            }
+            let now = self
+                .stages
+                .deployer
+                .current_revision(target)
+                .await
+                .map_err(|err| err.message)?;
+            match now {
+                Some(now) if same_revision(&now, &to) => return Ok(to),
+                now if attempt == 0 => self.events.warn(format!(
+                    "the rollback ended with the service on {}, not {to}; pointing it at {to}",
+                    now.map(|n| n.to_string())
+                        .unwrap_or_else(|| "nothing".into())
+                )),
+                now => {
+                    return Err(format!(
+                        "the service is on {}, not {to}, after rolling back twice",
+                        now.map(|n| n.to_string())
+                            .unwrap_or_else(|| "nothing".into())
+                    ))
+                }
+            }
         }
+        Err(format!("the service did not return to {to}"))
     }
 
     /// Puts an environment back on an earlier release, under the deploy lock, and
@@ -1059,6 +1329,7 @@ impl Orchestrator {
                 return refuse(format!("cannot read the service: {}", describe_error(&err)))
             }
         };
+        let mut served_before: Option<ReleaseId> = None;
         let chosen = match &request.to {
             Some(RollbackTo::Release(id)) => match history.iter().find(|r| &r.release_id == id) {
                 Some(record) => record.revision.clone().map(|rev| (rev, Some(record.release_id.clone()))),
@@ -1096,6 +1367,14 @@ impl Orchestrator {
                     .collect();
                 last_good_release(&candidates, None)
                     .and_then(|r| r.revision.clone().map(|rev| (rev, Some(r.release_id.clone()))))
+                    .or_else(|| {
+                        // No earlier good release (tugboat was adopted one release ago): the
+                        // revision that served before the current release, from its record.
+                        let record = &history[origin?];
+                        let before = record.previous_revision.clone()?;
+                        served_before = Some(record.release_id.clone());
+                        Some((before, None))
+                    })
             }
         };
         let Some((revision, release)) = chosen else {
@@ -1156,6 +1435,7 @@ impl Orchestrator {
                 deployment_id: None,
                 trigger: None,
                 scan_override: None,
+                task_definition: None,
             },
             target,
             started: Instant::now(),
@@ -1169,11 +1449,25 @@ impl Orchestrator {
             .map(|c| c.to_string())
             .unwrap_or_else(|| "nothing".into());
         let ending = match result {
-            Ok(()) => Ending {
-                outcome: RecordOutcome::Succeeded,
-                reason: None,
-                message: format!("rolled {} back from {from} to {revision}", run.target),
-            },
+            Ok(()) => {
+                let restored = run.record.revision.clone().unwrap_or(revision.clone());
+                let mut message = format!("rolled {} back from {from} to {restored}", run.target);
+                if !same_revision(&restored, &revision) {
+                    message.push_str(&format!(
+                        " (the task definition of {revision}, registered again: {revision} had been deregistered)"
+                    ));
+                }
+                if let Some(release) = &served_before {
+                    message.push_str(&format!(
+                        "; no earlier good release is recorded, so this is the revision that served before release {release}"
+                    ));
+                }
+                Ending {
+                    outcome: RecordOutcome::Succeeded,
+                    reason: None,
+                    message,
+                }
+            }
             Err(failure) => Ending {
                 outcome: RecordOutcome::NotRestored,
                 reason: Some(failure.clone()),
@@ -1204,10 +1498,15 @@ impl Orchestrator {
             to: revision.clone(),
             reason: reason.to_string(),
         });
-        let result = self.roll_back_and_wait(&run.target, &revision, env).await;
+        let from = run.record.previous_revision.clone();
+        let result = self
+            .roll_back_and_wait(&run.target, &revision, from.as_ref(), env)
+            .await;
         self.end(run, Stage::Rollback, started, result.is_ok());
         self.give_back(&lock).await;
-        Ok(result)
+        Ok(result.map(|restored| {
+            run.record.revision = Some(restored);
+        }))
     }
 
     /// What `deploy` would do, changing nothing: steps and the task definition diff.
@@ -1332,9 +1631,15 @@ impl Orchestrator {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_else(|| "nothing".into()),
-            env.desired_count
-                .map(|n| format!(", desired count {n}"))
-                .unwrap_or_default()
+            {
+                let status = self.stages.service_reader.status(&target).await.ok();
+                let decision = desired_count_for_release(
+                    env.desired_count,
+                    env.scaling.is_some(),
+                    status.as_ref(),
+                );
+                format!("; {}", decision.reason())
+            }
         ));
         steps.push(format!(
             "wait: for that deployment to complete (timeout {}s, polling every {}s)",

@@ -224,6 +224,15 @@ pub struct UpdateRequest {
     pub force_new_deployment: bool,
 }
 
+/// What [`Deployer::roll_back`] asks for: the revision to put back, and the one the
+/// release being abandoned brought (only a rollout carrying it may be stopped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoreRequest {
+    pub to: Revision,
+    /// The release's own revision; `None` for a manual rollback of whatever serves.
+    pub from: Option<Revision>,
+}
+
 /// How to wait for a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitOptions {
@@ -268,22 +277,30 @@ pub trait Deployer: Send + Sync {
         events: &Events,
     ) -> Result<RolloutOutcome, StageError>;
 
-    /// Puts the service back on `to` and returns the deployment to follow. If the
-    /// platform already restored `to` (circuit breaker), returns that deployment
-    /// instead of starting another.
+    /// Puts the service back on `request.to` and returns the deployment to follow. If
+    /// the platform is restoring `to` already (circuit breaker), returns that deployment
+    /// instead of starting another. A rollout in progress is stopped only when it
+    /// carries `request.from`; a finished one is never followed again.
     async fn roll_back(
         &self,
         target: &DeployTarget,
-        to: &Revision,
+        request: &RestoreRequest,
     ) -> Result<DeploymentHandle, StageError>;
 
-    /// Removes old revisions of the release's family, keeping the newest `keep` and
-    /// any revision a deployment still uses. Returns what was removed.
+    /// Whether a release can still be started on `revision` (for ECS: the task
+    /// definition is ACTIVE). `false` when it was deregistered or never existed.
+    async fn revision_active(&self, revision: &Revision) -> Result<bool, StageError>;
+
+    /// Removes old revisions of the release's family that this tool registered for the
+    /// target's app, keeping the newest `keep`, every revision in `protected` (what any
+    /// environment runs or may roll back to) and any revision a deployment of the
+    /// target still uses. Returns what was removed.
     async fn prune_revisions(
         &self,
         target: &DeployTarget,
         family: &str,
         keep: usize,
+        protected: &[Revision],
     ) -> Result<Vec<Revision>, StageError>;
 }
 

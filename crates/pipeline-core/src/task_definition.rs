@@ -130,7 +130,7 @@ pub struct ResourceTag {
 }
 
 /// A task definition rendered for one release, with the tags to register it with.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RenderedTaskDefinition {
     pub definition: TaskDefinition,
     pub tags: Vec<ResourceTag>,

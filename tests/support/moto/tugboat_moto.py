@@ -285,6 +285,75 @@ def _tick(svc: Any, now: float | None = None) -> None:
     _set_counts(svc)
 
 
+def _refuse_inactive(backend: Any, task_definition: str) -> None:
+    """ECS refuses to point a service (or start a task) at a deregistered revision."""
+    from moto.ecs.exceptions import EcsClientException
+
+    td = backend.describe_task_definition(task_definition)
+    if getattr(td, "status", "ACTIVE") == "INACTIVE":
+        raise EcsClientException("TaskDefinition is inactive")
+
+
+def _ecs_service(resource_id: str) -> Any:
+    """The ECS service of an Application Auto Scaling resource id `service/CLUSTER/NAME`."""
+    from moto.ecs.models import ecs_backends
+
+    _, cluster, name = resource_id.split("/", 2)
+    for account in ecs_backends.values():
+        for backend in account.values():
+            svc = backend.services.get(f"{cluster}:{name}")
+            if svc is not None:
+                return svc
+    return None
+
+
+def autoscale(resource_id: str, desired: int) -> dict[str, Any]:
+    """What a scaling activity does: the service's desiredCount (and its primary
+    deployment's) becomes `desired`, without a new deployment; tasks start at once."""
+    with _lock:
+        svc = _ecs_service(resource_id)
+        if svc is None:
+            raise KeyError(resource_id)
+        _tick(svc)
+        svc.desired_count = desired
+        if svc.deployments:
+            dep = svc.deployments[0]
+            dep["desiredCount"] = desired
+            if dep["rolloutState"] == "COMPLETED":
+                dep["runningCount"], dep["pendingCount"] = desired, 0
+                dep["_started"] = desired
+            else:
+                dep["pendingCount"] = max(0, desired - dep["runningCount"])
+        now = time.time()
+        _event(svc, now, f"(service {svc.name}) has set the desired count to {desired} (Application Auto Scaling).")
+        svc.events = sorted(svc.events, key=lambda e: (e["createdAt"], e.get("_seq", 0)), reverse=True)[:MAX_EVENTS]
+        _set_counts(svc)
+        return {"service": svc.name, "desiredCount": desired}
+
+
+def patch_autoscaling() -> None:
+    """RegisterScalableTarget brings the service's desiredCount into [min, max] at once,
+    as Application Auto Scaling does when the current capacity is outside the range."""
+    from moto.applicationautoscaling.models import ApplicationAutoscalingBackend
+
+    original = ApplicationAutoscalingBackend.register_scalable_target
+
+    def register_scalable_target(self: Any, namespace: str, r_id: str, dimension: str,
+                                 min_capacity: Any, max_capacity: Any, *args: Any, **kwargs: Any) -> Any:
+        target = original(self, namespace, r_id, dimension, min_capacity, max_capacity, *args, **kwargs)
+        if namespace == "ecs" and dimension == "ecs:service:DesiredCount":
+            svc = _ecs_service(r_id)
+            if svc is not None:
+                low = target.min_capacity if target.min_capacity is not None else svc.desired_count
+                high = target.max_capacity if target.max_capacity is not None else svc.desired_count
+                wanted = min(max(svc.desired_count, int(low)), int(high))
+                if wanted != svc.desired_count:
+                    autoscale(r_id, wanted)
+        return target
+
+    ApplicationAutoscalingBackend.register_scalable_target = register_scalable_target
+
+
 def tick_everything() -> None:
     from moto.ecs.models import ecs_backends
 
@@ -307,6 +376,9 @@ def patch_ecs() -> None:
 
     def create_service(self: Any, *args: Any, **kwargs: Any) -> Any:
         with _lock:
+            td_str = kwargs.get("task_definition_str") or (args[3] if len(args) > 3 else None)
+            if td_str:
+                _refuse_inactive(self, td_str)
             svc = orig_create(self, *args, **kwargs)
             now = time.time()
             svc.deployment_configuration = _default_config(None)
@@ -341,6 +413,8 @@ def patch_ecs() -> None:
             counts = cluster.running_tasks_count, cluster.pending_tasks_count
             running, pending = svc.running_count, svc.pending_count
             td_str = props.get("task_definition")
+            if td_str:
+                _refuse_inactive(self, td_str)
             svc = orig_update(self, props)  # sets desired_count, task_definition string, ...
             cluster.running_tasks_count, cluster.pending_tasks_count = counts
             svc.running_count, svc.pending_count = running, pending
@@ -371,6 +445,13 @@ def patch_ecs() -> None:
         tick_everything()
         return orig_describe_clusters(self, *args, **kwargs)
 
+    orig_run_task = B.run_task
+
+    def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
+        _refuse_inactive(self, task_definition_str)
+        return orig_run_task(self, cluster_str, task_definition_str, *args, **kwargs)
+
+    B.run_task = run_task
     B.create_service, B.update_service = create_service, update_service
     B.describe_services, B.list_services = describe_services, list_services
     B.describe_clusters = describe_clusters
@@ -630,6 +711,18 @@ class TugboatApp:
                 body = json.dumps(sorted(_transitions, key=lambda t: t["at"])).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
+        if path == "/tugboat-moto/autoscale" and method == "POST":
+            # ?resource=service/CLUSTER/NAME&desired=N: a scaling activity.
+            from urllib.parse import parse_qs
+            args = parse_qs(environ.get("QUERY_STRING", ""))
+            try:
+                answer = autoscale(args["resource"][0], int(args["desired"][0]))
+                status = "200 OK"
+            except (KeyError, ValueError, IndexError) as err:
+                answer, status = {"error": f"no such service or bad desired count: {err}"}, "400 BAD REQUEST"
+            body = json.dumps(answer).encode()
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/tugboat-moto/default-network" and method == "GET":
             body = json.dumps(default_network(environ.get("QUERY_STRING", ""))).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -680,6 +773,7 @@ def main() -> None:
     )
 
     patch_ecs()
+    patch_autoscaling()
     patch_ecr()
     patch_ssm()
     moto_app = DomainDispatcherApplication(create_backend_app)

@@ -15,9 +15,9 @@ use chrono::{TimeZone, Utc};
 use pipeline_core::config::LocalSettings;
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
-    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent, Revision,
-    RolloutOutcome, ServiceEventLine, ServiceReader, ServiceStatus, StageError, StageErrorKind,
-    TaskDefinition, UpdateRequest, WaitOptions,
+    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent,
+    RestoreRequest, Revision, RolloutOutcome, ServiceEventLine, ServiceReader, ServiceStatus,
+    StageError, StageErrorKind, TaskDefinition, UpdateRequest, WaitOptions,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -1322,9 +1322,16 @@ impl Deployer for LocalDeployer {
     async fn roll_back(
         &self,
         target: &DeployTarget,
-        to: &Revision,
+        request: &RestoreRequest,
     ) -> Result<DeploymentHandle, StageError> {
-        self.restore_or_start(target, to).await
+        self.restore_or_start(target, &request.to).await
+    }
+
+    async fn revision_active(&self, revision: &Revision) -> Result<bool, StageError> {
+        let Ok(number) = Self::number_of(revision) else {
+            return Ok(false);
+        };
+        Ok(self.state.definition(number)?.is_some())
     }
 
     async fn prune_revisions(
@@ -1332,6 +1339,7 @@ impl Deployer for LocalDeployer {
         target: &DeployTarget,
         family: &str,
         keep: usize,
+        needed: &[Revision],
     ) -> Result<Vec<Revision>, StageError> {
         let state = self.state.load()?;
         let mut protected: BTreeSet<u64> = state
@@ -1341,6 +1349,7 @@ impl Deployer for LocalDeployer {
             .map(|d| d.revision)
             .collect();
         protected.extend(state.serving.as_ref().map(|s| s.revision));
+        protected.extend(needed.iter().filter_map(|r| Self::number_of(r).ok()));
         for container in self.engine.containers(&Self::labels(target)).await? {
             if let Some(number) = container
                 .labels
@@ -1511,6 +1520,8 @@ impl ServiceReader for LocalDeployer {
             desired,
             deployments,
             events: lines,
+            // Nothing scales a local release: the config's count is the count.
+            autoscaled: Some(false),
         })
     }
 

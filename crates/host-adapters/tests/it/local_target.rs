@@ -490,7 +490,13 @@ async fn the_local_deployer_honours_depends_on_essential_and_health_checks() {
     assert!(state_of(&name(2, "web")).starts_with("gone"));
     assert_eq!(state_of(&name(1, "web")), "running 0");
     let restore = deployer
-        .roll_back(&target, &revision)
+        .roll_back(
+            &target,
+            &pipeline_core::RestoreRequest {
+                to: revision.clone(),
+                from: None,
+            },
+        )
         .await
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(
@@ -508,7 +514,7 @@ async fn the_local_deployer_honours_depends_on_essential_and_health_checks() {
 
     // Revisions: the serving one is never pruned.
     let removed = deployer
-        .prune_revisions(&target, "hait", 0)
+        .prune_revisions(&target, "hait", 0, &[])
         .await
         .unwrap_or_default();
     assert_eq!(

@@ -315,20 +315,40 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
     deployer
         .expect_wait_for_rollout()
         .returning(|_, _, _, _| Ok(RolloutOutcome::Completed));
-    deployer.expect_roll_back().returning(|_, to| {
+    deployer.expect_roll_back().returning(|_, request| {
         Ok(DeploymentHandle {
             id: "ecs-svc/rollback".into(),
-            revision: to.clone(),
+            revision: request.to.clone(),
         })
     });
+    deployer.expect_revision_active().returning(|_| Ok(true));
     deployer
         .expect_prune_revisions()
-        .returning(|_, _, _| Ok(Vec::new()));
+        .returning(|_, _, _, _| Ok(Vec::new()));
 
     let mut service_reader = MockServiceReader::new();
-    service_reader
-        .expect_status()
-        .returning(|_| Err(StageError::unavailable("not in this test")));
+    service_reader.expect_status().returning(|target| {
+        Ok(pipeline_core::ServiceStatus {
+            target: target.clone(),
+            revision: Some(revision(6)),
+            running: 2,
+            pending: 0,
+            desired: 2,
+            deployments: vec![pipeline_core::DeploymentStatus {
+                id: "ecs-svc/serving".into(),
+                status: "PRIMARY".into(),
+                rollout_state: Some("COMPLETED".into()),
+                rollout_state_reason: None,
+                revision: revision(6),
+                running: 2,
+                pending: 0,
+                desired: 2,
+                failed_tasks: 0,
+            }],
+            events: Vec::new(),
+            autoscaled: Some(false),
+        })
+    });
     service_reader
         .expect_registered_definition()
         .returning(|_| Err(StageError::unavailable("not in this test")));

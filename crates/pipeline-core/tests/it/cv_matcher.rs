@@ -85,6 +85,9 @@ fn plan_stages(current: Option<u32>) -> Stages {
 
     let mut service_reader = MockServiceReader::new();
     service_reader
+        .expect_status()
+        .returning(move |_| Ok(crate::support::serving_status(current.map(revision), 2)));
+    service_reader
         .expect_registered_definition()
         .times(usize::from(current.is_some()))
         .withf(move |asked| Some(asked) == current.map(revision).as_ref())

@@ -10,8 +10,8 @@ use pipeline_core::{
     DeployTarget, Deployer, DeploymentHandle, Events, MockArtifactStore, MockDeployer,
     MockImageBuilder, MockNotifier, MockRegistry, MockSecretStore, MockServiceReader,
     MockTestRunner, MockVerifier, NotificationKind, Orchestrator, PipelineEvent, RecordedEvents,
-    ReleaseSource, Revision, RolloutOutcome, SecretRef, Stage, StageError, StageErrorKind, Stages,
-    TestReport, UpdateRequest, WaitOptions,
+    ReleaseSource, RestoreRequest, Revision, RolloutOutcome, SecretRef, Stage, StageError,
+    StageErrorKind, Stages, TestReport, UpdateRequest, WaitOptions,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -323,18 +323,33 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
             }
         });
     let result = world.roll_back;
+    let seen_update = updated.clone();
     deployer
         .expect_roll_back()
         .times(calls.roll_back)
-        .returning(move |_, to| {
+        .returning(move |_, request| {
+            if result.is_ok() {
+                seen_update.store(false, Ordering::SeqCst);
+            }
             answer(result, "UpdateService (rollback)").map(|()| DeploymentHandle {
                 id: ROLLBACK_DEPLOYMENT.into(),
-                revision: to.clone(),
+                revision: request.to.clone(),
             })
         });
+    deployer.expect_revision_active().returning(|_| Ok(true));
     deployer
         .expect_prune_revisions()
-        .returning(|_, _, _| Ok(Vec::new()));
+        .returning(|_, _, _, _| Ok(Vec::new()));
+    let mut service_reader = MockServiceReader::new();
+    let (previous, seen_update) = (world.previous.clone(), updated.clone());
+    service_reader.expect_status().returning(move |_| {
+        let serving = if seen_update.load(Ordering::SeqCst) {
+            Some(revision(7))
+        } else {
+            previous.clone()
+        };
+        Ok(crate::support::serving_status(serving, 2))
+    });
     let deployer: Arc<dyn Deployer> = match world.rollout {
         Rollout::CancelledMidway => Arc::new(CancelDuringRollout {
             inner: deployer,
@@ -391,6 +406,9 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
             Ok(())
         });
     artifacts
+        .expect_history()
+        .returning(|_, _, _| Ok(Vec::new()));
+    artifacts
         .expect_put_artifact()
         .returning(|_, _, _, artifact| Ok(format!("s3://records/{}", artifact.name)));
 
@@ -416,7 +434,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         image_builder: Some(Arc::new(builder)),
         registry: Arc::new(registry),
         deployer,
-        service_reader: Arc::new(MockServiceReader::new()),
+        service_reader: Arc::new(service_reader),
         verifiers: vec![Arc::new(verifier)],
         secrets: Arc::new(secrets),
         artifacts: Arc::new(artifacts),
@@ -488,9 +506,13 @@ impl Deployer for CancelDuringRollout {
     async fn roll_back(
         &self,
         target: &DeployTarget,
-        to: &Revision,
+        request: &RestoreRequest,
     ) -> Result<DeploymentHandle, StageError> {
-        self.inner.roll_back(target, to).await
+        self.inner.roll_back(target, request).await
+    }
+
+    async fn revision_active(&self, revision: &Revision) -> Result<bool, StageError> {
+        self.inner.revision_active(revision).await
     }
 
     async fn prune_revisions(
@@ -498,7 +520,10 @@ impl Deployer for CancelDuringRollout {
         target: &DeployTarget,
         family: &str,
         keep: usize,
+        protected: &[Revision],
     ) -> Result<Vec<Revision>, StageError> {
-        self.inner.prune_revisions(target, family, keep).await
+        self.inner
+            .prune_revisions(target, family, keep, protected)
+            .await
     }
 }

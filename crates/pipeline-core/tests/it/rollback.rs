@@ -32,6 +32,7 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         deployment_id: None,
         trigger: None,
         scan_override: None,
+        task_definition: None,
     }
 }
 
@@ -208,19 +209,26 @@ fn orchestrator(
         });
 
     let mut deployer = MockDeployer::new();
+    let serving = Arc::new(Mutex::new(current));
+    let now = serving.clone();
     deployer
         .expect_current_revision()
-        .returning(move |_| Ok(current.clone()));
+        .returning(move |_| Ok(lock(&now).clone()));
+    let restored = matches!(rollback_rollout, RolloutOutcome::Completed);
     deployer
         .expect_roll_back()
         .times(runs)
-        .withf(move |_, to| Some(to) == rolls_back_to.as_ref())
-        .returning(|_, to| {
+        .withf(move |_, request| Some(&request.to) == rolls_back_to.as_ref())
+        .returning(move |_, request| {
+            if restored {
+                *lock(&serving) = Some(request.to.clone());
+            }
             Ok(DeploymentHandle {
                 id: "ecs-svc/rollback".into(),
-                revision: to.clone(),
+                revision: request.to.clone(),
             })
         });
+    deployer.expect_revision_active().returning(|_| Ok(true));
     deployer
         .expect_wait_for_rollout()
         .times(runs)

@@ -108,3 +108,37 @@ pub fn develop_commit() -> GitInfo {
         git_ref: "refs/heads/develop".to_string(),
     }
 }
+
+/// The service as `ServiceReader::status` shows it when `serving` completed and nothing
+/// else is rolling out (`None`: no deployment at all).
+pub fn serving_status(serving: Option<Revision>, desired: u32) -> pipeline_core::ServiceStatus {
+    pipeline_core::ServiceStatus {
+        target: pipeline_core::DeployTarget {
+            app: "cv-matcher".into(),
+            environment: "staging".into(),
+            cluster: "cv-matcher-staging-cluster".into(),
+            service: "cv-matcher-service".into(),
+            region: Some("us-east-1".into()),
+        },
+        revision: serving.clone(),
+        running: desired,
+        pending: 0,
+        desired,
+        deployments: serving
+            .into_iter()
+            .map(|revision| pipeline_core::DeploymentStatus {
+                id: "ecs-svc/serving".into(),
+                status: "PRIMARY".into(),
+                rollout_state: Some("COMPLETED".into()),
+                rollout_state_reason: None,
+                revision,
+                running: desired,
+                pending: 0,
+                desired,
+                failed_tasks: 0,
+            })
+            .collect(),
+        events: Vec::new(),
+        autoscaled: Some(false),
+    }
+}
