@@ -278,6 +278,10 @@ pub struct DeployRecord {
     /// Who deployed an image the security-scan gate would have refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan_override: Option<String>,
+    /// What did not fail the release but people should know (an alarm already firing
+    /// when it started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first

@@ -32,6 +32,7 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         deployment_id: None,
         trigger: None,
         scan_override: None,
+        warnings: Vec::new(),
     }
 }
 
