@@ -1,11 +1,16 @@
 //! The Lambda as ECS's deployment lifecycle hook, called directly with the payload ECS
-//! sends, against CV Matcher's production environment and its alarms on moto.
+//! sends, against CV Matcher's production environment and its alarms on moto. An alarm
+//! fails the deployment only if it went into ALARM after the release started (the
+//! record of the release in progress, or the hook's first look); one already firing
+//! then is a warning.
 
 use anyhow::Context;
 use aws_adapters::{desired_infra, InfraReconciler};
 use aws_sdk_cloudwatch::types::StateValue;
 use pipeline_core::config::{LifecycleHookSettings, LifecycleStage};
+use pipeline_core::{ArtifactStore, DeployRecord};
 use serde_json::{json, Value};
+use std::time::Duration;
 use tugboat_lambda::{ConfigSource, Handler, LoadedConfig};
 use tugboat_tests::aws::AwsFixture;
 use tugboat_tests::cv_matcher::{self as cv, CvMatcher};
@@ -16,6 +21,11 @@ const GREEN: &str = "arn:aws:ecs:us-east-1:123456789012:service-revision/cv-matc
 
 /// Production only, hooked at POST_TEST_TRAFFIC_SHIFT, baking `bake_seconds`.
 fn handler(cv: &CvMatcher, bake_seconds: u64) -> Handler {
+    handler_with(cv, bake_seconds, false)
+}
+
+/// [`handler`] with `verify.fail_on_firing_alarms` set to `strict`.
+fn handler_with(cv: &CvMatcher, bake_seconds: u64, strict: bool) -> Handler {
     let mut project = cv.project.clone();
     project
         .config
@@ -23,6 +33,7 @@ fn handler(cv: &CvMatcher, bake_seconds: u64) -> Handler {
         .retain(|name, _| name == cv::ENVIRONMENT);
     for env in project.config.environments.values_mut() {
         env.verify.bake_seconds = bake_seconds;
+        env.verify.fail_on_firing_alarms = strict;
         env.strategy.lifecycle_hook = Some(LifecycleHookSettings {
             function_arn: "arn:aws:lambda:us-east-1:123456789012:function:tugboat".into(),
             role_arn: "arn:aws:iam::123456789012:role/tugboat-hook".into(),
@@ -76,6 +87,49 @@ async fn answer(handler: &Handler, payload: Value) -> anyhow::Result<Value> {
         .map_err(|err| anyhow::anyhow!("the hook failed: {err}"))
 }
 
+/// Lets the next timestamps fall in a later second than the ones before (the hook keeps
+/// its times in whole seconds).
+async fn next_second() {
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+}
+
+fn status(answer: &Value) -> &str {
+    answer["hookStatus"].as_str().unwrap_or_default()
+}
+
+fn message(answer: &Value) -> &str {
+    answer["hookDetails"]["message"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Records a release of production in progress that started `ago` before now, as the
+/// function's `start_release` does before ECS starts the deployment.
+async fn release_in_progress(cv: &CvMatcher, ago: Duration) -> anyhow::Result<()> {
+    let started = chrono::Utc::now() - chrono::Duration::from_std(ago)?;
+    let record: DeployRecord = serde_json::from_value(json!({
+        "release_id": format!("{}-cccccccc", started.format("%Y%m%dT%H%M%SZ")),
+        "app": cv.project.config.app.name,
+        "environment": cv::ENVIRONMENT,
+        "git": {"sha": cv::sha('c'), "git_ref": "refs/tags/v1.1.0"},
+        "image": null,
+        "revision": null,
+        "previous_revision": null,
+        "outcome": "in_progress",
+        "reason": null,
+        "stages": [],
+        "actor": "lambda:3f1c",
+        "started_at": started,
+        "finished_at": null,
+        "deployment_id": "ecs-svc/1234567890123456789"
+    }))?;
+    cv.artifact_store()
+        .put_record(&record)
+        .await
+        .map_err(|err| anyhow::anyhow!("put_record: {err}"))?;
+    Ok(())
+}
+
 async fn set_alarm(cv: &CvMatcher, state: StateValue) -> anyhow::Result<()> {
     cv.aws
         .clients
@@ -114,7 +168,8 @@ async fn setup() -> anyhow::Result<CvMatcher> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alarms_ok_succeed_and_an_alarm_in_alarm_fails_naming_it() -> anyhow::Result<()> {
+async fn alarms_ok_succeed_and_an_alarm_that_fired_after_the_release_started_fails(
+) -> anyhow::Result<()> {
     let cv = setup().await?;
     let handler = handler(&cv, 0);
     let service = service_arn(&cv).await?;
@@ -124,19 +179,24 @@ async fn alarms_ok_succeed_and_an_alarm_in_alarm_fails_naming_it() -> anyhow::Re
         invocation(&service, "POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, None),
     )
     .await?;
-    assert_eq!(ok["hookStatus"], "SUCCEEDED", "{ok}");
+    assert_eq!(status(&ok), "SUCCEEDED", "{ok}");
+    assert!(ok["hookDetails"].get("warnings").is_none(), "{ok}");
 
+    // The release started (its record says when), then the alarm fired, then ECS called.
+    release_in_progress(&cv, Duration::from_secs(30)).await?;
     set_alarm(&cv, StateValue::Alarm).await?;
     let failed = answer(
         &handler,
         invocation(&service, "POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, None),
     )
     .await?;
-    assert_eq!(failed["hookStatus"], "FAILED", "{failed}");
-    let message = failed["hookDetails"]["message"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(message.contains(ALARM), "{failed}");
+    assert_eq!(status(&failed), "FAILED", "{failed}");
+    assert!(
+        message(&failed).starts_with(&format!(
+            "POST_TEST_TRAFFIC_SHIFT: alarm {ALARM} is in ALARM (since "
+        )),
+        "{failed}"
+    );
 
     // A stage the environment does not check succeeds at once, alarm or not.
     let other = answer(
@@ -144,14 +204,102 @@ async fn alarms_ok_succeed_and_an_alarm_in_alarm_fails_naming_it() -> anyhow::Re
         invocation(&service, "POST_SCALE_UP", 0.0, 0.0, None),
     )
     .await?;
-    assert_eq!(other["hookStatus"], "SUCCEEDED", "{other}");
+    assert_eq!(status(&other), "SUCCEEDED", "{other}");
     // Traffic going back to blue (a rollback) is not checked either.
     let back = answer(
         &handler,
         invocation(&service, "POST_TEST_TRAFFIC_SHIFT", 0.0, 0.0, None),
     )
     .await?;
-    assert_eq!(back["hookStatus"], "SUCCEEDED", "{back}");
+    assert_eq!(status(&back), "SUCCEEDED", "{back}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_already_firing_is_a_warning_until_it_fires_again() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let service = service_arn(&cv).await?;
+    // The incident the hotfix is for.
+    set_alarm(&cv, StateValue::Alarm).await?;
+    next_second().await;
+
+    // No bake: SUCCEEDED, with the warning.
+    let at_once = answer(
+        &handler(&cv, 0),
+        invocation(&service, "POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, None),
+    )
+    .await?;
+    assert_eq!(status(&at_once), "SUCCEEDED", "{at_once}");
+    let warning = at_once["hookDetails"]["warnings"][0]
+        .as_str()
+        .context("no warning")?;
+    assert!(
+        warning.starts_with(&format!(
+            "alarm {ALARM} was already in ALARM when the release started (since "
+        )),
+        "{at_once}"
+    );
+
+    // A bake: IN_PROGRESS while it stays in ALARM, the release start carried along.
+    let handler = handler(&cv, 600);
+    let first = answer(
+        &handler,
+        invocation(&service, "POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, None),
+    )
+    .await?;
+    assert_eq!(status(&first), "IN_PROGRESS", "{first}");
+    assert_eq!(first["hookDetails"]["warnings"][0], warning, "{first}");
+    let started = first["hookDetails"]["tugboatReleaseStartedAt"]
+        .as_u64()
+        .context("no release start")?;
+    next_second().await;
+    let second = answer(
+        &handler,
+        invocation(
+            &service,
+            "POST_TEST_TRAFFIC_SHIFT",
+            100.0,
+            0.0,
+            Some(first["hookDetails"].clone()),
+        ),
+    )
+    .await?;
+    assert_eq!(status(&second), "IN_PROGRESS", "{second}");
+    assert_eq!(second["hookDetails"]["tugboatReleaseStartedAt"], started);
+
+    // OK and back into ALARM between two calls: FAILED.
+    set_alarm(&cv, StateValue::Ok).await?;
+    set_alarm(&cv, StateValue::Alarm).await?;
+    let third = answer(
+        &handler,
+        invocation(
+            &service,
+            "POST_TEST_TRAFFIC_SHIFT",
+            100.0,
+            0.0,
+            Some(second["hookDetails"].clone()),
+        ),
+    )
+    .await?;
+    assert_eq!(status(&third), "FAILED", "{third}");
+    assert!(message(&third).contains(ALARM), "{third}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fail_on_firing_alarms_an_alarm_already_firing_fails() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let service = service_arn(&cv).await?;
+    set_alarm(&cv, StateValue::Alarm).await?;
+    next_second().await;
+
+    let failed = answer(
+        &handler_with(&cv, 600, true),
+        invocation(&service, "POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, None),
+    )
+    .await?;
+    assert_eq!(status(&failed), "FAILED", "{failed}");
+    assert!(message(&failed).contains(ALARM), "{failed}");
     Ok(())
 }
 

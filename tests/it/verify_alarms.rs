@@ -1,6 +1,8 @@
 //! The bake time on moto: CV Matcher's production alarms watched by `AlarmWatch` as a
 //! verifier of the real orchestrator. An alarm that fires while the release bakes rolls
-//! it back; alarms that stay OK let it succeed.
+//! it back; alarms that stay OK let it succeed; one already firing when the release
+//! starts is a warning (in the events and the record) unless it fires again or
+//! `verify.fail_on_firing_alarms` is on.
 
 use anyhow::Context;
 use aws_adapters::{desired_infra, AlarmWatch, InfraReconciler};
@@ -108,6 +110,7 @@ async fn an_alarm_firing_during_the_bake_time_rolls_the_release_back() -> anyhow
     );
     let record = run.record()?;
     assert_eq!(record.outcome, RecordOutcome::RolledBack);
+    assert!(record.warnings.is_empty(), "{:?}", record.warnings);
     let reason = record.reason.clone().context("no reason in the record")?;
     eprintln!("{}", run.report.message);
     assert!(
@@ -206,6 +209,7 @@ fn context() -> VerifyContext {
             "cv-matcher:2",
         ),
         image: None,
+        release_started_at: chrono::Utc::now(),
     }
 }
 
@@ -263,40 +267,218 @@ async fn a_missing_alarm_is_bad_input_found_before_baking() -> anyhow::Result<()
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_alarm_already_firing_fails_at_the_start() -> anyhow::Result<()> {
-    let aws = AwsFixture::start().await?;
-    put_cpu_alarm(&aws, "cv-matcher-cpu-high").await?;
-    aws.clients
+async fn set_state(cv: &CvMatcher, state: StateValue, reason: &str) -> anyhow::Result<()> {
+    cv.aws
+        .clients
         .cloudwatch
         .set_alarm_state()
-        .alarm_name("cv-matcher-cpu-high")
-        .state_value(StateValue::Alarm)
-        .state_reason("CPU at 97 %")
+        .alarm_name(FIRING)
+        .state_value(state)
+        .state_reason(reason)
         .send()
-        .await?;
+        .await
+        .context("SetAlarmState")?;
+    Ok(())
+}
+
+fn warnings(events: &[(impl Sized, PipelineEvent)]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            PipelineEvent::Warning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_already_firing_when_the_release_starts_is_a_warning() -> anyhow::Result<()> {
+    let cv = cv_matcher_with_alarms().await?;
+    // The incident the hotfix is for: the alarm fired before the release started.
+    set_state(&cv, StateValue::Alarm, STATE_REASON).await?;
+    // A second apart from the release's start, whatever the timestamps' precision.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let bake = Duration::from_secs(2);
+    let mut stages = cv.stages();
+    stages.verifiers = vec![Arc::new(watch(&cv, bake)?)];
+    let started = Arc::new(Notify::new());
+
+    // While it bakes, CloudWatch updates the reason of the still firing alarm: a new
+    // StateUpdatedTimestamp, but no transition.
+    let bake_started = started.clone();
+    let cloudwatch = cv.aws.clients.cloudwatch.clone();
+    let update = tokio::spawn(async move {
+        bake_started.notified().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cloudwatch
+            .set_alarm_state()
+            .alarm_name(FIRING)
+            .state_value(StateValue::Alarm)
+            .state_reason("Threshold Crossed: 1 datapoint [3.9 (26/11/26 10:02:00)] was greater than the threshold (1.0).")
+            .send()
+            .await
+            .context("SetAlarmState")?;
+        Ok::<_, anyhow::Error>(())
+    });
+    let run = cv
+        .deploy_with(
+            &cv.project,
+            stages,
+            Some(Arc::new(BakeStarted(started))),
+            "v1.1.0",
+            &cv::sha('e'),
+        )
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), update).await???;
+
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{}\nmoto: {}",
+        run.report.message,
+        cv.aws.moto.log_tail()
+    );
+    let warned = warnings(&run.events);
+    assert_eq!(warned.len(), 1, "{warned:#?}");
+    let warning = warned[0];
+    assert!(
+        warning.starts_with(&format!(
+            "alarm {FIRING} was already in ALARM when the release started (since "
+        )) && warning.contains(STATE_REASON.trim_end_matches('.')),
+        "{warning}"
+    );
+    let record = run.record()?;
+    assert_eq!(record.outcome, RecordOutcome::Succeeded);
+    assert_eq!(record.warnings, [warning]);
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.warnings, record.warnings);
+    let revision = record
+        .revision
+        .clone()
+        .context("no revision in the record")?;
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(revision.id.as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_firing_before_the_release_that_fires_again_during_the_bake_rolls_it_back(
+) -> anyhow::Result<()> {
+    let cv = cv_matcher_with_alarms().await?;
+    set_state(&cv, StateValue::Alarm, STATE_REASON).await?;
+    // A second apart from the release's start, whatever the timestamps' precision.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut stages = cv.stages();
+    stages.verifiers = vec![Arc::new(watch(&cv, Duration::from_secs(10))?)];
+    let started = Arc::new(Notify::new());
+
+    // OK and back into ALARM between two looks: only the transition time shows it.
+    let bake_started = started.clone();
+    let cloudwatch = cv.aws.clients.cloudwatch.clone();
+    let flap = tokio::spawn(async move {
+        bake_started.notified().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for (state, reason) in [
+            (StateValue::Ok, "recovered"),
+            (StateValue::Alarm, "fired again"),
+        ] {
+            cloudwatch
+                .set_alarm_state()
+                .alarm_name(FIRING)
+                .state_value(state)
+                .state_reason(reason)
+                .send()
+                .await
+                .context("SetAlarmState")?;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    let run = cv
+        .deploy_with(
+            &cv.project,
+            stages,
+            Some(Arc::new(BakeStarted(started))),
+            "v1.1.0",
+            &cv::sha('f'),
+        )
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), flap).await???;
+
+    assert_eq!(
+        run.report.outcome,
+        Outcome::FailedRestored,
+        "{}\nmoto: {}",
+        run.report.message,
+        cv.aws.moto.log_tail()
+    );
+    let record = run.record()?;
+    assert_eq!(record.outcome, RecordOutcome::RolledBack);
+    let reason = record.reason.clone().context("no reason in the record")?;
+    assert!(
+        reason.contains(&format!("alarm {FIRING} entered ALARM at "))
+            && reason.ends_with("during the bake time: fired again"),
+        "{reason}"
+    );
+    // It was firing when the release started: that was said too.
+    assert_eq!(record.warnings.len(), 1, "{:?}", record.warnings);
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(cv.initial_revision.as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fail_on_firing_alarms_an_alarm_already_firing_rolls_the_release_back(
+) -> anyhow::Result<()> {
+    let cv = cv_matcher_with_alarms().await?;
+    set_state(&cv, StateValue::Alarm, "CPU at 97 %").await?;
+    // A second apart from the release's start, whatever the timestamps' precision.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut project = cv.project.clone();
+    let env = project
+        .config
+        .environments
+        .get_mut(cv::ENVIRONMENT)
+        .context("no production environment")?;
+    env.verify.fail_on_firing_alarms = true;
+    env.verify.bake_seconds = 30;
+    let watch = AlarmWatch::for_settings(cv.aws.clients.cloudwatch.clone(), &env.verify)
+        .context("no alarm watch for the settings")?;
+    let mut stages = cv.stages();
+    stages.verifiers = vec![Arc::new(watch)];
     let started = Instant::now();
 
-    let error = AlarmWatch::new(
-        aws.clients.cloudwatch.clone(),
-        vec!["cv-matcher-cpu-high".into()],
-        Duration::from_secs(30),
-        POLL,
-    )
-    .verify(&context(), &Events::new())
-    .await
-    .err()
-    .context("a firing alarm passed")?;
+    let run = cv
+        .deploy_with(&project, stages, None, "v1.1.0", &cv::sha('a'))
+        .await;
 
-    assert_eq!(error.kind, StageErrorKind::Failed);
-    assert!(
-        error.message.starts_with(
-            "alarm cv-matcher-cpu-high was already in ALARM when the bake time started (since "
-        ) && error.message.ends_with("): CPU at 97 %"),
-        "{}",
-        error.message
+    assert_eq!(
+        run.report.outcome,
+        Outcome::FailedRestored,
+        "{}\nmoto: {}",
+        run.report.message,
+        cv.aws.moto.log_tail()
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "failed at the first look"
+    );
+    let record = run.record()?;
+    assert_eq!(record.outcome, RecordOutcome::RolledBack);
+    let reason = record.reason.clone().context("no reason in the record")?;
+    assert!(
+        reason.contains(&format!(
+            "alarm {FIRING} was already in ALARM when the release started (since "
+        )) && reason.ends_with("and verify.fail_on_firing_alarms is on: CPU at 97 %"),
+        "{reason}"
+    );
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(cv.initial_revision.as_str())
+    );
     Ok(())
 }
 

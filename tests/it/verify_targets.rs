@@ -25,6 +25,7 @@ fn context(target: &DeployTarget, revision: &str) -> VerifyContext {
         release_id: ReleaseId("20261126T100000Z-dddddddd".into()),
         revision: Revision::new(revision, cv::label(revision)),
         image: None,
+        release_started_at: chrono::Utc::now(),
     }
 }
 

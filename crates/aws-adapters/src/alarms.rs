@@ -1,13 +1,17 @@
 //! CloudWatch alarms as a [`Verifier`]: a release that sets off one of the watched
-//! alarms during its bake time is rolled back.
+//! alarms during its bake time is rolled back. Which alarm fails a release is
+//! [`pipeline_core::judge_alarm`]'s rule; this file reads the states and polls.
 
 use crate::errors::{is_throttling, stage_error};
 use async_trait::async_trait;
-use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
-use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use aws_sdk_cloudwatch::types::AlarmType;
+use chrono::{DateTime, TimeZone, Utc};
 use pipeline_core::config::VerifySettings;
-use pipeline_core::{Events, StageError, Verifier, VerifyContext};
-use std::collections::BTreeMap;
+use pipeline_core::{
+    firing_before_release_warning, judge_alarm, AlarmVerdict, Events, StageError, Verifier,
+    VerifyContext,
+};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -18,36 +22,20 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 5;
 /// The longest pause between two looks while AWS throttles us.
 const MAX_THROTTLE_BACKOFF: Duration = Duration::from_secs(60);
 
-/// One watched alarm as `DescribeAlarms` shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlarmState {
-    pub name: String,
-    /// `OK`, `ALARM`, `INSUFFICIENT_DATA`.
-    pub state: String,
-    pub reason: String,
-    /// When the alarm entered its state.
-    pub since: Option<DateTime<Utc>>,
-}
-
-impl AlarmState {
-    fn in_alarm(&self) -> bool {
-        self.state == StateValue::Alarm.as_str()
-    }
-
-    fn since_text(&self) -> String {
-        self.since
-            .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
-            .unwrap_or_else(|| "an unknown time".to_string())
-    }
-}
+/// One watched alarm as `DescribeAlarms` shows it (`since` is its
+/// `StateTransitionedTimestamp`).
+pub use pipeline_core::AlarmState;
 
 /// Watches CloudWatch alarms for a bake time after a rollout ([`Verifier`] `alarms`).
 ///
 /// At the start every watched alarm must exist (a missing one is
-/// [`pipeline_core::StageErrorKind::BadInput`], naming it) and none may be in `ALARM`
-/// already. Then `DescribeAlarms` is polled every `poll` until `bake` has passed; the
-/// first watched alarm seen in `ALARM` fails the release with its name, its state reason
-/// and when it fired. A bake of zero is a single look.
+/// [`pipeline_core::StageErrorKind::BadInput`], naming it). Then `DescribeAlarms` is
+/// polled every `poll` until `bake` has passed; the first watched alarm seen in `ALARM`
+/// that went into it after the release started
+/// ([`VerifyContext::release_started_at`]) fails the release with its name, its state
+/// reason and when it fired. One in `ALARM` since before the start is a warning, and
+/// fails the release only once it has gone OK and back into `ALARM` (or always, with
+/// [`AlarmWatch::fail_on_firing_alarms`]). A bake of zero is a single look.
 ///
 /// An alarm that enters and leaves `ALARM` between two looks is not seen: keep the poll
 /// interval well below the alarms' period (the default 10 s against 60 s periods).
@@ -70,6 +58,7 @@ pub struct AlarmWatch {
     names: Vec<String>,
     bake: Duration,
     poll: Duration,
+    fail_on_firing: bool,
 }
 
 impl AlarmWatch {
@@ -91,12 +80,20 @@ impl AlarmWatch {
             bake,
             // A zero interval would spin: look at most every 100 ms.
             poll: poll.max(Duration::from_millis(100)),
+            fail_on_firing: false,
         }
     }
 
+    /// `verify.fail_on_firing_alarms`: an alarm already in `ALARM` when the release
+    /// started fails it too.
+    pub fn fail_on_firing_alarms(mut self, fail: bool) -> Self {
+        self.fail_on_firing = fail;
+        self
+    }
+
     /// The watch an environment's `verify` settings ask for: its `alarms` for
-    /// `bake_seconds`, looked at every [`AlarmWatch::DEFAULT_POLL_INTERVAL`].
-    /// `None` when the environment watches no alarm.
+    /// `bake_seconds`, looked at every [`AlarmWatch::DEFAULT_POLL_INTERVAL`], strict
+    /// when `fail_on_firing_alarms` is set. `None` when the environment watches no alarm.
     pub fn for_settings(
         client: aws_sdk_cloudwatch::Client,
         verify: &VerifySettings,
@@ -108,6 +105,7 @@ impl AlarmWatch {
                 Duration::from_secs(verify.bake_seconds),
                 Self::DEFAULT_POLL_INTERVAL,
             )
+            .fail_on_firing_alarms(verify.fail_on_firing_alarms)
         })
     }
 
@@ -180,7 +178,8 @@ impl AlarmWatch {
                         a.alarm_name(),
                         a.state_value(),
                         a.state_reason(),
-                        a.state_updated_timestamp(),
+                        a.state_transitioned_timestamp()
+                            .or(a.state_updated_timestamp()),
                     )
                 });
                 let composite = page.composite_alarms().iter().map(|a| {
@@ -188,7 +187,8 @@ impl AlarmWatch {
                         a.alarm_name(),
                         a.state_value(),
                         a.state_reason(),
-                        a.state_updated_timestamp(),
+                        a.state_transitioned_timestamp()
+                            .or(a.state_updated_timestamp()),
                     )
                 });
                 for (name, state, reason, since) in metric.chain(composite) {
@@ -213,17 +213,29 @@ impl AlarmWatch {
     }
 }
 
-fn fired(alarm: &AlarmState, already: bool) -> StageError {
-    let when = if already {
-        format!(
-            "was already in ALARM when the bake time started (since {})",
+/// Where in the release a failing alarm was seen.
+#[derive(Clone, Copy)]
+enum Look {
+    /// The first look, when the bake time starts.
+    First,
+    /// A later one.
+    Baking,
+}
+
+fn fired(alarm: &AlarmState, release_started: DateTime<Utc>, look: Look) -> StageError {
+    let when = match (alarm.since, look) {
+        (Some(since), _) if since < release_started => format!(
+            "was already in ALARM when the release started (since {}) and verify.fail_on_firing_alarms is on",
             alarm.since_text()
-        )
-    } else {
-        format!(
+        ),
+        (_, Look::First) => format!(
+            "entered ALARM at {} after the release started",
+            alarm.since_text()
+        ),
+        (_, Look::Baking) => format!(
             "entered ALARM at {} during the bake time",
             alarm.since_text()
-        )
+        ),
     };
     // AWS's state reasons end with a period; messages here do not.
     StageError::failed(format!(
@@ -239,10 +251,30 @@ impl Verifier for AlarmWatch {
         "alarms".to_string()
     }
 
-    async fn verify(&self, _context: &VerifyContext, events: &Events) -> Result<(), StageError> {
+    async fn verify(&self, context: &VerifyContext, events: &Events) -> Result<(), StageError> {
         if self.names.is_empty() {
             return Ok(());
         }
+        let release_started = context.release_started_at;
+        // Alarms warned about as firing since before the release, each once.
+        let mut warned = BTreeSet::new();
+        let mut judge = |states: &BTreeMap<String, AlarmState>, look: Look| {
+            let mut failure = None;
+            for alarm in states.values() {
+                match judge_alarm(alarm, release_started, self.fail_on_firing) {
+                    AlarmVerdict::Quiet => {}
+                    AlarmVerdict::FiringSinceBeforeRelease => {
+                        if warned.insert(alarm.name.clone()) {
+                            events.warn(firing_before_release_warning(alarm));
+                        }
+                    }
+                    AlarmVerdict::Fired => {
+                        failure.get_or_insert_with(|| fired(alarm, release_started, look));
+                    }
+                }
+            }
+            failure.map_or(Ok(()), Err)
+        };
         let started = Instant::now();
         let deadline = started + self.bake;
         let first = self
@@ -250,9 +282,7 @@ impl Verifier for AlarmWatch {
             .await
             .map_err(|err| stage_error("DescribeAlarms", &err))?;
         self.check_exist(&first)?;
-        if let Some(alarm) = first.values().find(|a| a.in_alarm()) {
-            return Err(fired(alarm, true));
-        }
+        judge(&first, Look::First)?;
         events.info(format!(
             "watching alarms {} for {}s",
             self.names.join(", "),
@@ -279,9 +309,7 @@ impl Verifier for AlarmWatch {
                 Ok(states) => {
                     consecutive_errors = 0;
                     throttle_backoff = None;
-                    if let Some(alarm) = states.values().find(|a| a.in_alarm()) {
-                        return Err(fired(alarm, false));
-                    }
+                    judge(&states, Look::Baking)?;
                     for name in &self.names {
                         match states.get(name) {
                             None => {
@@ -323,9 +351,11 @@ mod tests {
 
     use super::*;
     use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
-    use aws_sdk_cloudwatch::types::MetricAlarm;
+    use aws_sdk_cloudwatch::types::{MetricAlarm, StateValue};
     use aws_smithy_mocks::{mock, mock_client, RuleMode};
-    use pipeline_core::{DeployTarget, ReleaseId, Revision, StageErrorKind};
+    use pipeline_core::{
+        DeployTarget, PipelineEvent, RecordedEvents, ReleaseId, Revision, StageErrorKind,
+    };
 
     fn context() -> VerifyContext {
         VerifyContext {
@@ -339,7 +369,44 @@ mod tests {
             release_id: ReleaseId("r1".into()),
             revision: Revision::new("cv-matcher:2", "cv-matcher:2"),
             image: None,
+            release_started_at: Utc.timestamp_opt(RELEASE_STARTED, 0).unwrap(),
         }
+    }
+
+    /// 2026-11-26T11:00:00Z; the alarms of [`alarms`] changed state a minute later.
+    const RELEASE_STARTED: i64 = 1_795_690_800;
+
+    /// Alarms with the second their state last changed (`StateTransitionedTimestamp`).
+    fn alarms_since(states: &[(&str, StateValue, i64)]) -> DescribeAlarmsOutput {
+        let alarms = states
+            .iter()
+            .map(|(name, state, since)| {
+                MetricAlarm::builder()
+                    .alarm_name(*name)
+                    .state_value(state.clone())
+                    .state_reason(format!("{name} is {}", state.as_str()))
+                    // Updated (a new reason) after the start, transitioned before it.
+                    .state_updated_timestamp(aws_smithy_types::DateTime::from_secs(
+                        RELEASE_STARTED + 30,
+                    ))
+                    .state_transitioned_timestamp(aws_smithy_types::DateTime::from_secs(*since))
+                    .build()
+            })
+            .collect();
+        DescribeAlarmsOutput::builder()
+            .set_metric_alarms(Some(alarms))
+            .build()
+    }
+
+    fn warnings(recorded: &RecordedEvents) -> Vec<String> {
+        recorded
+            .take()
+            .into_iter()
+            .filter_map(|e| match e {
+                PipelineEvent::Warning { message } => Some(message),
+                _ => None,
+            })
+            .collect()
     }
 
     fn alarms(states: &[(&str, StateValue)]) -> DescribeAlarmsOutput {
@@ -416,6 +483,90 @@ mod tests {
             "alarm 5xx entered ALARM at 2026-11-26T11:01:00Z during the bake time: 5xx is ALARM"
         );
         assert_eq!(started.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alarm_firing_since_before_the_release_is_a_warning_once() {
+        let before = RELEASE_STARTED - 1_200;
+        let rule = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .sequence()
+            .output(move || {
+                alarms_since(&[
+                    ("cpu", StateValue::Ok, before),
+                    ("5xx", StateValue::Alarm, before),
+                ])
+            })
+            .times(3)
+            .build();
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, &[&rule]);
+        let recorded = RecordedEvents::new();
+
+        watch(client, 20)
+            .verify(&context(), &Events::new().with(recorded.clone()))
+            .await
+            .unwrap();
+
+        assert_eq!(
+            warnings(&recorded),
+            ["alarm 5xx was already in ALARM when the release started (since 2026-11-26T10:40:00Z): 5xx is ALARM; it fails the release only if it goes OK and back into ALARM"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_alarm_that_goes_ok_and_back_into_alarm_fails_the_release() {
+        let before = RELEASE_STARTED - 1_200;
+        let rule = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .sequence()
+            .output(move || {
+                alarms_since(&[
+                    ("cpu", StateValue::Ok, before),
+                    ("5xx", StateValue::Alarm, before),
+                ])
+            })
+            // Between two looks it went OK and fired again: only the time tells.
+            .output(move || {
+                alarms_since(&[
+                    ("cpu", StateValue::Ok, before),
+                    ("5xx", StateValue::Alarm, RELEASE_STARTED + 65),
+                ])
+            })
+            .build();
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, &[&rule]);
+
+        let error = watch(client, 300)
+            .verify(&context(), &Events::new())
+            .await
+            .unwrap_err();
+
+        assert_eq!(
+            error.message,
+            "alarm 5xx entered ALARM at 2026-11-26T11:01:05Z during the bake time: 5xx is ALARM"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_strict_switch_fails_on_an_alarm_firing_since_before_the_release() {
+        let rule = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+            .sequence()
+            .output(|| {
+                alarms_since(&[
+                    ("cpu", StateValue::Ok, RELEASE_STARTED - 1_200),
+                    ("5xx", StateValue::Alarm, RELEASE_STARTED - 1_200),
+                ])
+            })
+            .build();
+        let client = mock_client!(aws_sdk_cloudwatch, RuleMode::Sequential, &[&rule]);
+
+        let error = watch(client, 300)
+            .fail_on_firing_alarms(true)
+            .verify(&context(), &Events::new())
+            .await
+            .unwrap_err();
+
+        assert_eq!(
+            error.message,
+            "alarm 5xx was already in ALARM when the release started (since 2026-11-26T10:40:00Z) and verify.fail_on_firing_alarms is on: 5xx is ALARM"
+        );
     }
 
     #[tokio::test(start_paused = true)]

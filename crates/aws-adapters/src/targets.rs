@@ -322,6 +322,7 @@ mod tests {
                 "cv-matcher:2",
             ),
             image: None,
+            release_started_at: chrono::Utc::now(),
         }
     }
 

@@ -11,8 +11,8 @@ use crate::{hook, wiring, HandlerError};
 use aws_adapters::{AwsClients, ClientOptions};
 use pipeline_core::config::glob_match;
 use pipeline_core::{
-    CancellationToken, Config, DeployRequest, DeploymentResult, EventOutcome, Events, GitInfo,
-    ImageReference, Notifier, Orchestrator, Project, ReleaseSource,
+    ArtifactStore, CancellationToken, Config, DeployRequest, DeploymentResult, EventOutcome,
+    Events, GitInfo, ImageReference, Notifier, Orchestrator, Project, RecordOutcome, ReleaseSource,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -307,11 +307,18 @@ impl Handler {
                     ))
                 } else {
                     let clients = self.clients(Some(&arn.region)).await;
-                    let alarmed = match aws_adapters::AlarmWatch::for_settings(
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let recorded =
+                        release_in_progress_started(&clients, &loaded.config.app.name, name, env)
+                            .await;
+                    let release_started = hook::release_started(&invocation, recorded, now);
+                    let findings = match aws_adapters::AlarmWatch::for_settings(
                         clients.cloudwatch.clone(),
                         &env.verify,
                     ) {
-                        None => Vec::new(),
+                        None => hook::AlarmFindings::default(),
                         Some(watch) => {
                             let states = watch.current_states().await.map_err(|err| {
                                 HandlerError::Setup {
@@ -319,29 +326,26 @@ impl Handler {
                                     help: None,
                                 }
                             })?;
-                            watch
-                                .names()
-                                .iter()
-                                .filter_map(|alarm| match states.get(alarm) {
-                                    None => Some(format!(
-                                        "CloudWatch has no alarm {alarm} (verify.alarms)"
-                                    )),
-                                    Some(state) if state.state == "ALARM" => {
-                                        Some(format!("alarm {alarm} is in ALARM: {}", state.reason))
-                                    }
-                                    Some(_) => None,
-                                })
-                                .collect()
+                            hook::judge_alarms(
+                                watch.names(),
+                                &states,
+                                release_started,
+                                env.verify.fail_on_firing_alarms,
+                            )
                         }
                     };
-                    if alarmed.is_empty() {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_secs());
+                    for warning in &findings.warnings {
+                        tracing::warn!(stage = %stage, "{warning}");
+                    }
+                    if findings.failures.is_empty() {
                         hook::bake_verdict(&invocation, env.verify.bake_seconds, now)
                     } else {
-                        hook::HookAnswer::failed(format!("{stage}: {}", alarmed.join("; ")))
+                        hook::HookAnswer::failed(format!(
+                            "{stage}: {}",
+                            findings.failures.join("; ")
+                        ))
                     }
+                    .carrying(release_started, &findings.warnings)
                 }
             }
         };
@@ -403,6 +407,31 @@ impl Handler {
                 tracing::error!(error_type = err.error_type(), "{err}");
                 Err(err)
             }
+        }
+    }
+}
+
+/// When the environment's release in progress (the one this deployment belongs to, under
+/// the deploy lock) started, in seconds since the epoch; `None` without a records bucket,
+/// without such a release (a deployment not started by the function), or when the
+/// records cannot be read (the hook then goes by its own first look).
+async fn release_in_progress_started(
+    clients: &AwsClients,
+    app: &str,
+    environment: &str,
+    env: &pipeline_core::EnvironmentConfig,
+) -> Option<u64> {
+    let records = env.records.as_ref()?;
+    let store =
+        aws_adapters::S3ArtifactStore::new(clients.s3.clone(), &records.bucket, &records.prefix);
+    match store.history(app, environment, 5).await {
+        Ok(history) => history
+            .iter()
+            .find(|r| r.outcome == RecordOutcome::InProgress)
+            .and_then(|r| u64::try_from(r.started_at.timestamp()).ok()),
+        Err(err) => {
+            tracing::warn!("could not read the deploy history of {environment}: {err}");
+            None
         }
     }
 }

@@ -4,11 +4,15 @@
 //! expects `{hookStatus, callBackDelay, hookDetails}`. The SDK has no types for it.
 //!
 //! At a stage the environment's `strategy.lifecycle_hook.stages` names, the hook fails
-//! the deployment if one of `verify.alarms` is in ALARM, and holds it (IN_PROGRESS with a
+//! the deployment if one of `verify.alarms` went into ALARM after the release started
+//! ([`pipeline_core::judge_alarm`], the CLI's rule: one already firing then is a warning,
+//! unless `verify.fail_on_firing_alarms`), and holds it (IN_PROGRESS with a
 //! `callBackDelay`) while `verify.bake_seconds` since the stage's first call have not
-//! passed; the start time travels in `hookDetails`. Other stages, and traffic shifts on
+//! passed; the start times travel in `hookDetails`. Other stages, and traffic shifts on
 //! the way back to blue (a rollback), succeed at once.
 
+use chrono::{DateTime, Utc};
+use pipeline_core::{firing_before_release_warning, judge_alarm, AlarmState, AlarmVerdict};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -17,6 +21,10 @@ use std::collections::BTreeMap;
 pub const BAKE_STARTED_KEY: &str = "tugboatBakeStartedAt";
 /// The key of the stage the bake start belongs to.
 pub const BAKE_STAGE_KEY: &str = "tugboatStage";
+/// The key of the release start (seconds since the epoch) in `hookDetails`.
+pub const RELEASE_STARTED_KEY: &str = "tugboatReleaseStartedAt";
+/// The key of the warnings (alarms already firing when the release started).
+pub const WARNINGS_KEY: &str = "warnings";
 /// The longest `callBackDelay` the hook asks for, in seconds.
 pub const MAX_CALL_BACK_DELAY: u64 = 60;
 
@@ -137,6 +145,88 @@ impl HookInvocation {
         }
         details.get(BAKE_STARTED_KEY)?.as_u64()
     }
+
+    /// When the release started, if an earlier answer recorded it.
+    pub fn release_started(&self) -> Option<u64> {
+        self.hook_details
+            .as_ref()?
+            .get(RELEASE_STARTED_KEY)?
+            .as_u64()
+    }
+}
+
+/// When the release this deployment belongs to started (seconds since the epoch): the
+/// earliest of its record's start (`recorded`) and what an earlier answer carried; with
+/// neither, `now` (the hook's first look; ECS invokes it with no start of its own).
+pub fn release_started(invocation: &HookInvocation, recorded: Option<u64>, now: u64) -> u64 {
+    [recorded, invocation.release_started()]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now)
+}
+
+/// What the watched alarms say at a hook stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlarmFindings {
+    /// Each fails the deployment: a missing alarm, one that went into ALARM after the
+    /// release started.
+    pub failures: Vec<String>,
+    /// Alarms in ALARM since before the release started.
+    pub warnings: Vec<String>,
+}
+
+/// Judges each of `names` (`verify.alarms`) by its state, with the same rule as the
+/// CLI's bake ([`pipeline_core::judge_alarm`]).
+pub fn judge_alarms(
+    names: &[String],
+    states: &BTreeMap<String, AlarmState>,
+    release_started: u64,
+    strict: bool,
+) -> AlarmFindings {
+    let started = i64::try_from(release_started)
+        .ok()
+        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let mut findings = AlarmFindings::default();
+    for name in names {
+        match states.get(name) {
+            None => findings
+                .failures
+                .push(format!("CloudWatch has no alarm {name} (verify.alarms)")),
+            Some(state) => match judge_alarm(state, started, strict) {
+                AlarmVerdict::Quiet => {}
+                AlarmVerdict::FiringSinceBeforeRelease => {
+                    findings.warnings.push(firing_before_release_warning(state))
+                }
+                AlarmVerdict::Fired => findings.failures.push(format!(
+                    "alarm {name} is in ALARM (since {}): {}",
+                    state.since_text(),
+                    state.reason.trim_end_matches('.')
+                )),
+            },
+        }
+    }
+    findings
+}
+
+impl HookAnswer {
+    /// Carries the release start to the next call (IN_PROGRESS only: there is none
+    /// after the others) and lists `warnings` in `hookDetails`.
+    pub fn carrying(mut self, release_started: u64, warnings: &[String]) -> Self {
+        let details = self
+            .hook_details
+            .get_or_insert_with(|| serde_json::json!({}));
+        if let Some(details) = details.as_object_mut() {
+            if self.hook_status == HookStatus::InProgress {
+                details.insert(RELEASE_STARTED_KEY.into(), release_started.into());
+            }
+            if !warnings.is_empty() {
+                details.insert(WARNINGS_KEY.into(), warnings.into());
+            }
+        }
+        self
+    }
 }
 
 /// The bake part of the verdict, once the alarms are fine: IN_PROGRESS (with the start
@@ -147,7 +237,7 @@ pub fn bake_verdict(invocation: &HookInvocation, bake_seconds: u64, now: u64) ->
     let elapsed = now.saturating_sub(started);
     if elapsed >= bake_seconds {
         return HookAnswer::succeeded(format!(
-            "{}: alarms OK{}",
+            "{}: no watched alarm went into ALARM{}",
             invocation.lifecycle_stage,
             if bake_seconds > 0 {
                 format!(" through a {bake_seconds}s bake")
@@ -197,6 +287,74 @@ mod tests {
             "hookDetails": details
         }))
         .unwrap()
+    }
+
+    fn state(state: &str, since: i64) -> AlarmState {
+        AlarmState {
+            name: "cv-matcher-5xx-rate".into(),
+            state: state.into(),
+            reason: "Threshold Crossed.".into(),
+            since: DateTime::<Utc>::from_timestamp(since, 0),
+        }
+    }
+
+    #[test]
+    fn alarms_are_judged_against_the_release_start_by_the_core_rule() {
+        let names = vec![
+            "cv-matcher-5xx-rate".to_string(),
+            "cv-matcher-cpu-high".to_string(),
+        ];
+        let judge = |s: AlarmState, strict| {
+            let states = BTreeMap::from([
+                (s.name.clone(), s),
+                (
+                    "cv-matcher-cpu-high".to_string(),
+                    AlarmState {
+                        name: "cv-matcher-cpu-high".into(),
+                        ..state("OK", 900)
+                    },
+                ),
+            ]);
+            judge_alarms(&names, &states, 1_000, strict)
+        };
+
+        let before = judge(state("ALARM", 999), false);
+        assert!(before.failures.is_empty(), "{before:?}");
+        assert_eq!(before.warnings.len(), 1);
+        assert!(before.warnings[0].starts_with("alarm cv-matcher-5xx-rate was already in ALARM"));
+
+        let after = judge(state("ALARM", 1_000), false);
+        assert_eq!(
+            after.failures,
+            ["alarm cv-matcher-5xx-rate is in ALARM (since 1970-01-01T00:16:40Z): Threshold Crossed"]
+        );
+        assert!(after.warnings.is_empty());
+
+        assert_eq!(judge(state("ALARM", 999), true).failures.len(), 1);
+        assert_eq!(
+            judge_alarms(&names, &BTreeMap::new(), 1_000, false).failures,
+            [
+                "CloudWatch has no alarm cv-matcher-5xx-rate (verify.alarms)",
+                "CloudWatch has no alarm cv-matcher-cpu-high (verify.alarms)"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_release_start_is_the_earliest_known_and_travels_while_in_progress() {
+        let first = invocation("POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, None);
+        assert_eq!(release_started(&first, None, 2_000), 2_000);
+        assert_eq!(release_started(&first, Some(1_500), 2_000), 1_500);
+        let answer = bake_verdict(&first, 300, 2_000).carrying(1_500, &["a warning".into()]);
+        let details = answer.hook_details.clone().unwrap();
+        assert_eq!(details[RELEASE_STARTED_KEY], 1_500);
+        assert_eq!(details[WARNINGS_KEY], json!(["a warning"]));
+        let later = invocation("POST_TEST_TRAFFIC_SHIFT", 100.0, 0.0, Some(details));
+        assert_eq!(release_started(&later, None, 2_100), 1_500);
+        assert_eq!(release_started(&later, Some(1_200), 2_100), 1_200);
+        // Nothing to carry after a final answer.
+        let done = HookAnswer::succeeded("ok").carrying(1_500, &[]);
+        assert_eq!(done.hook_details, Some(json!({"message": "ok"})));
     }
 
     #[test]

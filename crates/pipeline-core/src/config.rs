@@ -551,6 +551,11 @@ pub struct VerifySettings {
     /// Check that the targets of the service's load balancer target groups are healthy.
     #[serde(default = "yes")]
     pub target_health: bool,
+    /// Fail the release on an alarm that is in ALARM already when it starts (by default
+    /// only an alarm that goes into ALARM after the start fails it; one already firing
+    /// is a warning).
+    #[serde(default)]
+    pub fail_on_firing_alarms: bool,
 }
 
 impl Default for VerifySettings {
@@ -564,6 +569,7 @@ impl Default for VerifySettings {
             alarms: Vec::new(),
             bake_seconds: 0,
             target_health: true,
+            fail_on_firing_alarms: false,
         }
     }
 }

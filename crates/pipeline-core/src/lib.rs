@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+pub mod alarms;
 pub mod config;
 pub mod events;
 pub mod model;
@@ -31,6 +32,7 @@ pub mod orchestrator;
 pub mod stages;
 pub mod task_definition;
 
+pub use alarms::{firing_before_release_warning, judge_alarm, AlarmState, AlarmVerdict};
 pub use config::{Config, ConfigError, EnvironmentConfig, Project};
 pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;

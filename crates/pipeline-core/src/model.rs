@@ -282,6 +282,10 @@ pub struct DeployRecord {
     /// release registers it again when the platform no longer has the revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_definition: Option<crate::task_definition::RenderedTaskDefinition>,
+    /// What did not fail the release but people should know (an alarm already firing
+    /// when it started).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first

@@ -3,7 +3,7 @@
 //! whole run, and a deploy record written on every path.
 
 use crate::config::{EnvironmentConfig, Project};
-use crate::events::{Events, PipelineEvent};
+use crate::events::{Events, PipelineEvent, RecordedEvents};
 use crate::model::{
     last_good_release, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle,
     GitInfo, ImageReference, LockHolder, Outcome, PinnedImage, RecordOutcome, ReleaseId, Revision,
@@ -299,6 +299,7 @@ impl Orchestrator {
                 trigger: None,
                 scan_override: None,
                 task_definition: None,
+                warnings: Vec::new(),
             },
             target,
             started: Instant::now(),
@@ -1138,10 +1139,14 @@ impl Orchestrator {
             release_id: run.record.release_id.clone(),
             revision: revision.clone(),
             image: Some(image.clone()),
+            release_started_at: run.record.started_at,
         };
+        // A verifier's warnings go into the record as well as to the subscribers.
+        let seen = RecordedEvents::new();
+        let events = self.events.clone().with(seen.clone());
         let mut failure = None;
         for verifier in &self.stages.verifiers {
-            let result = cancellable(verifier.verify(&context, &self.events), cancel).await;
+            let result = cancellable(verifier.verify(&context, &events), cancel).await;
             if let Err(err) = result {
                 failure = Some(format!(
                     "verification {} failed: {}",
@@ -1149,6 +1154,13 @@ impl Orchestrator {
                     err.message
                 ));
                 break;
+            }
+        }
+        for event in seen.take() {
+            if let PipelineEvent::Warning { message } = event {
+                if !run.record.warnings.contains(&message) {
+                    run.record.warnings.push(message);
+                }
             }
         }
         self.end(run, Stage::Verify, started, failure.is_none());
@@ -1436,6 +1448,7 @@ impl Orchestrator {
                 trigger: None,
                 scan_override: None,
                 task_definition: None,
+                warnings: Vec::new(),
             },
             target,
             started: Instant::now(),

@@ -13,6 +13,7 @@ use crate::model::{
 };
 use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use mockall::automock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -325,6 +326,9 @@ pub struct VerifyContext {
     pub release_id: ReleaseId,
     pub revision: Revision,
     pub image: Option<PinnedImage>,
+    /// When the release started, before the service was changed: an alarm already in
+    /// ALARM then was not set off by it.
+    pub release_started_at: DateTime<Utc>,
 }
 
 /// Checks that a release that rolled out is healthy.
@@ -335,7 +339,9 @@ pub trait Verifier: Send + Sync {
     fn name(&self) -> String;
 
     /// On success the release passed this check. On failure the error says what was
-    /// checked and what came back, and the orchestrator rolls the release back.
+    /// checked and what came back, and the orchestrator rolls the release back. A
+    /// warning emitted on `events` ([`Events::warn`]) is kept in the release's
+    /// [`crate::DeployRecord::warnings`] too.
     async fn verify(&self, context: &VerifyContext, events: &Events) -> Result<(), StageError>;
 }
 

@@ -40,7 +40,9 @@ CloudWatch over Smithy RPC v2 CBOR: the AWS SDK for Rust talks CBOR to CloudWatc
 (``POST /service/GraniteServiceVersion20100801/operation/<Op>``), which moto 5.2.x
 cannot parse. Such a call is translated to the same operation in the AWS JSON 1.0
 protocol (which moto serves for CloudWatch), and moto's JSON answer back to CBOR typed
-by the botocore output shape. moto's CloudWatch backend does the work unchanged.
+by the botocore output shape. moto's CloudWatch backend does the work, with one
+addition: alarms carry StateTransitionedTimestamp (the last change of the state value,
+not moved by a SetAlarmState that repeats the state with a new reason).
 
 GET /tugboat-moto/default-network returns moto's default VPC and subnets in us-east-1
 (``{"vpcId", "subnetIds"}``; ``?region=`` for another), for ELBv2 resources that need
@@ -162,6 +164,29 @@ def patch_ssm() -> None:
         return response
 
     Parameter.describe_response_object = describe_response_object
+
+
+def patch_cloudwatch() -> None:
+    """Alarms carry StateTransitionedTimestamp, as real CloudWatch's do: the moment the
+    state value last changed (moto has only StateUpdatedTimestamp, which also moves when
+    SetAlarmState repeats the state with a new reason)."""
+    from moto.cloudwatch.models import Alarm
+
+    original_init = Alarm.__init__
+    original_update = Alarm.update_state
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.state_transitioned_timestamp = self.state_updated_timestamp
+
+    def update_state(self: Any, reason: str, reason_data: str, state_value: str) -> None:
+        previous = self.state_value
+        original_update(self, reason, reason_data, state_value)
+        if state_value != previous:
+            self.state_transitioned_timestamp = self.state_updated_timestamp
+
+    Alarm.__init__ = __init__  # type: ignore[method-assign]
+    Alarm.update_state = update_state  # type: ignore[method-assign]
 
 
 def _new_deployment(svc: Any, td_arn: str, now: float, rollback: bool = False) -> dict[str, Any]:
@@ -776,6 +801,7 @@ def main() -> None:
     patch_autoscaling()
     patch_ecr()
     patch_ssm()
+    patch_cloudwatch()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True  # type: ignore[attr-defined]
     server = make_server(args.host, args.port, TugboatApp(moto_app), threaded=True,

@@ -24,6 +24,7 @@ fn context() -> VerifyContext {
             "cv-matcher:7",
         ),
         image: None,
+        release_started_at: chrono::Utc::now(),
     }
 }
 

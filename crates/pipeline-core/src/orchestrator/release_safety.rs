@@ -229,6 +229,7 @@ mod tests {
             trigger: None,
             scan_override: None,
             task_definition: None,
+            warnings: Vec::new(),
         }
     }
 

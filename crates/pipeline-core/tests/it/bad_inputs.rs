@@ -242,6 +242,20 @@ fn cases() -> Vec<Case> {
             ..case("an HTTP status out of range")
         },
         Case {
+            config: &[("expected_status = 200", "expected_status = 200\nfail_on_firing_alarms = \"yes\"")],
+            key: "environments.staging.verify.fail_on_firing_alarms",
+            value: Some("\"yes\""),
+            says: &["expected a boolean"],
+            ..case("wrong type: a string for the firing-alarms switch")
+        },
+        Case {
+            config: &[("expected_status = 200", "expected_status = 200\nfail_on_firing_alarm = true")],
+            key: "environments.staging.verify.fail_on_firing_alarm",
+            value: Some("fail_on_firing_alarm"),
+            says: &["did you mean `environments.staging.verify.fail_on_firing_alarms`"],
+            ..case("unknown key: the firing-alarms switch misspelt")
+        },
+        Case {
             config: &[("secrets_path = \"/demo/staging/\"", "secrets_path = \"demo/staging\"")],
             key: "environments.staging.secrets_path",
             value: Some("\"demo/staging\""),

@@ -33,6 +33,7 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         trigger: None,
         scan_override: None,
         task_definition: None,
+        warnings: Vec::new(),
     }
 }
 
