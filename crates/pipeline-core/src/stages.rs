@@ -169,8 +169,14 @@ pub enum ScanReport {
     Complete(Vec<Finding>),
     /// Still running: look again later.
     InProgress,
-    /// No scan exists for the image (or it failed), with what the registry said.
-    Unavailable(String),
+    /// The registry has no scan of the image yet. Right after a push with scan on push
+    /// that is normal (the registry starts the scan a little later), so it is waited for
+    /// like [`ScanReport::InProgress`]; `how_to_start` says how to start one if none
+    /// comes, e.g. the `aws ecr start-image-scan` command line.
+    NotStarted { how_to_start: String },
+    /// The registry cannot scan the image (the scan failed, the image is not supported,
+    /// or it is not in the repository): what it said, and what to do about it.
+    Unavailable { reason: String, help: String },
 }
 
 /// Stores images and pins them by digest.
