@@ -11,5 +11,6 @@ mod lock;
 mod measure;
 mod revisions;
 mod scan_gate;
+mod secrets;
 mod verify_alarms;
 mod verify_targets;

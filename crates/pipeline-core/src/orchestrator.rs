@@ -873,7 +873,11 @@ impl Orchestrator {
             .filter(|source| !secrets.iter().any(|s| &s.value_from == source))
             .collect();
         if !sources.is_empty() {
-            self.stages.secrets.ensure_exist(&sources).await?;
+            let unchecked = self.stages.secrets.ensure_exist(&sources).await?;
+            if !unchecked.is_empty() {
+                self.events
+                    .warn(crate::stages::unchecked_secrets(&unchecked));
+            }
         }
         Ok(rendered)
     }

@@ -278,7 +278,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
                     .collect()
             })
     });
-    secrets.expect_ensure_exist().returning(|_| Ok(()));
+    secrets.expect_ensure_exist().returning(|_| Ok(Vec::new()));
 
     let updated = Arc::new(AtomicBool::new(false));
     let mut deployer = MockDeployer::new();
