@@ -739,10 +739,8 @@ impl Orchestrator {
             return Ok(());
         };
         let repository = &self.project.config.image.repository;
-        // Validation keeps both numbers finite and in range; the fallbacks only guard.
-        let wait =
-            Duration::try_from_secs_f64(env.scan.wait_seconds as f64).unwrap_or(Duration::MAX);
-        let deadline = Instant::now().checked_add(wait);
+        // Validation keeps both in range; a config built in code cannot make this panic.
+        let deadline = Instant::now().checked_add(Duration::from_secs(env.scan.wait_seconds));
         let poll = Duration::try_from_secs_f64(env.scan.poll_seconds.max(0.05))
             .unwrap_or(Duration::from_secs(5));
         let refuse = |message: String, help: String| {
