@@ -12,5 +12,6 @@ mod measure;
 mod release_safety;
 mod revisions;
 mod scan_gate;
+mod secrets;
 mod verify_alarms;
 mod verify_targets;

@@ -1,6 +1,9 @@
 //! The security-scan gate against moto's ECR, with findings seeded through moto's API:
 //! a critical finding refuses the image before any change, an override deploys it and
-//! records who, and a scan still running is waited for.
+//! records who, and a scan still running is waited for. With the emulator's scan delay
+//! (`POST /tugboat-moto/scan-delay`), ECR answers ScanNotFoundException after the push
+//! as scan on push does until the scan is registered: a scan that appears 3 s after
+//! the push is waited for, one that never starts is refused after `scan.wait_seconds`.
 
 use pipeline_core::{
     CancellationToken, DeployRequest, Events, GitInfo, ImageReference, Orchestrator, Outcome,
@@ -170,4 +173,111 @@ async fn a_scan_still_running_is_waited_for_then_refused_and_low_findings_pass()
     let passed = deploy(&cv, "v2.2.0", None, 10).await;
     assert_eq!(passed.outcome, Outcome::Succeeded, "{}", passed.message);
     assert!(passed.record.expect("record").scan_override.is_none());
+}
+
+/// The emulator's ECR has no scan of `digest` until `seconds` after its push (`None`: never).
+async fn delay_scan(cv: &CvMatcher, digest: &str, seconds: Option<f64>) {
+    cv.aws
+        .moto
+        .post_json(
+            "/tugboat-moto/scan-delay",
+            &serde_json::json!({"repositoryName": REPOSITORY, "imageDigest": digest, "seconds": seconds}),
+        )
+        .await
+        .expect("scan delay");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn findings_that_appear_3s_after_the_push_are_waited_for_and_gate_the_release() {
+    let cv = CvMatcher::setup(AwsFixture::start().await.expect("moto"))
+        .await
+        .expect("setup");
+    let pushed = std::time::Instant::now();
+    let digest = seed(&cv, "v2.3.0").await;
+    delay_scan(&cv, &digest, Some(3.0)).await;
+    let critical = scan_result(&digest, "COMPLETE", "CRITICAL");
+    cv.aws
+        .moto
+        .post_json(
+            "/moto-api/static/ecr/scan-finding-results",
+            &serde_json::json!({"results": [critical], "region": "us-east-1"}),
+        )
+        .await
+        .expect("seed findings");
+    let before = cv.active_revisions().await.expect("revisions");
+
+    let started = std::time::Instant::now();
+    let refused = deploy(&cv, "v2.3.0", None, 30).await;
+    let waited = started.elapsed();
+    eprintln!(
+        "scan wait: {:.2}s in the deploy, {:.2}s after the push",
+        waited.as_secs_f64(),
+        pushed.elapsed().as_secs_f64()
+    );
+    assert_eq!(refused.outcome, Outcome::BadInput, "{}", refused.message);
+    assert_eq!(refused.outcome.exit_code(), 2);
+    assert!(
+        refused
+            .message
+            .contains("CVE-2026-0001 (Critical, openssl 3.0.1)"),
+        "gated by the findings, not by a missing scan: {}",
+        refused.message
+    );
+    assert!(
+        pushed.elapsed() >= std::time::Duration::from_secs(3),
+        "it waited for the scan to appear"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(20),
+        "it did not wait out scan.wait_seconds: {waited:?}"
+    );
+    assert_eq!(
+        cv.active_revisions().await.expect("revisions"),
+        before,
+        "nothing registered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scan_that_never_starts_is_refused_after_the_wait_with_how_to_start_one() {
+    let cv = CvMatcher::setup(AwsFixture::start().await.expect("moto"))
+        .await
+        .expect("setup");
+    let digest = seed(&cv, "v2.4.0").await;
+    delay_scan(&cv, &digest, None).await;
+    let before = cv.active_revisions().await.expect("revisions");
+
+    let started = std::time::Instant::now();
+    let refused = deploy(&cv, "v2.4.0", None, 2).await;
+    let waited = started.elapsed();
+    eprintln!(
+        "scan wait: {:.2}s (scan.wait_seconds = 2)",
+        waited.as_secs_f64()
+    );
+    assert_eq!(refused.outcome, Outcome::BadInput, "{}", refused.message);
+    assert_eq!(refused.outcome.exit_code(), 2);
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "it waited: {waited:?}"
+    );
+    for text in [
+        "there is no security scan of",
+        "none started within 2s",
+        &format!("aws ecr start-image-scan --repository-name {REPOSITORY} --image-id imageDigest={digest}"),
+        "scanOnPush=true",
+    ] {
+        assert!(refused.message.contains(text), "{text}: {}", refused.message);
+    }
+    assert!(
+        !refused.message.contains("fix the findings"),
+        "{}",
+        refused.message
+    );
+    let record = refused.record.expect("record");
+    assert_eq!(record.outcome, pipeline_core::RecordOutcome::Refused);
+    assert_eq!(
+        cv.active_revisions().await.expect("revisions"),
+        before,
+        "nothing registered"
+    );
 }

@@ -135,6 +135,7 @@ pub fn counted(clients: AwsClients, counter: &CallCounter) -> AwsClients {
                 .interceptor(counter.clone())
                 .build(),
         ),
+        sts: clients.sts.clone(),
         region: clients.region,
     }
 }

@@ -420,7 +420,10 @@ impl CvMatcher {
             deployer: deployer.clone(),
             service_reader: deployer,
             verifiers: Vec::new(),
-            secrets: Arc::new(ParameterStore::new(clients.ssm.clone())),
+            secrets: Arc::new(ParameterStore::new(
+                clients.ssm.clone(),
+                clients.sts.clone(),
+            )),
             artifacts: Arc::new(self.artifact_store()),
             notifiers: Vec::new(),
         }

@@ -21,6 +21,8 @@ pub struct AwsClients {
     pub ecs: aws_sdk_ecs::Client,
     pub ecr: aws_sdk_ecr::Client,
     pub ssm: aws_sdk_ssm::Client,
+    /// STS: the caller's own account (`GetCallerIdentity`), to tell other accounts' ARNs.
+    pub sts: aws_sdk_sts::Client,
     pub s3: aws_sdk_s3::Client,
     /// CloudWatch: the alarms watched during the bake time and reconciled by `infra`.
     pub cloudwatch: aws_sdk_cloudwatch::Client,
@@ -81,6 +83,7 @@ impl AwsClients {
             ecs: aws_sdk_ecs::Client::new(config),
             ecr: aws_sdk_ecr::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            sts: aws_sdk_sts::Client::new(config),
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             autoscaling: aws_sdk_applicationautoscaling::Client::new(config),

@@ -245,13 +245,18 @@ impl Registry for EcrRegistry {
             .await;
         let pages = match result {
             Ok(pages) => pages,
+            // Scan on push registers the scan a little after the push: until then ECR
+            // answers ScanNotFoundException, so this is "not started (yet)", not a refusal.
             Err(err) if is_code(&err, "ScanNotFoundException") => {
-                return Ok(ScanReport::Unavailable(
-                    "ECR has no scan of it (turn on scan on push, or run `aws ecr start-image-scan`)".into(),
-                ))
+                return Ok(ScanReport::NotStarted {
+                    how_to_start: start_scan_help(repository, &image.digest),
+                })
             }
             Err(err) if is_code(&err, "ImageNotFoundException") => {
-                return Ok(ScanReport::Unavailable(format!("ECR repository {repository} does not hold it")))
+                return Ok(ScanReport::Unavailable {
+                    reason: format!("ECR repository {repository} does not hold it"),
+                    help: format!("push the image to {repository} first, or check the repository name and digest"),
+                })
             }
             Err(err) => return Err(stage_error("DescribeImageScanFindings", &err)),
         };
@@ -263,9 +268,10 @@ impl Registry for EcrRegistry {
                 let why = status
                     .and_then(|s| s.description())
                     .unwrap_or("no description");
-                return Ok(ScanReport::Unavailable(format!(
-                    "the scan is {other}: {why}"
-                )));
+                return Ok(ScanReport::Unavailable {
+                    reason: format!("the scan is {other}: {why}"),
+                    help: scan_status_help(other, repository, &image.digest),
+                });
             }
         }
         let mut findings = Vec::new();
@@ -396,5 +402,23 @@ impl Registry for EcrRegistry {
             digest: digest.to_string(),
             tags: detail.image_tags().to_vec(),
         })
+    }
+}
+
+/// How to start a basic scan of one image, for when none exists.
+fn start_scan_help(repository: &str, digest: &str) -> String {
+    format!(
+        "start one with `aws ecr start-image-scan --repository-name {repository} --image-id imageDigest={digest}`, or turn on scan on push with `aws ecr put-image-scanning-configuration --repository-name {repository} --image-scanning-configuration scanOnPush=true`, and release again"
+    )
+}
+
+/// What to do about a scan that ended without findings to judge.
+fn scan_status_help(status: &str, repository: &str, digest: &str) -> String {
+    match status {
+        "UNSUPPORTED_IMAGE" => "basic scanning does not support this image's operating system or packages: build on a base image it supports, turn on enhanced scanning (Amazon Inspector), or remove scan.block_at for this environment".to_string(),
+        "FAILED" | "SCAN_ELIGIBILITY_EXPIRED" | "FINDINGS_UNAVAILABLE" => format!(
+            "scan it again with `aws ecr start-image-scan --repository-name {repository} --image-id imageDigest={digest}` (basic scanning allows one scan per image a day) and release again"
+        ),
+        _ => format!("check the image's scan in the ECR console ({repository}@{digest}) and release again"),
     }
 }

@@ -13,11 +13,27 @@ const NAMES_PER_CALL: usize = 10;
 #[derive(Clone, Debug)]
 pub struct ParameterStore {
     client: aws_sdk_ssm::Client,
+    /// `GetCallerIdentity`: the own account, which parameter ARNs are compared with.
+    sts: aws_sdk_sts::Client,
 }
 
 impl ParameterStore {
-    pub fn new(client: aws_sdk_ssm::Client) -> Self {
-        Self { client }
+    pub fn new(client: aws_sdk_ssm::Client, sts: aws_sdk_sts::Client) -> Self {
+        Self { client, sts }
+    }
+
+    /// The account the credentials belong to: the task's own account.
+    async fn own_account(&self) -> Result<String, StageError> {
+        let identity = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|err| stage_error("GetCallerIdentity", &err))?;
+        identity
+            .account()
+            .map(str::to_string)
+            .ok_or_else(|| StageError::failed("GetCallerIdentity returned no account"))
     }
 
     async fn describe(
@@ -51,12 +67,66 @@ impl ParameterStore {
     }
 }
 
-fn parameter_name(value_from: &str) -> Option<String> {
-    if let Some(rest) = value_from.strip_prefix("arn:") {
-        let (_, name) = rest.split_once(":parameter")?;
-        return Some(name.to_string());
+/// A Parameter Store ARN, `arn:<partition>:ssm:<region>:<account>:parameter/<name>`.
+#[derive(Debug, PartialEq, Eq)]
+struct ParameterArn<'a> {
+    region: &'a str,
+    account: &'a str,
+    /// The parameter's name as SSM knows it.
+    name: String,
+}
+
+/// SSM forms the ARN of `/a/b` as `parameter/a/b` and that of `a` as `parameter/a`: a
+/// name with a slash in it is hierarchical and starts with one, a plain name does not.
+fn parse_arn(value_from: &str) -> Option<ParameterArn<'_>> {
+    let mut parts = value_from.splitn(6, ':');
+    let (arn, _partition, service, region, account, resource) = (
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+        parts.next()?,
+    );
+    if arn != "arn" || service != "ssm" {
+        return None;
     }
-    Some(value_from.to_string())
+    let path = resource.strip_prefix("parameter/")?;
+    let name = if path.contains('/') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Some(ParameterArn {
+        region,
+        account,
+        name,
+    })
+}
+
+/// How a `valueFrom` is checked.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// Look this name up with `DescribeParameters` (own account, own region).
+    Name(String),
+    /// Another account or region: ECS resolves it at task start; not checked here.
+    Elsewhere,
+    /// Not a Parameter Store reference (Secrets Manager): ECS checks it at task start.
+    Skip,
+}
+
+/// ECS looks a name up in the task's own region and account; an ARN names its own.
+fn classify(value_from: &str, region: Option<&str>, account: Option<&str>) -> Check {
+    if !value_from.starts_with("arn:") {
+        return Check::Name(value_from.to_string());
+    }
+    match parse_arn(value_from) {
+        Some(arn) if Some(arn.region) == region && Some(arn.account) == account => {
+            Check::Name(arn.name)
+        }
+        Some(_) => Check::Elsewhere,
+        None => Check::Skip,
+    }
 }
 
 fn missing_error(missing: &[String]) -> StageError {
@@ -111,21 +181,41 @@ impl SecretStore for ParameterStore {
         Ok(refs)
     }
 
-    async fn ensure_exist(&self, value_froms: &[String]) -> Result<(), StageError> {
-        // Secrets Manager ARNs are checked by ECS at task start; this store knows SSM only.
-        let names: Vec<String> = value_froms
-            .iter()
-            .filter(|v| !v.starts_with("arn:aws:secretsmanager:"))
-            .filter_map(|v| parameter_name(v))
-            .collect();
-        let found = self.existing(&names).await?;
+    async fn ensure_exist(&self, value_froms: &[String]) -> Result<Vec<String>, StageError> {
+        let region = self
+            .client
+            .config()
+            .region()
+            .map(|r| r.as_ref().to_string());
+        // Only an ARN needs the account: GetCallerIdentity is called when there is one.
+        let account = if value_froms.iter().any(|v| parse_arn(v).is_some()) {
+            Some(self.own_account().await?)
+        } else {
+            None
+        };
+        let mut names = Vec::new();
+        let mut unchecked = Vec::new();
+        for value_from in value_froms {
+            match classify(value_from, region.as_deref(), account.as_deref()) {
+                Check::Name(name) => names.push(name),
+                Check::Elsewhere => unchecked.push(value_from.clone()),
+                Check::Skip => {}
+            }
+        }
+        names.sort();
+        names.dedup();
+        let found = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.existing(&names).await?
+        };
         let missing: Vec<String> = names
             .iter()
             .filter(|name| !found.iter().any(|m| m.name() == Some(name.as_str())))
             .cloned()
             .collect();
         if missing.is_empty() {
-            Ok(())
+            Ok(unchecked)
         } else {
             Err(missing_error(&missing))
         }
@@ -134,18 +224,46 @@ impl SecretStore for ParameterStore {
 
 #[cfg(test)]
 mod tests {
-    use super::parameter_name;
+    use super::{classify, parse_arn, Check};
+
+    const REGION: Option<&str> = Some("us-east-1");
+    const ACCOUNT: Option<&str> = Some("123456789012");
 
     #[test]
-    fn parameter_names_come_from_arns_and_names() {
+    fn arn_names_are_formed_as_ssm_forms_them() {
+        let hierarchical =
+            parse_arn("arn:aws:ssm:us-east-1:123456789012:parameter/cv-matcher/prod/DATABASE_URL")
+                .expect("an ARN");
+        assert_eq!(hierarchical.name, "/cv-matcher/prod/DATABASE_URL");
+        assert_eq!(hierarchical.region, "us-east-1");
+        assert_eq!(hierarchical.account, "123456789012");
+        let plain =
+            parse_arn("arn:aws-cn:ssm:cn-north-1:123456789012:parameter/plain").expect("an ARN");
+        assert_eq!(plain.name, "plain");
         assert_eq!(
-            parameter_name(
-                "arn:aws:ssm:us-east-1:123456789012:parameter/cv-matcher/prod/DATABASE_URL"
-            )
-            .as_deref(),
-            Some("/cv-matcher/prod/DATABASE_URL")
+            parse_arn("arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf"),
+            None
         );
-        assert_eq!(parameter_name("/a/b").as_deref(), Some("/a/b"));
-        assert_eq!(parameter_name("plain").as_deref(), Some("plain"));
+        assert_eq!(parse_arn("/a/b"), None);
+    }
+
+    #[test]
+    fn names_and_own_arns_are_checked_others_pass_through() {
+        let own = "arn:aws:ssm:us-east-1:123456789012:parameter/a/b";
+        assert_eq!(classify(own, REGION, ACCOUNT), Check::Name("/a/b".into()));
+        assert_eq!(
+            classify("/a/b", REGION, ACCOUNT),
+            Check::Name("/a/b".into())
+        );
+        assert_eq!(
+            classify("plain", REGION, ACCOUNT),
+            Check::Name("plain".into())
+        );
+        let other_account = "arn:aws:ssm:us-east-1:210987654321:parameter/a/b";
+        assert_eq!(classify(other_account, REGION, ACCOUNT), Check::Elsewhere);
+        let other_region = "arn:aws:ssm:eu-west-1:123456789012:parameter/a/b";
+        assert_eq!(classify(other_region, REGION, ACCOUNT), Check::Elsewhere);
+        let secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:db-AbCdEf";
+        assert_eq!(classify(secret, REGION, ACCOUNT), Check::Skip);
     }
 }

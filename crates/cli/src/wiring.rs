@@ -196,7 +196,10 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         deployer: ecs.clone(),
         service_reader: ecs,
         verifiers: verifiers(env, Some(&clients)),
-        secrets: Arc::new(ParameterStore::new(clients.ssm.clone())),
+        secrets: Arc::new(ParameterStore::new(
+            clients.ssm.clone(),
+            clients.sts.clone(),
+        )),
         artifacts: artifact_store(project, environment, &clients)?,
         notifiers: notifiers(env),
     })
@@ -375,7 +378,17 @@ pub async fn preflight(
                 .secrets
                 .ensure_exist(&sources)
                 .await
-                .map(|()| format!("{} exist", sources.len()))
+                .map(|unchecked| {
+                    let checked = sources.len() - unchecked.len();
+                    if unchecked.is_empty() {
+                        format!("{checked} exist")
+                    } else {
+                        format!(
+                            "{checked} exist; warning: {}",
+                            pipeline_core::unchecked_secrets(&unchecked)
+                        )
+                    }
+                })
                 .map_err(fix),
         ));
     }

@@ -270,6 +270,62 @@ async fn a_config_error_exits_2_and_makes_no_aws_call() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Numbers out of range, written or from a `${VAR}`: exit 2 naming file, key and value,
+/// never a panic.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_number_out_of_range_exits_2_without_a_panic() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = std::env::temp_dir().join(format!("tugboat-cli-range-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join(".aws")).expect("dir");
+    std::fs::copy(
+        example().join(".aws/task-definition.json"),
+        dir.join(".aws/task-definition.json"),
+    )
+    .expect("copy");
+    let example_config = std::fs::read_to_string(example().join("tugboat.toml")).expect("read");
+    let cases = [
+        (
+            example_config.replace("poll_interval_seconds = 5", "poll_interval_seconds = nan"),
+            None,
+            "environments.production.deploy.poll_interval_seconds",
+            "NaN",
+        ),
+        (
+            example_config.clone(),
+            Some(("BAKE_SECONDS", "99999999999")),
+            "environments.production.verify.bake_seconds",
+            "99999999999",
+        ),
+    ];
+    for (config, var, key, value) in cases {
+        std::fs::write(dir.join("tugboat.toml"), config).expect("write");
+        let mut command = tugboat();
+        aws_env(&mut command, &endpoint);
+        if let Some((name, value)) = var {
+            command.env(name, value);
+        }
+        let output = command
+            .current_dir(&dir)
+            .args(["deploy", "--env", "production", "--image", "v1.1.0"])
+            .output()
+            .await
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{key}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        for text in ["tugboat.toml", key, value] {
+            assert!(stderr.contains(text), "{text}: {stderr}");
+        }
+    }
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+    assert!(accepted.is_err(), "tugboat made an AWS call on bad config");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn help_of_every_subcommand() {
     for sub in [

@@ -70,7 +70,10 @@ pub fn stages(
         deployer: ecs.clone(),
         service_reader: ecs,
         verifiers: verifiers(environment, env, clients),
-        secrets: Arc::new(ParameterStore::new(clients.ssm.clone())),
+        secrets: Arc::new(ParameterStore::new(
+            clients.ssm.clone(),
+            clients.sts.clone(),
+        )),
         artifacts: Arc::new(
             S3ArtifactStore::new(clients.s3.clone(), &records.bucket, &records.prefix)
                 .with_lock_expiry(Duration::from_secs(records.lock_expiry_seconds)),

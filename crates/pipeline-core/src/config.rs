@@ -345,6 +345,24 @@ impl Default for ScanSettings {
     }
 }
 
+impl ScanSettings {
+    /// `prefix` is the table's key (`environments.production.scan`).
+    fn validate(&self, file: &Path, prefix: &str) -> Result<(), ConfigError> {
+        check_seconds(file, &format!("{prefix}.wait_seconds"), self.wait_seconds)?;
+        let poll = self.poll_seconds;
+        if !(poll > 0.0 && poll <= 60.0) {
+            return Err(ConfigError::invalid(
+                file,
+                format!("{prefix}.poll_seconds"),
+                "must be more than 0 and at most 60",
+            )
+            .with_value(poll.to_string())
+            .with_help("the default, 5, looks at a running scan every 5 seconds"));
+        }
+        Ok(())
+    }
+}
+
 fn default_scan_wait() -> u64 {
     300
 }
@@ -832,6 +850,7 @@ impl Config {
                 .with_help("use \"linux/amd64\" or \"linux/arm64\" (Graviton)"));
             }
         }
+        check_seconds(file, "test.timeout_seconds", self.test.timeout_seconds)?;
         if self.test.timeout_seconds == 0 {
             return Err(
                 ConfigError::invalid(file, "test.timeout_seconds", "must be more than 0")
@@ -1068,6 +1087,8 @@ impl Config {
                 }
             }
             validate_strategy(file, name, &env.strategy)?;
+            env.scan.validate(file, &key("scan"))?;
+            validate_timing(file, name, env)?;
             if let Some(records) = &env.records {
                 if records.bucket.trim().is_empty() {
                     return Err(ConfigError::invalid(
@@ -1331,6 +1352,129 @@ fn duplicate_key(message: &str) -> Option<String> {
 /// Turns a serde error into one that names the full key, the value and a fix.
 fn is_role_arn(text: &str) -> bool {
     text.starts_with("arn:aws") && text.contains(":role/")
+}
+
+/// The most seconds any duration in the config may be: 30 days. Far beyond any real
+/// deploy, and far from overflowing a deadline (`Instant` + `Duration`).
+pub const MAX_SECONDS: u64 = 30 * 24 * 3600;
+
+/// What a deploy timeout must cover beyond the strategy's bake times: starting the new
+/// tasks, health checks and the traffic shifts themselves.
+pub const BAKE_MARGIN_SECONDS: u64 = 300;
+
+fn check_seconds(file: &Path, key: &str, seconds: u64) -> Result<(), ConfigError> {
+    if seconds > MAX_SECONDS {
+        return Err(ConfigError::invalid(
+            file,
+            key,
+            format!("must be at most {MAX_SECONDS} seconds (30 days)"),
+        )
+        .with_value(seconds.to_string())
+        .with_help("give it in seconds, for example 900 for 15 minutes"));
+    }
+    Ok(())
+}
+
+impl StrategySettings {
+    /// The bake times ECS waits through during one deployment, in seconds, with the
+    /// keys that make them up (`bake_minutes = 15`), for messages. Unset ones count 0.
+    pub fn bake_seconds(&self) -> (u64, Vec<String>) {
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        if let Some(minutes) = self.bake_minutes.filter(|m| *m > 0) {
+            total += u64::from(minutes) * 60;
+            parts.push(format!("strategy.bake_minutes = {minutes}"));
+        }
+        if self.kind == StrategyKind::Canary {
+            if let Some(minutes) = self.canary_bake_minutes.filter(|m| *m > 0) {
+                total += u64::from(minutes) * 60;
+                parts.push(format!("strategy.canary_bake_minutes = {minutes}"));
+            }
+        }
+        if self.kind == StrategyKind::Linear {
+            if let (Some(minutes), Some(percent)) = (
+                self.linear_step_bake_minutes.filter(|m| *m > 0),
+                self.linear_step_percent,
+            ) {
+                // Validated to 0.1..=100 first: at most 1000 steps.
+                let steps = (100.0 / percent).ceil().clamp(1.0, 1000.0) as u64;
+                total += u64::from(minutes) * 60 * steps;
+                parts.push(format!(
+                    "strategy.linear_step_bake_minutes = {minutes} x {steps} steps (linear_step_percent = {percent})"
+                ));
+            }
+        }
+        (total, parts)
+    }
+}
+
+/// The durations of one environment: each in range, the deploy timeout longer than the
+/// strategy's bakes, the lock longer than a release may hold it.
+fn validate_timing(
+    file: &Path,
+    env_name: &str,
+    env: &EnvironmentConfig,
+) -> Result<(), ConfigError> {
+    let key = |field: &str| format!("environments.{env_name}.{field}");
+    check_seconds(
+        file,
+        &key("deploy.timeout_seconds"),
+        env.deploy.timeout_seconds,
+    )?;
+    check_seconds(
+        file,
+        &key("verify.timeout_seconds"),
+        env.verify.timeout_seconds,
+    )?;
+    check_seconds(file, &key("verify.bake_seconds"), env.verify.bake_seconds)?;
+    if let Some(records) = &env.records {
+        check_seconds(
+            file,
+            &key("records.lock_expiry_seconds"),
+            records.lock_expiry_seconds,
+        )?;
+    }
+    let timeout = env.deploy.timeout_seconds;
+    let (bakes, parts) = env.strategy.bake_seconds();
+    if bakes > 0 && timeout < bakes + BAKE_MARGIN_SECONDS {
+        let needed = bakes + BAKE_MARGIN_SECONDS;
+        return Err(ConfigError::invalid(
+            file,
+            key("deploy.timeout_seconds"),
+            format!(
+                "is shorter than the strategy's bake time plus a {BAKE_MARGIN_SECONDS}s margin: {} = {bakes}s, + {BAKE_MARGIN_SECONDS}s = {needed}s; the rollout would time out and roll back while ECS still bakes",
+                parts.join(" + ")
+            ),
+        )
+        .with_value(timeout.to_string())
+        .with_help(format!(
+            "set environments.{env_name}.deploy.timeout_seconds to at least {needed}, or shorten the bakes"
+        )));
+    }
+    if let Some(records) = &env.records {
+        let expiry = records.lock_expiry_seconds;
+        let bake = env.verify.bake_seconds;
+        let held = timeout + bake;
+        if expiry < held {
+            return Err(ConfigError::invalid(
+                file,
+                key("records.lock_expiry_seconds"),
+                format!(
+                    "is shorter than a release may hold the deploy lock: deploy.timeout_seconds = {timeout}{}; another run could take the lock while this one still deploys",
+                    if bake > 0 {
+                        format!(" + verify.bake_seconds = {bake} = {held}s")
+                    } else {
+                        "s".to_string()
+                    }
+                ),
+            )
+            .with_value(expiry.to_string())
+            .with_help(format!(
+                "set environments.{env_name}.records.lock_expiry_seconds to at least {held}, or lower deploy.timeout_seconds"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn validate_strategy(

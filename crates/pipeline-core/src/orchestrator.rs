@@ -954,47 +954,72 @@ impl Orchestrator {
     }
 
     /// Refuses an image whose scan has findings at or above the environment's
-    /// `scan.block_at`, waiting up to `scan.wait_seconds` for a running scan. An
-    /// override lets it through and is recorded.
+    /// `scan.block_at`, waiting up to `scan.wait_seconds` for a scan that is running or
+    /// not registered yet (scan on push starts it shortly after the push). An override
+    /// lets findings through and is recorded.
     async fn scan_gate(
         &self,
         run: &mut Run,
         env: &EnvironmentConfig,
         image: &PinnedImage,
     ) -> Result<(), Ending> {
+        use crate::stages::ScanReport;
         let Some(block_at) = env.scan.block_at else {
             return Ok(());
         };
         let repository = &self.project.config.image.repository;
-        let deadline = Instant::now() + Duration::from_secs(env.scan.wait_seconds);
-        let poll = Duration::from_secs_f64(env.scan.poll_seconds.max(0.05));
-        let refuse = |message: String| {
-            Ending::refused(&StageError::bad_input(message).with_help(
-            "fix the findings and release again, or deploy anyway with --override-scan (recorded in the deploy record)",
-        ))
+        // Validation keeps both in range; a config built in code cannot make this panic.
+        let deadline = Instant::now().checked_add(Duration::from_secs(env.scan.wait_seconds));
+        let poll = Duration::try_from_secs_f64(env.scan.poll_seconds.max(0.05))
+            .unwrap_or(Duration::from_secs(5));
+        let refuse = |message: String, help: String| {
+            Ending::refused(&StageError::bad_input(message).with_help(help))
         };
+        let mut waiting_said = false;
         let findings = loop {
-            match self.stages.registry.scan_findings(repository, image).await {
-                Ok(crate::stages::ScanReport::Complete(findings)) => break findings,
-                Ok(crate::stages::ScanReport::InProgress) if Instant::now() < deadline => {
-                    self.events
-                        .info(format!("waiting for the scan of {}", image.digest));
+            let report = match self.stages.registry.scan_findings(repository, image).await {
+                Ok(report) => report,
+                Err(err) => return Err(Ending::unchanged(Stage::Deploy, &err)),
+            };
+            let time_left = deadline.is_none_or(|d| Instant::now() < d);
+            match report {
+                ScanReport::Complete(findings) => break findings,
+                ScanReport::InProgress | ScanReport::NotStarted { .. } if time_left => {
+                    if !waiting_said {
+                        self.events.info(format!(
+                            "waiting up to {}s for the security scan of {}",
+                            env.scan.wait_seconds, image.digest
+                        ));
+                        waiting_said = true;
+                    }
                     tokio::time::sleep(poll).await;
                 }
-                Ok(crate::stages::ScanReport::InProgress) => {
-                    return Err(refuse(format!(
-                        "the security scan of {} did not finish within {}s",
-                        image.reference(),
-                        env.scan.wait_seconds
-                    )))
+                ScanReport::InProgress => {
+                    return Err(refuse(
+                        format!(
+                            "the security scan of {} did not finish within {}s",
+                            image.reference(),
+                            env.scan.wait_seconds
+                        ),
+                        format!("raise scan.wait_seconds (now {}) or release again once the scan has finished", env.scan.wait_seconds),
+                    ))
                 }
-                Ok(crate::stages::ScanReport::Unavailable(why)) => {
-                    return Err(refuse(format!(
-                        "no security scan of {}: {why}",
-                        image.reference()
-                    )))
+                ScanReport::NotStarted { how_to_start } => {
+                    return Err(refuse(
+                        format!(
+                            "there is no security scan of {}: none started within {}s (scan.wait_seconds)",
+                            image.reference(),
+                            env.scan.wait_seconds
+                        ),
+                        how_to_start,
+                    ))
                 }
-                Err(err) => return Err(Ending::unchanged(Stage::Deploy, &err)),
+                ScanReport::Unavailable { reason, help } => {
+                    return Err(refuse(
+                        format!("no usable security scan of {}: {reason}", image.reference()),
+                        help,
+                    ))
+                }
             }
         };
         let blocking: Vec<&crate::stages::Finding> =
@@ -1030,12 +1055,15 @@ impl Orchestrator {
                 run.record.scan_override = Some(who.clone());
                 Ok(())
             }
-            None => Err(refuse(format!(
-                "the image {} has {} finding(s) at or above {block_at:?}: {}",
-                image.reference(),
-                blocking.len(),
-                listed.join(", ")
-            ))),
+            None => Err(refuse(
+                format!(
+                    "the image {} has {} finding(s) at or above {block_at:?}: {}",
+                    image.reference(),
+                    blocking.len(),
+                    listed.join(", ")
+                ),
+                "fix the findings and release again, or deploy anyway with --override-scan (recorded in the deploy record)".into(),
+            )),
         }
     }
 
@@ -1072,7 +1100,11 @@ impl Orchestrator {
             .filter(|source| !secrets.iter().any(|s| &s.value_from == source))
             .collect();
         if !sources.is_empty() {
-            self.stages.secrets.ensure_exist(&sources).await?;
+            let unchecked = self.stages.secrets.ensure_exist(&sources).await?;
+            if !unchecked.is_empty() {
+                self.events
+                    .warn(crate::stages::unchecked_secrets(&unchecked));
+            }
         }
         Ok(rendered)
     }

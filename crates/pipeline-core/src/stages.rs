@@ -170,8 +170,14 @@ pub enum ScanReport {
     Complete(Vec<Finding>),
     /// Still running: look again later.
     InProgress,
-    /// No scan exists for the image (or it failed), with what the registry said.
-    Unavailable(String),
+    /// The registry has no scan of the image yet. Right after a push with scan on push
+    /// that is normal (the registry starts the scan a little later), so it is waited for
+    /// like [`ScanReport::InProgress`]; `how_to_start` says how to start one if none
+    /// comes, e.g. the `aws ecr start-image-scan` command line.
+    NotStarted { how_to_start: String },
+    /// The registry cannot scan the image (the scan failed, the image is not supported,
+    /// or it is not in the repository): what it said, and what to do about it.
+    Unavailable { reason: String, help: String },
 }
 
 /// Stores images and pins them by digest.
@@ -364,8 +370,20 @@ pub trait SecretStore: Send + Sync {
     async fn resolve(&self, spec: &SecretsSpec) -> Result<Vec<SecretRef>, StageError>;
 
     /// Fails with [`StageErrorKind::BadInput`], naming each missing one, unless every
-    /// `value_from` (an ARN or a name) exists.
-    async fn ensure_exist(&self, value_froms: &[String]) -> Result<(), StageError>;
+    /// `value_from` (an ARN or a name) it can check exists. Returns the ones it could
+    /// not check (ARNs in another account or region, which ECS resolves at task start
+    /// with the execution role) so the caller can say so; never a value.
+    async fn ensure_exist(&self, value_froms: &[String]) -> Result<Vec<String>, StageError>;
+}
+
+/// What to say about the secrets [`SecretStore::ensure_exist`] could not check: which
+/// ones (their ARNs, never a value) and who resolves them instead.
+pub fn unchecked_secrets(value_froms: &[String]) -> String {
+    format!(
+        "could not check {} secret(s) in another account or region (ECS resolves them at task start with the execution role, which needs access): {}",
+        value_froms.len(),
+        value_froms.join(", ")
+    )
 }
 
 /// Keeps deploy records, artifacts and the per-service deploy lock.

@@ -44,6 +44,12 @@ by the botocore output shape. moto's CloudWatch backend does the work, with one
 addition: alarms carry StateTransitionedTimestamp (the last change of the state value,
 not moved by a SetAlarmState that repeats the state with a new reason).
 
+ECR scans: describe_image_scan_findings answers ScanNotFoundException until
+TUGBOAT_MOTO_SCAN_DELAY_SECONDS (default 0) after the image's push; POST
+/tugboat-moto/scan-delay ``{"repositoryName", "imageDigest" (optional), "seconds" (null:
+never)}`` sets it per image or repository.  After the delay a repository with scan on
+push has a scan (stock moto only knows scans from start_image_scan).
+
 GET /tugboat-moto/default-network returns moto's default VPC and subnets in us-east-1
 (``{"vpcId", "subnetIds"}``; ``?region=`` for another), for ELBv2 resources that need
 a VPC, since the tests have no EC2 client.
@@ -148,6 +154,66 @@ def patch_ecr() -> None:
         self._image_digest = "sha256:" + hashlib.sha256(self.image_manifest.encode("utf-8")).hexdigest()
 
     Image._create_digest = _create_digest
+
+
+# Scans as ECR registers them: an image's scan does not exist (ScanNotFoundException) until
+# SCAN_DELAY_SECONDS after its push, then scan on push starts one.  Per image or per
+# repository through POST /tugboat-moto/scan-delay; None is a scan that never starts.
+SCAN_DELAY_SECONDS = float(os.environ.get("TUGBOAT_MOTO_SCAN_DELAY_SECONDS", "0"))
+_scan_delays: dict[tuple[str, str], float | None] = {}
+
+
+def set_scan_delay(body: dict[str, Any]) -> None:
+    """``{"repositoryName": R, "imageDigest": D (optional: every image of R), "seconds": 3 | null}``."""
+    seconds = body.get("seconds")
+    key = (str(body["repositoryName"]), str(body.get("imageDigest") or ""))
+    with _lock:
+        _scan_delays[key] = None if seconds is None else float(seconds)
+
+
+def _scan_delay(repository: str, digest: str) -> float | None:
+    with _lock:
+        for key in ((repository, digest), (repository, "")):
+            if key in _scan_delays:
+                return _scan_delays[key]
+    return SCAN_DELAY_SECONDS
+
+
+def patch_ecr_scans() -> None:
+    """describe_image_scan_findings answers ScanNotFoundException until the image's scan
+    delay after its push has passed (or forever); afterwards a repository with scan on
+    push has a scan (moto only knows scans from start_image_scan)."""
+    from moto.ecr.exceptions import ScanNotFoundException
+    from moto.ecr.models import ECRBackend, Image
+
+    original_init = Image.__init__
+
+    def image_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.tugboat_pushed_at = time.time()
+
+    Image.__init__ = image_init  # type: ignore[method-assign]
+    original = ECRBackend.describe_image_scan_findings
+
+    def describe_image_scan_findings(self: Any, registry_id: str, repository_name: str,
+                                     image_id: dict[str, Any]) -> Any:
+        repo = self._get_repository(repository_name, registry_id)
+        image = repo._get_image(image_id.get("imageTag"), image_id.get("imageDigest"))
+        delay = _scan_delay(repository_name, image.get_image_digest())
+        pushed = getattr(image, "tugboat_pushed_at", 0.0)
+        if delay is None or time.time() < pushed + delay:
+            idigest = image_id.get("imageDigest") or "null"
+            itag = image_id.get("imageTag") or "null"
+            raise ScanNotFoundException(
+                image_id=f"{{imageDigest:'{idigest}', imageTag:'{itag}'}}",
+                repository_name=repository_name,
+                registry_id=repo.registry_id,
+            )
+        if image.last_scan is None and (repo.image_scanning_configuration or {}).get("scanOnPush"):
+            image.last_scan = datetime.fromtimestamp(pushed + delay)
+        return original(self, registry_id, repository_name, image_id)
+
+    ECRBackend.describe_image_scan_findings = describe_image_scan_findings  # type: ignore[method-assign]
 
 
 def patch_ssm() -> None:
@@ -748,6 +814,11 @@ class TugboatApp:
             body = json.dumps(answer).encode()
             start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
+        if path == "/tugboat-moto/scan-delay" and method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            set_scan_delay(json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2")])
+            return [b"{}"]
         if path == "/tugboat-moto/default-network" and method == "GET":
             body = json.dumps(default_network(environ.get("QUERY_STRING", ""))).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -759,6 +830,7 @@ class TugboatApp:
         if path == "/moto-api/reset" and method == "POST":
             with _lock:
                 _transitions.clear()
+                _scan_delays.clear()
         return self.moto_app(environ, start_response)
 
 
@@ -800,6 +872,7 @@ def main() -> None:
     patch_ecs()
     patch_autoscaling()
     patch_ecr()
+    patch_ecr_scans()
     patch_ssm()
     patch_cloudwatch()
     moto_app = DomainDispatcherApplication(create_backend_app)

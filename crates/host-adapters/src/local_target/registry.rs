@@ -118,9 +118,10 @@ impl Registry for LocalRegistry {
         _repository: &str,
         _image: &PinnedImage,
     ) -> Result<pipeline_core::ScanReport, StageError> {
-        Ok(pipeline_core::ScanReport::Unavailable(
-            "images of the local target are not scanned".into(),
-        ))
+        Ok(pipeline_core::ScanReport::Unavailable {
+            reason: "images of the local target are not scanned".into(),
+            help: "remove scan.block_at from this local environment".into(),
+        })
     }
 
     async fn ensure_repository(&self, repository: &str) -> Result<String, StageError> {

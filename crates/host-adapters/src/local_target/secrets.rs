@@ -194,9 +194,9 @@ impl SecretStore for LocalSecretStore {
         Ok(refs)
     }
 
-    async fn ensure_exist(&self, value_froms: &[String]) -> Result<(), StageError> {
+    async fn ensure_exist(&self, value_froms: &[String]) -> Result<Vec<String>, StageError> {
         if value_froms.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (values, file) = self.values()?;
         let missing: Vec<&str> = value_froms
@@ -205,7 +205,7 @@ impl SecretStore for LocalSecretStore {
             .map(String::as_str)
             .collect();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         Err(StageError::bad_input(format!(
             "the local secrets file {} has no secret for {}",

@@ -369,7 +369,7 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
             })
             .collect())
     });
-    secrets.expect_ensure_exist().returning(|_| Ok(()));
+    secrets.expect_ensure_exist().returning(|_| Ok(Vec::new()));
 
     let mut artifacts = MockArtifactStore::new();
     artifacts

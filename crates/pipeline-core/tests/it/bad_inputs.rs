@@ -60,6 +60,23 @@ const TASK_DEFINITION: &str = r#"{
 }
 "#;
 
+/// A complete canary strategy for production (load balancer settings included), baking
+/// 15 + 5 minutes; a case appends to it.
+macro_rules! canary {
+    ($($more:literal),*) => {
+        concat!(
+            "tags = [\"v*\"]\n\n[environments.production.strategy]\n",
+            "alternate_target_group_arn = \"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/demo-green/1\"\n",
+            "production_listener_rule = \"arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/3\"\n",
+            "role_arn = \"arn:aws:iam::123456789012:role/ecs-lb\"\n",
+            $($more),*
+        )
+    };
+}
+
+/// Where a case adds the scan table of staging.
+const STAGING_VERIFY: &str = "[environments.staging.verify]";
+
 /// Which file the error must name.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum File {
@@ -483,6 +500,159 @@ fn cases() -> Vec<Case> {
             says: &["used by two containers"],
             ..case("two containers with one name")
         },
+        Case {
+            config: &[("poll_interval_seconds = 5", "poll_interval_seconds = -1")],
+            key: "environments.staging.deploy.poll_interval_seconds",
+            value: Some("-1"),
+            says: &["must be more than 0 and at most 60"],
+            ..case("a negative poll interval")
+        },
+        Case {
+            config: &[("poll_interval_seconds = 5", "poll_interval_seconds = nan")],
+            key: "environments.staging.deploy.poll_interval_seconds",
+            value: Some("NaN"),
+            says: &["must be more than 0 and at most 60"],
+            ..case("a poll interval that is not a number")
+        },
+        Case {
+            config: &[("poll_interval_seconds = 5", "poll_interval_seconds = 1e300")],
+            key: "environments.staging.deploy.poll_interval_seconds",
+            value: Some("10000000000"),
+            says: &["at most 60"],
+            ..case("a poll interval that overflows a Duration")
+        },
+        Case {
+            config: &[("poll_interval_seconds = 5", "poll_interval_seconds = \"${POLL}\"")],
+            vars: &[("POLL", "-1")],
+            key: "environments.staging.deploy.poll_interval_seconds",
+            value: Some("-1"),
+            says: &["must be more than 0"],
+            ..case("a negative poll interval from a variable")
+        },
+        Case {
+            config: &[(STAGING_VERIFY, "[environments.staging.scan]\npoll_seconds = inf\n\n[environments.staging.verify]")],
+            key: "environments.staging.scan.poll_seconds",
+            value: Some("inf"),
+            says: &["must be more than 0 and at most 60"],
+            ..case("an infinite scan poll")
+        },
+        Case {
+            config: &[(STAGING_VERIFY, "[environments.staging.scan]\npoll_seconds = nan\n\n[environments.staging.verify]")],
+            key: "environments.staging.scan.poll_seconds",
+            value: Some("NaN"),
+            says: &["must be more than 0"],
+            ..case("a scan poll that is not a number")
+        },
+        Case {
+            config: &[(STAGING_VERIFY, "[environments.staging.scan]\npoll_seconds = -1\n\n[environments.staging.verify]")],
+            key: "environments.staging.scan.poll_seconds",
+            value: Some("-1"),
+            says: &["must be more than 0"],
+            ..case("a negative scan poll")
+        },
+        Case {
+            config: &[(STAGING_VERIFY, "[environments.staging.scan]\nwait_seconds = -1\n\n[environments.staging.verify]")],
+            key: "environments.staging.scan.wait_seconds",
+            value: Some("-1"),
+            ..case("a negative scan wait")
+        },
+        Case {
+            config: &[(STAGING_VERIFY, "[environments.staging.scan]\nwait_seconds = \"${WAIT}\"\n\n[environments.staging.verify]")],
+            vars: &[("WAIT", "99999999999")],
+            key: "environments.staging.scan.wait_seconds",
+            value: Some("99999999999"),
+            says: &["must be at most 2592000 seconds (30 days)"],
+            ..case("a scan wait from a variable beyond 30 days")
+        },
+        Case {
+            config: &[("poll_interval_seconds = 5", "poll_interval_seconds = 5\ntimeout_seconds = 1e300")],
+            key: "environments.staging.deploy.timeout_seconds",
+            value: Some("floating point `1000000000"),
+            says: &["expected u64"],
+            ..case("a deploy timeout that is a float beyond any Duration")
+        },
+        Case {
+            config: &[("poll_interval_seconds = 5", "poll_interval_seconds = 5\ntimeout_seconds = 9223372036854775807")],
+            key: "environments.staging.deploy.timeout_seconds",
+            value: Some("9223372036854775807"),
+            says: &["must be at most 2592000"],
+            ..case("a deploy timeout that would overflow a deadline")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", canary!("kind = \"canary\"\ncanary_percent = 150\n"))],
+            key: "environments.production.strategy.canary_percent",
+            value: Some("150"),
+            says: &["percentage from 0.1 to 100"],
+            ..case("a canary percent above 100")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", canary!("kind = \"canary\"\ncanary_percent = 0\n"))],
+            key: "environments.production.strategy.canary_percent",
+            value: Some("0"),
+            says: &["percentage from 0.1 to 100"],
+            ..case("a canary percent of 0")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", canary!("kind = \"linear\"\nlinear_step_percent = nan\n"))],
+            key: "environments.production.strategy.linear_step_percent",
+            value: Some("NaN"),
+            says: &["percentage from 0.1 to 100"],
+            ..case("a linear step percent that is not a number")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", canary!("kind = \"linear\"\nlinear_step_percent = -10\n"))],
+            key: "environments.production.strategy.linear_step_percent",
+            value: Some("-10"),
+            says: &["percentage from 0.1 to 100"],
+            ..case("a negative linear step percent")
+        },
+        Case {
+            config: &[(
+                "tags = [\"v*\"]",
+                canary!("kind = \"canary\"\nbake_minutes = 15\ncanary_percent = 10\ncanary_bake_minutes = 5\n"),
+            )],
+            key: "environments.production.deploy.timeout_seconds",
+            value: Some("900"),
+            says: &[
+                "strategy.bake_minutes = 15 + strategy.canary_bake_minutes = 5 = 1200s",
+                "300s margin",
+                "set environments.production.deploy.timeout_seconds to at least 1500",
+            ],
+            ..case("a deploy timeout shorter than the canary's bakes")
+        },
+        Case {
+            config: &[(
+                "tags = [\"v*\"]",
+                canary!(
+                    "kind = \"linear\"\nlinear_step_percent = 30\nlinear_step_bake_minutes = 5\n",
+                    "\n[environments.production.deploy]\ntimeout_seconds = 1499\n"
+                ),
+            )],
+            key: "environments.production.deploy.timeout_seconds",
+            value: Some("1499"),
+            says: &[
+                "strategy.linear_step_bake_minutes = 5 x 4 steps (linear_step_percent = 30) = 1200s",
+                "at least 1500",
+            ],
+            ..case("a deploy timeout shorter than the linear steps' bakes")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[environments.production.records]\nbucket = \"demo-records\"\nlock_expiry_seconds = 600")],
+            key: "environments.production.records.lock_expiry_seconds",
+            value: Some("600"),
+            says: &["deploy.timeout_seconds = 900", "at least 900", "or lower deploy.timeout_seconds"],
+            ..case("a lock expiry shorter than the deploy timeout")
+        },
+        Case {
+            config: &[
+                ("poll_interval_seconds = 5", "poll_interval_seconds = 5\ntimeout_seconds = 600"),
+                ("expected_status = 200", "expected_status = 200\nbake_seconds = \"${BAKE_SECONDS:-300}\"\n\n[environments.staging.records]\nbucket = \"demo-records\"\nlock_expiry_seconds = 800"),
+            ],
+            key: "environments.staging.records.lock_expiry_seconds",
+            value: Some("800"),
+            says: &["deploy.timeout_seconds = 600 + verify.bake_seconds = 300 = 900s", "at least 900"],
+            ..case("a lock expiry shorter than the deploy timeout and the verify bake")
+        },
     ]
 }
 
@@ -534,6 +704,9 @@ alternate_target_group_arn = "arn:aws:elasticloadbalancing:us-east-1:12345678901
 production_listener_rule = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/3"
 test_listener_rule = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener-rule/app/demo/1/2/4"
 role_arn = "arn:aws:iam::123456789012:role/ecs-lb"
+
+[environments.production.deploy]
+timeout_seconds = 1500
 
 [environments.production.strategy.lifecycle_hook]
 function_arn = "arn:aws:lambda:us-east-1:123456789012:function:tugboat"

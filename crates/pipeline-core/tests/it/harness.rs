@@ -44,6 +44,11 @@ pub struct World {
     pub commit_already_pushed: bool,
     /// What the image's security scan found.
     pub scan_findings: Vec<pipeline_core::Finding>,
+    /// What the registry answers about the scan before that, one per look, in order;
+    /// then the scan is complete with `scan_findings`. Empty: complete at once.
+    pub scan_reports: Vec<pipeline_core::ScanReport>,
+    /// The environment's `scan.wait_seconds` (its `poll_seconds` is 0.05 then).
+    pub scan_wait_seconds: Option<u64>,
     pub secrets: Result<(), StageErrorKind>,
     /// What the service runs before the release.
     pub previous: Option<Revision>,
@@ -71,6 +76,8 @@ impl Default for World {
             resolve: Ok(()),
             commit_already_pushed: false,
             scan_findings: Vec::new(),
+            scan_reports: Vec::new(),
+            scan_wait_seconds: None,
             secrets: Ok(()),
             previous: Some(revision(6)),
             update: Ok(()),
@@ -221,9 +228,15 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .times(calls.push)
         .returning(move |_, _, _, _| answer(result, "docker push").map(|()| pinned_image()));
     let findings = world.scan_findings.clone();
-    registry
-        .expect_scan_findings()
-        .returning(move |_, _| Ok(pipeline_core::ScanReport::Complete(findings.clone())));
+    let reports = Arc::new(Mutex::new(world.scan_reports.clone()));
+    registry.expect_scan_findings().returning(move |_, _| {
+        let mut reports = lock(&reports);
+        Ok(if reports.is_empty() {
+            pipeline_core::ScanReport::Complete(findings.clone())
+        } else {
+            reports.remove(0)
+        })
+    });
     let already_pushed = world.commit_already_pushed;
     registry
         .expect_find_tag()
@@ -265,7 +278,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
                     .collect()
             })
     });
-    secrets.expect_ensure_exist().returning(|_| Ok(()));
+    secrets.expect_ensure_exist().returning(|_| Ok(Vec::new()));
 
     let updated = Arc::new(AtomicBool::new(false));
     let mut deployer = MockDeployer::new();
@@ -428,6 +441,10 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         env.rollback.automatic = world.automatic_rollback;
         // Every scripted release passes the security-scan gate (empty findings by default).
         env.scan.block_at = Some(pipeline_core::Severity::High);
+        if let Some(wait) = world.scan_wait_seconds {
+            env.scan.wait_seconds = wait;
+            env.scan.poll_seconds = 0.05;
+        }
     }
     let stages = Stages {
         test_runner: Some(Arc::new(tests)),

@@ -6,6 +6,7 @@ mod failure_points;
 mod harness;
 mod rollback;
 mod routing;
+mod scan_gate;
 mod support;
 mod task_definitions;
 mod variables;
