@@ -18,6 +18,8 @@ mod local_target;
 mod plain_output;
 #[path = "cli/read_only.rs"]
 mod read_only;
+#[path = "cli/signals.rs"]
+mod signals;
 #[path = "cli/verify.rs"]
 mod verify;
 

@@ -288,6 +288,7 @@ impl Orchestrator {
             record,
             target,
             started: Instant::now(),
+            cancel: CancellationToken::new(),
         };
         let ending = match failure {
             None => {
