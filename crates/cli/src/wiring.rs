@@ -43,10 +43,11 @@ fn artifact_store(
 ) -> Result<Arc<dyn ArtifactStore>, Exit> {
     let env = project.environment(environment)?;
     Ok(match &env.records {
-        Some(records) => Arc::new(
-            S3ArtifactStore::new(clients.s3.clone(), &records.bucket, &records.prefix)
-                .with_lock_expiry(Duration::from_secs(records.lock_expiry_seconds)),
-        ),
+        Some(records) => Arc::new(S3ArtifactStore::new(
+            clients.s3.clone(),
+            &records.bucket,
+            &records.prefix,
+        )),
         None => Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
     })
 }
