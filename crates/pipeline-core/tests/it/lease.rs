@@ -406,3 +406,12 @@ async fn a_lease_that_cannot_be_renewed_stops_the_run_before_it_may_have_run_out
         ran.took
     );
 }
+
+#[test]
+fn an_old_config_with_a_lock_expiry_still_loads_with_the_default_lease() {
+    let records: pipeline_core::config::RecordsSettings =
+        toml::from_str("bucket = \"demo-records\"\nlock_expiry_seconds = 3600\n")
+            .expect("an old [records] section loads");
+    assert_eq!(records.lock_lease_seconds, 120);
+    assert_eq!(records.lock_expiry_seconds, Some(3600));
+}
