@@ -20,6 +20,8 @@ mod plain_output;
 mod read_only;
 #[path = "cli/signals.rs"]
 mod signals;
+#[path = "cli/unlock.rs"]
+mod unlock;
 #[path = "cli/verify.rs"]
 mod verify;
 
@@ -342,6 +344,7 @@ async fn help_of_every_subcommand() {
         "init",
         "infra",
         "completions",
+        "unlock",
     ] {
         let output = tugboat().args([sub, "--help"]).output().await.expect("run");
         assert_eq!(output.status.code(), Some(0));
