@@ -507,3 +507,67 @@ async fn a_missing_config_is_a_clear_error() -> anyhow::Result<()> {
     assert_eq!(err.error_type(), "MalformedEvent", "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_push_deploys_nothing() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let real = cv.put_image(cv::REPOSITORY, "v1.1.0").await?;
+    let other = cv.put_image(cv::REPOSITORY, "v1.2.0").await?;
+    let before = cv.service().await?.task_definition().map(str::to_string);
+
+    // The tag is not on that digest: someone wants v1.2.0 released as v1.1.0's environment.
+    let forged = push_event("forged-1", cv::REPOSITORY, "v1.1.0", &other.digest)?;
+    let result = handle(&handler, forged).await?;
+    assert_eq!(result.action, Action::Ignored, "{result:?}");
+    assert!(
+        result.message.contains("nothing deployed"),
+        "{}",
+        result.message
+    );
+    // Another repository.
+    let elsewhere = push_event("forged-2", "someone_elses_repo", "v1.1.0", &real.digest)?;
+    let result = handle(&handler, elsewhere).await?;
+    assert_eq!(result.action, Action::Ignored, "{result:?}");
+    // Another region.
+    let mut far = push_event("forged-3", cv::REPOSITORY, "v1.1.0", &real.digest)?;
+    far["region"] = json!("eu-west-1");
+    let result = handle(&handler, far).await?;
+    assert_eq!(result.action, Action::Ignored, "{result:?}");
+    assert!(result.message.contains("eu-west-1"), "{}", result.message);
+    // A tag ECR does not hold at all.
+    let ghost = push_event("forged-4", cv::REPOSITORY, "v9.9.9", &real.digest)?;
+    let result = handle(&handler, ghost).await?;
+    assert_eq!(result.action, Action::Ignored, "{result:?}");
+
+    assert_eq!(
+        cv.service().await?.task_definition().map(str::to_string),
+        before
+    );
+    assert!(cv.stored_lock().await?.is_none(), "a lock was taken");
+    // The genuine event still releases.
+    let genuine = push_event("push-1", cv::REPOSITORY, "v1.1.0", &real.digest)?;
+    let result = handle(&handler, genuine).await?;
+    assert_eq!(result.action, Action::StartRelease, "{result:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_sweep_is_an_event_of_its_own() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let scheduled = json!({
+        "version": "0", "id": "sweep-1", "detail-type": "Scheduled Event",
+        "source": "aws.events", "account": "123456789012", "time": "2026-12-01T10:00:00Z",
+        "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/tugboat-sweep"],
+        "detail": {}
+    });
+    let result = handle(&handler, scheduled).await?;
+    assert_eq!(result.action, Action::Ignored, "{result:?}");
+    assert!(
+        result.message.contains("scheduled sweep"),
+        "{}",
+        result.message
+    );
+    Ok(())
+}

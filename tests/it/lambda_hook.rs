@@ -351,3 +351,46 @@ async fn an_open_bake_is_in_progress_and_carries_its_start() -> anyhow::Result<(
     assert_eq!(done["hookStatus"], "SUCCEEDED", "{done}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_alarm_is_no_verdict_and_ecs_calls_again() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let service = service_arn(&cv).await?;
+    // CloudWatch cannot be reached (a port nothing listens on), everything else can.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    drop(std::net::TcpListener::bind(dead));
+    let unreachable = tugboat_tests::aws::sdk_config(&format!("http://{dead}")).await;
+    let mut clients = cv.aws.clients.clone();
+    clients.cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(&unreachable)
+            .retry_config(aws_sdk_cloudwatch::config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let handler = handler(&cv, 60).with_clients(clients);
+    let started = json!({"tugboatStage": "POST_TEST_TRAFFIC_SHIFT", "tugboatBakeStartedAt": 1_764_166_500_u64});
+
+    let answered = answer(
+        &handler,
+        invocation(
+            &service,
+            "POST_TEST_TRAFFIC_SHIFT",
+            100.0,
+            0.0,
+            Some(started),
+        ),
+    )
+    .await?;
+
+    assert_eq!(status(&answered), "IN_PROGRESS", "{answered}");
+    assert_eq!(answered["callBackDelay"], json!(15), "{answered}");
+    assert!(
+        message(&answered).contains("cannot read the alarms"),
+        "{answered}"
+    );
+    assert_eq!(
+        answered["hookDetails"]["tugboatBakeStartedAt"],
+        json!(1_764_166_500_u64),
+        "what earlier calls carried is kept: {answered}"
+    );
+    Ok(())
+}

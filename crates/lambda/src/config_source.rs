@@ -91,7 +91,20 @@ impl LoadedConfig {
     /// loads the task definition next to it when it exists.
     pub fn from_text(source: &ConfigSource, text: &str) -> Result<Self, HandlerError> {
         let config_file = PathBuf::from(source.to_string());
-        let config = Config::parse(&config_file, text, &|name| std::env::var(name).ok())?;
+        if let Some(name) = credential_variable(text) {
+            return Err(HandlerError::Setup {
+                problem: format!(
+                    "{config_file:?} names the variable ${{{name}}}: the function never expands AWS_* variables (they hold its session credentials)",
+                    config_file = config_file.display().to_string()
+                ),
+                help: Some(format!(
+                    "put the value in the config, or pass it as {VARIABLE_PREFIX}<NAME> in the function's environment and write ${{<NAME>}}"
+                )),
+            });
+        }
+        let config = Config::parse(&config_file, text, &|name| {
+            function_variable(name, &|key| std::env::var(key).ok())
+        })?;
         let task_definition = match source {
             ConfigSource::S3 { .. } => None,
             ConfigSource::File(path) => {
@@ -112,6 +125,57 @@ impl LoadedConfig {
             task_definition,
         })
     }
+}
+
+/// A `${NAME}` in the function's config reads `TUGBOAT_VAR_NAME`, or `NAME` itself when it
+/// is listed in `TUGBOAT_CONFIG_VARS` (comma separated); nothing else of the function's
+/// environment, and no `AWS_*` variable but the region (the others hold the function's
+/// session credentials; a config naming one is refused).
+pub const VARIABLE_PREFIX: &str = "TUGBOAT_VAR_";
+/// The allowlist of variables a config may read by their own name.
+pub const ALLOWED_VARIABLES: &str = "TUGBOAT_CONFIG_VARS";
+
+/// The value `${name}` expands to in the function, from `env`.
+pub fn function_variable(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    // The region is no secret, and the example's `region = "${AWS_REGION:-…}"` must work.
+    if REGION_VARIABLES.contains(&name) {
+        return env(name);
+    }
+    if name.starts_with("AWS_") {
+        return None;
+    }
+    if let Some(value) = env(&format!("{VARIABLE_PREFIX}{name}")) {
+        return Some(value);
+    }
+    let allowed = env(ALLOWED_VARIABLES).unwrap_or_default();
+    if allowed
+        .split(',')
+        .map(str::trim)
+        .any(|allowed| allowed == name)
+    {
+        return env(name);
+    }
+    None
+}
+
+/// The `AWS_*` variables a config may read: the function's region.
+const REGION_VARIABLES: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
+
+/// The first `${AWS_…}` the config text names other than the region, if any.
+fn credential_variable(text: &str) -> Option<String> {
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name.starts_with("AWS_") && !REGION_VARIABLES.contains(&name.as_str()) {
+            return Some(name);
+        }
+        rest = after;
+    }
+    None
 }
 
 /// Reads a config file from the package.
@@ -184,5 +248,53 @@ mod tests {
             Some(ConfigSource::File("/etc/tugboat.toml".into()))
         );
         assert!(ConfigSource::parse("s3://bucket-only", base).is_err());
+    }
+
+    #[test]
+    fn a_config_reads_only_the_variables_meant_for_it() {
+        let env = |name: &str| -> Option<String> {
+            match name {
+                "TUGBOAT_VAR_BAKE_SECONDS" => Some("60".into()),
+                "TUGBOAT_CONFIG_VARS" => Some("APP_URL, SLACK_CHANNEL_ID".into()),
+                "APP_URL" => Some("https://cv.example.com".into()),
+                "AWS_REGION" => Some("eu-west-1".into()),
+                "AWS_SECRET_ACCESS_KEY" | "SLACK_BOT_TOKEN" => Some("secret".into()),
+                _ => None,
+            }
+        };
+        assert_eq!(
+            function_variable("BAKE_SECONDS", &env).as_deref(),
+            Some("60")
+        );
+        assert_eq!(
+            function_variable("APP_URL", &env).as_deref(),
+            Some("https://cv.example.com")
+        );
+        assert_eq!(
+            function_variable("AWS_REGION", &env).as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            function_variable("SLACK_BOT_TOKEN", &env),
+            None,
+            "not listed"
+        );
+        assert_eq!(function_variable("AWS_SECRET_ACCESS_KEY", &env), None);
+    }
+
+    #[test]
+    fn a_config_naming_the_credentials_is_refused_without_their_value() {
+        let source = ConfigSource::S3 {
+            bucket: "cfg".into(),
+            key: "tugboat.toml".into(),
+        };
+        let text = "[app]\nname = \"${AWS_SECRET_ACCESS_KEY}\"\n";
+        // Refused before any variable is read: whatever the environment holds stays out.
+        let message = match LoadedConfig::from_text(&source, text) {
+            Ok(_) => panic!("a config naming the credentials was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(message.contains("AWS_SECRET_ACCESS_KEY"), "{message}");
+        assert!(message.contains("never expands"), "{message}");
     }
 }

@@ -284,8 +284,14 @@ impl Handler {
                 problem: format!("{service_arn:?} is not an ECS service ARN"),
             });
         };
+        // By the whole service ARN: region, cluster (a name or an ARN in the config) and service.
         let found = loaded.config.environments.iter().find(|(_, env)| {
-            env.service == arn.service && arn.cluster.as_ref().is_none_or(|c| *c == env.cluster)
+            env.service == arn.service
+                && arn
+                    .cluster
+                    .as_ref()
+                    .is_none_or(|c| c == pipeline_core::config::cluster_name(&env.cluster))
+                && env.region.as_deref().is_none_or(|r| r == arn.region)
         });
         let answer = match found {
             None => hook::HookAnswer::failed(format!(
@@ -320,12 +326,18 @@ impl Handler {
                     ) {
                         None => hook::AlarmFindings::default(),
                         Some(watch) => {
-                            let states = watch.current_states().await.map_err(|err| {
-                                HandlerError::Setup {
-                                    problem: format!("cannot read the alarms: {err}"),
-                                    help: None,
+                            let states = match watch.current_states().await {
+                                Ok(states) => states,
+                                // No verdict yet: a Lambda error would be a failed hook,
+                                // and ECS would roll a healthy release back.
+                                Err(err) => {
+                                    tracing::warn!(stage = %stage, "cannot read the alarms: {err}");
+                                    return Ok(hook::HookAnswer::look_again(
+                                        &invocation,
+                                        format!("{stage}: cannot read the alarms ({err}); looking again"),
+                                    ));
                                 }
-                            })?;
+                            };
                             hook::judge_alarms(
                                 watch.names(),
                                 &states,
@@ -377,6 +389,9 @@ impl Handler {
             loaded: &loaded,
             built: BTreeMap::new(),
         };
+        // Overdue releases first: a release whose event was lost still holds the lock, and
+        // would refuse the push this event may bring.
+        let overdue = invocation.finish_overdue().await;
         let handled = match parsed {
             Ok(parsed) => {
                 let envelope = &parsed.envelope;
@@ -390,7 +405,6 @@ impl Handler {
             }
             Err(err) => Err(err),
         };
-        let overdue = invocation.finish_overdue().await;
         match handled {
             Ok(mut result) => {
                 tracing::info!(
@@ -494,6 +508,13 @@ impl Invocation<'_> {
                 self.deployment_changed(envelope, &detail).await
             }
             Event::AlarmStateChange(detail) => self.alarm_changed(envelope, &detail).await,
+            Event::Other
+                if envelope.source == "aws.events" && envelope.detail_type == "Scheduled Event" =>
+            {
+                Ok(InvocationResult::ignored(
+                    "the scheduled sweep of overdue releases",
+                ))
+            }
             Event::Other => Ok(InvocationResult::ignored(format!(
                 "{} from {} is not an event tugboat acts on",
                 envelope.detail_type, envelope.source
@@ -540,6 +561,50 @@ impl Invocation<'_> {
                 "no environment deploys image tag {tag} (no `tags` or `image_tags` rule matches it)"
             )));
         };
+        // Trust nothing in the event: anyone allowed to invoke the function can send one.
+        let env = &self.config.environments[&environment];
+        if let Some(region) = env.region.as_deref() {
+            if region != envelope.region {
+                return Ok(InvocationResult::ignored(format!(
+                    "a push in {}, but {environment} deploys from {region}: not this app's repository",
+                    envelope.region
+                )));
+            }
+        }
+        let clients = self.handler.clients(env.region.as_deref()).await;
+        let registry = aws_adapters::EcrRegistry::new(clients.ecr.clone());
+        match pipeline_core::Registry::resolve(
+            &registry,
+            repository,
+            &ImageReference::Tag(tag.to_string()),
+        )
+        .await
+        {
+            Ok(image) if image.digest == digest => {}
+            Ok(image) => {
+                tracing::warn!(tag, event_digest = %digest, actual = %image.digest, "push event refused");
+                return Ok(InvocationResult::ignored(format!(
+                    "the event says {repository}:{tag} is {digest}, but ECR has {tag} on {}: nothing deployed",
+                    image.digest
+                )));
+            }
+            Err(err) if err.kind == pipeline_core::StageErrorKind::BadInput => {
+                return Ok(InvocationResult::ignored(format!(
+                    "the event names {repository}:{tag}, which ECR does not hold: nothing deployed ({})",
+                    err.message
+                )));
+            }
+            // A transient error: fail the invocation so that Lambda delivers it again.
+            Err(err) => {
+                return Err(HandlerError::Setup {
+                    problem: format!(
+                    "cannot check the pushed image {repository}:{tag} ({}); the event is retried",
+                    err.message
+                ),
+                    help: None,
+                })
+            }
+        }
         let request = DeployRequest {
             environment: environment.clone(),
             source: ReleaseSource::Image(ImageReference::Digest(digest)),

@@ -95,7 +95,25 @@ impl HookAnswer {
             hook_details: Some(serde_json::json!({ "message": message.into() })),
         }
     }
+
+    /// No verdict yet (a transient error): IN_PROGRESS, called again shortly, with what
+    /// earlier calls carried (the bake's start) kept.
+    pub fn look_again(invocation: &HookInvocation, message: impl Into<String>) -> Self {
+        let mut details = match &invocation.hook_details {
+            Some(Value::Object(map)) => map.clone(),
+            _ => serde_json::Map::new(),
+        };
+        details.insert("message".into(), Value::String(message.into()));
+        Self {
+            hook_status: HookStatus::InProgress,
+            call_back_delay: Some(TRANSIENT_CALL_BACK_DELAY),
+            hook_details: Some(Value::Object(details)),
+        }
+    }
 }
+
+/// Seconds until ECS calls the hook again after a transient error.
+pub const TRANSIENT_CALL_BACK_DELAY: u64 = 15;
 
 /// Whether a payload is a hook invocation: no EventBridge envelope (`source`,
 /// `detail-type`), but `executionId` and `lifecycleStage`.

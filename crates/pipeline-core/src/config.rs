@@ -1219,11 +1219,24 @@ impl Config {
     }
 
     /// The environment that deploys to this cluster and service.
+    /// The environment deploying `service` in `cluster`; clusters match by name, whether
+    /// the config or the caller gives a name or an ARN.
     pub fn environment_for_service(&self, cluster: &str, service: &str) -> Option<&str> {
+        let cluster = cluster_name(cluster);
         self.environments
             .iter()
-            .find(|(_, env)| env.cluster == cluster && env.service == service)
+            .find(|(_, env)| cluster_name(&env.cluster) == cluster && env.service == service)
             .map(|(name, _)| name.as_str())
+    }
+}
+
+/// A cluster's name from its name or ARN (`arn:aws:ecs:REGION:ACCOUNT:cluster/NAME`).
+pub fn cluster_name(cluster: &str) -> &str {
+    match cluster.strip_prefix("arn:") {
+        Some(_) => cluster
+            .rsplit_once(":cluster/")
+            .map_or(cluster, |(_, name)| name),
+        None => cluster,
     }
 }
 
