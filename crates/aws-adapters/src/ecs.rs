@@ -313,6 +313,14 @@ impl EcsDeployer {
     }
 }
 
+/// A service deployment that a `StopServiceDeployment` ROLLBACK has taken.
+fn is_rolling_back(status: &str) -> bool {
+    matches!(
+        status,
+        "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" | "ROLLBACK_SUCCESSFUL"
+    )
+}
+
 /// The revision ARN a `RegisterTaskDefinition` answered with.
 fn registered_revision(
     output: &aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput,
@@ -857,13 +865,25 @@ impl Deployer for EcsDeployer {
                     revision: to.clone(),
                 };
                 if can_be_rolled_back(&view.status) {
-                    self.client
+                    let stopped = self
+                        .client
                         .stop_service_deployment()
                         .service_deployment_arn(arn)
                         .stop_type(StopServiceDeploymentStopType::Rollback)
                         .send()
-                        .await
-                        .map_err(|err| stage_error("StopServiceDeployment", &err))?;
+                        .await;
+                    // The call has no client token: a try whose answer was lost may have
+                    // started the rollback, and the SDK's retry of it is then refused.
+                    // What ECS does now tells.
+                    if let Err(err) = stopped {
+                        let now = self
+                            .describe_service_deployment(arn)
+                            .await
+                            .map_err(|err| stage_error("DescribeServiceDeployments", &err))?;
+                        if !now.is_some_and(|v| is_rolling_back(&v.status)) {
+                            return Err(stage_error("StopServiceDeployment", &err));
+                        }
+                    }
                     return Ok(handle);
                 }
                 // ECS is rolling it back already (alarm, circuit breaker, hook).
