@@ -395,6 +395,9 @@ async fn concurrent_deploy_is_refused_by_the_lock() -> anyhow::Result<()> {
         who: "alice@ci-runner-7".to_string(),
         release_id: ReleaseId("r20261126-090000-0000000".to_string()),
         since: chrono::Utc::now(),
+        run_token: "alices-run".to_string(),
+        renewed_at: None,
+        lease_seconds: Some(120),
     };
     let held =
         pipeline_core::ArtifactStore::acquire_lock(&store, "cv-matcher", cv::ENVIRONMENT, &other)
@@ -419,7 +422,7 @@ async fn concurrent_deploy_is_refused_by_the_lock() -> anyhow::Result<()> {
     assert_serves(&cv.service().await?, &cv.initial_revision)?;
     assert_eq!(
         cv.stored_lock().await?,
-        Some(other.clone()),
+        Some(held.holder.clone()),
         "the held lock changed"
     );
 

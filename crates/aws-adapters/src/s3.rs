@@ -1,8 +1,11 @@
 //! S3 as the [`ArtifactStore`]: deploy records, test artifacts and the deploy lock.
 //!
 //! Layout under `<prefix>/<app>/<env>/`: `records/<release id>.json`,
-//! `artifacts/<release id>/<name>`, `lock.json`. The lock is created with a conditional
-//! put (`If-None-Match: *`), so two runs cannot both take it, on versioned buckets too.
+//! `artifacts/<release id>/<name>`, `lock.json`. The lock is a lease: created with a
+//! conditional put (`If-None-Match: *`), so two runs cannot both take it (on versioned
+//! buckets too); renewed, taken over once its lease ran out, and removed, each
+//! conditional on the ETag this run saw (`If-Match`), so a run never overwrites or
+//! removes a lock another run holds.
 
 use crate::errors::stage_error;
 use async_trait::async_trait;
@@ -20,7 +23,14 @@ pub struct S3ArtifactStore {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
-    lock_expiry: Duration,
+}
+
+/// What a conditional write of the lock met.
+enum Condition<'a> {
+    /// `If-None-Match: *`: only if there is no lock.
+    Absent,
+    /// `If-Match: <etag>`: only if the lock is still this version.
+    Version(&'a str),
 }
 
 impl S3ArtifactStore {
@@ -33,14 +43,7 @@ impl S3ArtifactStore {
             client,
             bucket: bucket.into(),
             prefix: prefix.into().trim_matches('/').to_string(),
-            lock_expiry: Duration::from_secs(3600),
         }
-    }
-
-    /// A lock older than this is stale and may be taken over.
-    pub fn with_lock_expiry(mut self, expiry: Duration) -> Self {
-        self.lock_expiry = expiry;
-        self
     }
 
     fn base(&self, app: &str, environment: &str) -> String {
@@ -55,28 +58,35 @@ impl S3ArtifactStore {
         format!("{}/lock.json", self.base(app, environment))
     }
 
-    async fn put_lock(&self, key: &str, holder: &LockHolder) -> Result<Option<String>, StageError> {
+    /// Writes the lock if `condition` holds: `Ok(Some(etag))` written, `Ok(None)` the
+    /// condition failed (412, 409 for a concurrent write, 404 when the lock is gone).
+    async fn put_lock(
+        &self,
+        key: &str,
+        holder: &LockHolder,
+        condition: Condition<'_>,
+    ) -> Result<Option<String>, StageError> {
         let body = serde_json::to_vec(holder).map_err(|e| StageError::failed(e.to_string()))?;
-        let result = self
+        let request = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .if_none_match("*")
             .content_type("application/json")
-            .body(ByteStream::from(body))
-            .send()
-            .await;
-        match result {
+            .body(ByteStream::from(body));
+        let request = match condition {
+            Condition::Absent => request.if_none_match("*"),
+            Condition::Version(etag) => request.if_match(etag),
+        };
+        match request.send().await {
             Ok(output) => Ok(Some(output.e_tag().unwrap_or_default().to_string())),
-            Err(err) if http_status(&err) == Some(412) || http_status(&err) == Some(409) => {
-                Ok(None)
-            }
+            Err(err) if matches!(http_status(&err), Some(404 | 409 | 412)) => Ok(None),
             Err(err) => Err(stage_error("PutObject (deploy lock)", &err)),
         }
     }
 
-    async fn read_lock(&self, key: &str) -> Result<Option<(LockHolder, String)>, StageError> {
+    /// The stored lock and its ETag.
+    async fn stored_lock(&self, key: &str) -> Result<Option<(LockHolder, String)>, StageError> {
         let result = self
             .client
             .get_object()
@@ -106,6 +116,24 @@ impl S3ArtifactStore {
         Ok(Some((holder, etag)))
     }
 
+    /// Removes the lock if it is still `etag`: `Ok(true)` removed or already gone.
+    async fn delete_lock(&self, key: &str, etag: &str) -> Result<bool, StageError> {
+        let result = self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .if_match(etag)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) if http_status(&err) == Some(404) => Ok(true),
+            Err(err) if matches!(http_status(&err), Some(409 | 412)) => Ok(false),
+            Err(err) => Err(stage_error("DeleteObject (deploy lock)", &err)),
+        }
+    }
+
     async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), StageError> {
         self.client
             .put_object()
@@ -118,6 +146,16 @@ impl S3ArtifactStore {
             .map_err(|err| stage_error("PutObject", &err))?;
         Ok(())
     }
+}
+
+/// The lease that applies to a lock recording none (written before leases): the one
+/// this run asks for.
+fn fallback_lease(holder: &LockHolder) -> Duration {
+    Duration::from_secs(
+        holder
+            .lease_seconds
+            .unwrap_or(LockHolder::DEFAULT_LEASE_SECONDS),
+    )
 }
 
 fn http_status<E, R: HasStatus>(error: &aws_sdk_s3::error::SdkError<E, R>) -> Option<u16> {
@@ -143,63 +181,158 @@ impl ArtifactStore for S3ArtifactStore {
         holder: &LockHolder,
     ) -> Result<DeployLock, StageError> {
         let key = self.lock_key(app, environment);
-        let lock = |token: String| DeployLock {
+        let lock = |holder: LockHolder, token: String| DeployLock {
             app: app.to_string(),
             environment: environment.to_string(),
-            holder: holder.clone(),
+            holder,
             token,
         };
-        // Two tries: the second only after a stale lock was removed.
-        for _ in 0..2 {
-            if let Some(token) = self.put_lock(&key, holder).await? {
-                return Ok(lock(token));
+        let fallback = fallback_lease(holder);
+        let mut mine = holder.clone();
+        let mut failure = None;
+        // A few rounds: a lock released or taken over meanwhile is looked at again.
+        for _ in 0..3 {
+            mine.renewed_at = Some(Utc::now());
+            let created = self.put_lock(&key, &mine, Condition::Absent).await;
+            if let Ok(Some(etag)) = created {
+                return Ok(lock(mine, etag));
             }
-            let Some((current, etag)) = self.read_lock(&key).await? else {
+            // Refused, or failed after the SDK's retries: the first try may have written
+            // it (its answer lost), so the lock read back may be this run's own.
+            let Some((current, etag)) = self.stored_lock(&key).await? else {
+                failure = created.err();
                 continue;
             };
-            let age = Utc::now().signed_duration_since(current.since);
-            let expired = age.to_std().map(|a| a > self.lock_expiry).unwrap_or(false);
-            if !expired {
-                let remove = format!("aws s3 rm s3://{}/{key}", self.bucket);
-                return Err(current.held_error(app, environment, &remove));
+            if current.same_run(&mine) {
+                return Ok(lock(current, etag));
             }
-            tracing::warn!(holder = %current.who, "taking over a stale deploy lock");
-            let deleted = self
-                .client
-                .delete_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .if_match(etag)
-                .send()
+            if !current.lease_ran_out(Utc::now(), fallback) {
+                return Err(current.held_error(app, environment, fallback));
+            }
+            tracing::warn!(holder = %current.who, "taking over a deploy lock whose lease ran out");
+            mine.renewed_at = Some(Utc::now());
+            // Conditional on the stale version: of two runs taking it over, one wins.
+            match self.put_lock(&key, &mine, Condition::Version(&etag)).await {
+                Ok(Some(etag)) => return Ok(lock(mine, etag)),
+                // Another run was first, or the answer was lost: the next round reads it.
+                Ok(None) => failure = None,
+                Err(err) => failure = Some(err),
+            }
+        }
+        Err(failure.unwrap_or_else(|| {
+            StageError::new(
+                StageErrorKind::LockHeld,
+                format!("{app}/{environment}: other runs took the deploy lock at the same moment; nothing was changed"),
+            )
+        }))
+    }
+
+    async fn renew_lock(&self, lock: &DeployLock) -> Result<DeployLock, StageError> {
+        let key = self.lock_key(&lock.app, &lock.environment);
+        let mut mine = lock.holder.clone();
+        let mut version = lock.token.clone();
+        let mut failure = None;
+        for _ in 0..2 {
+            mine.renewed_at = Some(Utc::now());
+            let written = self
+                .put_lock(&key, &mine, Condition::Version(&version))
                 .await;
-            if let Err(err) = deleted {
-                if http_status(&err) != Some(412) {
-                    return Err(stage_error("DeleteObject (stale deploy lock)", &err));
+            if let Ok(Some(etag)) = written {
+                return Ok(DeployLock {
+                    holder: mine,
+                    token: etag,
+                    ..lock.clone()
+                });
+            }
+            // Refused or failed: still ours under another version (a renewal whose answer
+            // was lost), someone else's, or gone.
+            let stored = match self.stored_lock(&key).await {
+                Ok(stored) => stored,
+                Err(err) => return Err(written.err().unwrap_or(err)),
+            };
+            match stored {
+                Some((current, etag)) if current.same_run(&mine) => {
+                    if current.renewed_at == mine.renewed_at {
+                        return Ok(DeployLock {
+                            holder: current,
+                            token: etag,
+                            ..lock.clone()
+                        });
+                    }
+                    version = etag;
+                    failure = written.err();
+                }
+                Some((current, _)) => {
+                    return Err(StageError::new(
+                        StageErrorKind::LockHeld,
+                        format!(
+                            "the deploy lock of {}/{} was taken over by {} (release {})",
+                            lock.app, lock.environment, current.who, current.release_id
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(StageError::new(
+                        StageErrorKind::LockHeld,
+                        format!(
+                            "the deploy lock of {}/{} was removed (tugboat unlock?)",
+                            lock.app, lock.environment
+                        ),
+                    ))
                 }
             }
         }
-        Err(StageError::new(
-            StageErrorKind::LockHeld,
-            format!("{app}/{environment}: another run took the deploy lock at the same moment; nothing was changed"),
-        ))
+        Err(failure.unwrap_or_else(|| {
+            StageError::failed(format!(
+                "the deploy lock of {}/{} changed while it was renewed",
+                lock.app, lock.environment
+            ))
+        }))
     }
 
     async fn release_lock(&self, lock: &DeployLock) -> Result<(), StageError> {
         let key = self.lock_key(&lock.app, &lock.environment);
-        match self.read_lock(&key).await? {
-            Some((holder, _)) if holder == lock.holder => {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(&key)
-                    .send()
-                    .await
-                    .map_err(|err| stage_error("DeleteObject (deploy lock)", &err))?;
-                Ok(())
+        let mut version = lock.token.clone();
+        let mut failure = None;
+        for _ in 0..3 {
+            if version.is_empty() {
+                match self.stored_lock(&key).await? {
+                    Some((current, etag)) if current.same_run(&lock.holder) => version = etag,
+                    // Taken over, or already gone: not ours to remove.
+                    _ => return Ok(()),
+                }
             }
-            // Taken over as stale, or already gone: not ours to remove.
-            _ => Ok(()),
+            match self.delete_lock(&key, &version).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => failure = None,
+                Err(err) => failure = Some(err),
+            }
+            // Another version: look who has it now.
+            version.clear();
         }
+        Err(failure.unwrap_or_else(|| {
+            StageError::failed(format!(
+                "the deploy lock of {}/{} kept changing while it was released",
+                lock.app, lock.environment
+            ))
+        }))
+    }
+
+    async fn read_lock(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<Option<DeployLock>, StageError> {
+        let key = self.lock_key(app, environment);
+        Ok(self
+            .stored_lock(&key)
+            .await?
+            .map(|(holder, token)| DeployLock {
+                app: app.to_string(),
+                environment: environment.to_string(),
+                holder,
+                token,
+            }))
     }
 
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError> {

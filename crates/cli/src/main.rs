@@ -152,6 +152,15 @@ enum Command {
         #[command(subcommand)]
         action: InfraAction,
     },
+    /// Show who holds an environment's deploy lock and remove it (when that run died).
+    #[command(
+        after_help = "Examples:\n  tugboat unlock --env production         # shows the holder, asks before removing\n  tugboat unlock --env production --yes   # in scripts: no question"
+    )]
+    Unlock {
+        /// Remove the lock without asking (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Shell completions.
     #[command(
         after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat"
@@ -436,6 +445,12 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             control,
             state_file,
         } => run_proxy(listen, control, state_file).await,
+        Command::Unlock { yes } => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            wiring::unlock(&project, &env, yes, &reporter).await
+        }
         Command::History { limit } => {
             let project = load(&global)?;
             let git = git::current();

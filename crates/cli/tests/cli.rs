@@ -18,6 +18,8 @@ mod local_target;
 mod plain_output;
 #[path = "cli/read_only.rs"]
 mod read_only;
+#[path = "cli/unlock.rs"]
+mod unlock;
 #[path = "cli/verify.rs"]
 mod verify;
 
@@ -340,6 +342,7 @@ async fn help_of_every_subcommand() {
         "init",
         "infra",
         "completions",
+        "unlock",
     ] {
         let output = tugboat().args([sub, "--help"]).output().await.expect("run");
         assert_eq!(output.status.code(), Some(0));

@@ -2,8 +2,10 @@
 //! for projects without a records bucket.
 //!
 //! Layout under `<root>/<app>/<env>/`: `records/<release id>.json`,
-//! `artifacts/<release id>/<name>`, `lock.json` (created with `create_new`, so only one
-//! run can hold it).
+//! `artifacts/<release id>/<name>`, `lock.json`. The lock is a lease with the same rules
+//! as the S3 one: every change to it (take, take over, renew, remove) checks the version
+//! this run saw, under an exclusive file lock on `lock.json.guard`, so only one run can
+//! hold it.
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -11,7 +13,6 @@ use pipeline_core::{
     Artifact, ArtifactStore, DeployLock, DeployRecord, LockHolder, ReleaseId, StageError,
     StageErrorKind,
 };
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,31 +20,19 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct FileArtifactStore {
     root: PathBuf,
-    lock_expiry: Duration,
 }
 
 impl FileArtifactStore {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            lock_expiry: Duration::from_secs(3600),
-        }
-    }
-
-    pub fn with_lock_expiry(mut self, expiry: Duration) -> Self {
-        self.lock_expiry = expiry;
-        self
-    }
-
-    fn expired(&self, holder: &LockHolder) -> bool {
-        Utc::now()
-            .signed_duration_since(holder.since)
-            .to_std()
-            .is_ok_and(|age| age > self.lock_expiry)
+        Self { root: root.into() }
     }
 
     fn base(&self, app: &str, environment: &str) -> PathBuf {
         self.root.join(app).join(environment)
+    }
+
+    fn lock_path(&self, app: &str, environment: &str) -> PathBuf {
+        self.base(app, environment).join("lock.json")
     }
 
     fn io_error(action: &str, path: &Path, err: &std::io::Error) -> StageError {
@@ -59,6 +48,49 @@ impl FileArtifactStore {
         std::fs::write(&partial, bytes).map_err(|e| Self::io_error("write", &partial, &e))?;
         std::fs::rename(&partial, path).map_err(|e| Self::io_error("write", path, &e))
     }
+
+    /// Runs `change` on the stored lock (and its version) while holding the guard file
+    /// exclusively: no other run reads or writes the lock in between.
+    fn with_guard<T>(
+        path: &Path,
+        change: impl FnOnce(Option<(LockHolder, String)>) -> Result<T, StageError>,
+    ) -> Result<T, StageError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Self::io_error("create", parent, &e))?;
+        }
+        let guard_path = path.with_extension("json.guard");
+        let guard = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&guard_path)
+            .map_err(|e| Self::io_error("open", &guard_path, &e))?;
+        // Released when `guard` is closed (dropped), also when the process dies.
+        rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Self::io_error("lock", &guard_path, &e.into()))?;
+        // An unreadable lock is one no run can hold: treated as none.
+        let stored = read_holder(path).map(|holder| {
+            let version = version_of(&holder);
+            (holder, version)
+        });
+        change(stored)
+    }
+
+    fn write_lock(path: &Path, holder: &LockHolder) -> Result<String, StageError> {
+        let body = serde_json::to_vec(holder).map_err(|e| StageError::failed(e.to_string()))?;
+        Self::write(path, &body)?;
+        Ok(version_of(holder))
+    }
+}
+
+/// A lock's version: every write sets a new `renewed_at`.
+fn version_of(holder: &LockHolder) -> String {
+    let at = holder.renewed_at.unwrap_or(holder.since);
+    format!(
+        "{}/{}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        holder.run_token
+    )
 }
 
 fn read_holder(path: &Path) -> Option<LockHolder> {
@@ -74,54 +106,98 @@ impl ArtifactStore for FileArtifactStore {
         environment: &str,
         holder: &LockHolder,
     ) -> Result<DeployLock, StageError> {
-        let path = self.base(app, environment).join("lock.json");
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Self::io_error("create", parent, &e))?;
-        }
-        let body = serde_json::to_vec(holder).map_err(|e| StageError::failed(e.to_string()))?;
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    file.write_all(&body)
-                        .map_err(|e| Self::io_error("write", &path, &e))?;
+        let path = self.lock_path(app, environment);
+        let fallback = Duration::from_secs(
+            holder
+                .lease_seconds
+                .unwrap_or(LockHolder::DEFAULT_LEASE_SECONDS),
+        );
+        Self::with_guard(&path, |stored| {
+            let mut mine = holder.clone();
+            match stored {
+                Some((current, version)) if current.same_run(holder) => {
                     return Ok(DeployLock {
                         app: app.to_string(),
                         environment: environment.to_string(),
-                        holder: holder.clone(),
-                        token: path.display().to_string(),
-                    });
+                        holder: current,
+                        token: version,
+                    })
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                    // Unreadable or expired: the run that wrote it is gone.
-                    match read_holder(&path) {
-                        Some(holder) if !self.expired(&holder) => {
-                            let remove = format!("rm {}", path.display());
-                            return Err(holder.held_error(app, environment, &remove));
-                        }
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
+                Some((current, _)) if !current.lease_ran_out(Utc::now(), fallback) => {
+                    return Err(current.held_error(app, environment, fallback));
                 }
-                Err(err) => return Err(Self::io_error("create", &path, &err)),
+                Some((current, _)) => {
+                    tracing::warn!(holder = %current.who, "taking over a deploy lock whose lease ran out");
+                }
+                None => {}
             }
-        }
-        Err(StageError::new(
-            StageErrorKind::LockHeld,
-            format!("{app}/{environment}: the deploy lock is contended"),
-        ))
+            mine.renewed_at = Some(Utc::now());
+            let version = Self::write_lock(&path, &mine)?;
+            Ok(DeployLock {
+                app: app.to_string(),
+                environment: environment.to_string(),
+                holder: mine,
+                token: version,
+            })
+        })
+    }
+
+    async fn renew_lock(&self, lock: &DeployLock) -> Result<DeployLock, StageError> {
+        let path = self.lock_path(&lock.app, &lock.environment);
+        Self::with_guard(&path, |stored| match stored {
+            Some((current, version))
+                if current.same_run(&lock.holder)
+                    && (lock.token.is_empty() || version == lock.token) =>
+            {
+                let mut mine = current;
+                mine.renewed_at = Some(Utc::now());
+                let token = Self::write_lock(&path, &mine)?;
+                Ok(DeployLock {
+                    holder: mine,
+                    token,
+                    ..lock.clone()
+                })
+            }
+            Some((current, _)) => Err(StageError::new(
+                StageErrorKind::LockHeld,
+                format!(
+                    "the deploy lock of {}/{} was taken over by {} (release {})",
+                    lock.app, lock.environment, current.who, current.release_id
+                ),
+            )),
+            None => Err(StageError::new(
+                StageErrorKind::LockHeld,
+                format!(
+                    "the deploy lock of {}/{} was removed (tugboat unlock?)",
+                    lock.app, lock.environment
+                ),
+            )),
+        })
     }
 
     async fn release_lock(&self, lock: &DeployLock) -> Result<(), StageError> {
-        let path = self.base(&lock.app, &lock.environment).join("lock.json");
-        if read_holder(&path).as_ref() == Some(&lock.holder) {
-            std::fs::remove_file(&path).map_err(|e| Self::io_error("remove", &path, &e))?;
-        }
-        Ok(())
+        let path = self.lock_path(&lock.app, &lock.environment);
+        Self::with_guard(&path, |stored| match stored {
+            Some((current, _)) if current.same_run(&lock.holder) => {
+                std::fs::remove_file(&path).map_err(|e| Self::io_error("remove", &path, &e))
+            }
+            // Taken over, or already gone: not ours to remove.
+            _ => Ok(()),
+        })
+    }
+
+    async fn read_lock(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<Option<DeployLock>, StageError> {
+        let path = self.lock_path(app, environment);
+        Ok(read_holder(&path).map(|holder| DeployLock {
+            app: app.to_string(),
+            environment: environment.to_string(),
+            token: version_of(&holder),
+            holder,
+        }))
     }
 
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError> {

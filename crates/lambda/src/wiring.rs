@@ -74,10 +74,11 @@ pub fn stages(
             clients.ssm.clone(),
             clients.sts.clone(),
         )),
-        artifacts: Arc::new(
-            S3ArtifactStore::new(clients.s3.clone(), &records.bucket, &records.prefix)
-                .with_lock_expiry(Duration::from_secs(records.lock_expiry_seconds)),
-        ),
+        artifacts: Arc::new(S3ArtifactStore::new(
+            clients.s3.clone(),
+            &records.bucket,
+            &records.prefix,
+        )),
         notifiers,
     })
 }

@@ -650,17 +650,25 @@ pub struct RecordsSettings {
     pub bucket: String,
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// A lock older than this is taken over.
-    #[serde(default = "default_lock_expiry")]
-    pub lock_expiry_seconds: u64,
+    /// The deploy lock's lease: a run renews it every third of this while it holds the
+    /// lock; a lock not renewed for this long (its run died) is taken over.
+    #[serde(default = "default_lock_lease")]
+    pub lock_lease_seconds: u64,
+    /// Before leases, how old a lock had to be to be taken over. Still accepted so old
+    /// configs load; a renewed lease replaces it and it is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_expiry_seconds: Option<u64>,
 }
+
+/// The shortest deploy lock lease: renewed every third of it, at least once a second.
+pub const MIN_LOCK_LEASE_SECONDS: u64 = 3;
 
 fn default_prefix() -> String {
     "tugboat".to_string()
 }
 
-fn default_lock_expiry() -> u64 {
-    3600
+fn default_lock_lease() -> u64 {
+    crate::model::LockHolder::DEFAULT_LEASE_SECONDS
 }
 
 /// A loaded project: the config, the task definition it names, and where they live.
@@ -742,6 +750,16 @@ impl Project {
 }
 
 impl EnvironmentConfig {
+    /// The deploy lock's lease (`records.lock_lease_seconds`, or the default without a
+    /// records bucket).
+    pub fn lock_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.records
+                .as_ref()
+                .map_or_else(default_lock_lease, |records| records.lock_lease_seconds),
+        )
+    }
+
     /// The service this environment (named `name`, of app `app`) deploys to.
     pub fn target(&self, app: &str, name: &str) -> crate::model::DeployTarget {
         crate::model::DeployTarget {
@@ -1409,7 +1427,8 @@ impl StrategySettings {
 }
 
 /// The durations of one environment: each in range, the deploy timeout longer than the
-/// strategy's bakes, the lock longer than a release may hold it.
+/// strategy's bakes, the lock's lease long enough to be renewed. (A run renews its lease
+/// for as long as it holds the lock, so the lease need not cover a release.)
 fn validate_timing(
     file: &Path,
     env_name: &str,
@@ -1428,11 +1447,20 @@ fn validate_timing(
     )?;
     check_seconds(file, &key("verify.bake_seconds"), env.verify.bake_seconds)?;
     if let Some(records) = &env.records {
-        check_seconds(
-            file,
-            &key("records.lock_expiry_seconds"),
-            records.lock_expiry_seconds,
-        )?;
+        let lease = records.lock_lease_seconds;
+        check_seconds(file, &key("records.lock_lease_seconds"), lease)?;
+        if lease < MIN_LOCK_LEASE_SECONDS {
+            return Err(ConfigError::invalid(
+                file,
+                key("records.lock_lease_seconds"),
+                format!("must be at least {MIN_LOCK_LEASE_SECONDS} seconds: a run renews the lease every third of it"),
+            )
+            .with_value(lease.to_string())
+            .with_help(format!(
+                "leave it out for the default of {}, or give at least {MIN_LOCK_LEASE_SECONDS}",
+                default_lock_lease()
+            )));
+        }
     }
     let timeout = env.deploy.timeout_seconds;
     let (bakes, parts) = env.strategy.bake_seconds();
@@ -1450,29 +1478,6 @@ fn validate_timing(
         .with_help(format!(
             "set environments.{env_name}.deploy.timeout_seconds to at least {needed}, or shorten the bakes"
         )));
-    }
-    if let Some(records) = &env.records {
-        let expiry = records.lock_expiry_seconds;
-        let bake = env.verify.bake_seconds;
-        let held = timeout + bake;
-        if expiry < held {
-            return Err(ConfigError::invalid(
-                file,
-                key("records.lock_expiry_seconds"),
-                format!(
-                    "is shorter than a release may hold the deploy lock: deploy.timeout_seconds = {timeout}{}; another run could take the lock while this one still deploys",
-                    if bake > 0 {
-                        format!(" + verify.bake_seconds = {bake} = {held}s")
-                    } else {
-                        "s".to_string()
-                    }
-                ),
-            )
-            .with_value(expiry.to_string())
-            .with_help(format!(
-                "set environments.{env_name}.records.lock_expiry_seconds to at least {held}, or lower deploy.timeout_seconds"
-            )));
-        }
     }
     Ok(())
 }

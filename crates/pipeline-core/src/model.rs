@@ -299,20 +299,59 @@ pub fn sort_newest_first(records: &mut [DeployRecord]) {
 }
 
 impl LockHolder {
+    /// The lease of a lock written before leases existed, or with none recorded.
+    pub const DEFAULT_LEASE_SECONDS: u64 = 120;
+
+    /// When the lease runs out if it is not renewed. `fallback_lease` applies to locks
+    /// that record none (old ones): they run out that long after `since`.
+    pub fn lease_ends_at(&self, fallback_lease: Duration) -> DateTime<Utc> {
+        let lease = self
+            .lease_seconds
+            .map_or(fallback_lease, Duration::from_secs);
+        let from = self.renewed_at.unwrap_or(self.since);
+        from + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+    }
+
+    /// The lease ran out: the run holding it stopped renewing (it died) and the lock may
+    /// be taken over.
+    pub fn lease_ran_out(&self, now: DateTime<Utc>, fallback_lease: Duration) -> bool {
+        self.lease_ends_at(fallback_lease) < now
+    }
+
+    /// The same run holds both: by token, or (for a lock whose token this side does not
+    /// know, or an old lock) by release, holder and start.
+    pub fn same_run(&self, other: &LockHolder) -> bool {
+        if !self.run_token.is_empty() && !other.run_token.is_empty() {
+            return self.run_token == other.run_token;
+        }
+        self.release_id == other.release_id && self.who == other.who && self.since == other.since
+    }
+
     /// The error every store gives when this holder has the lock: who, which release,
-    /// since when, and how to clear a lock whose run died (`remove` is the store's command).
-    pub fn held_error(&self, app: &str, environment: &str, remove: &str) -> crate::StageError {
+    /// since when, when the lease runs out, and how to clear a lock whose run died.
+    pub fn held_error(
+        &self,
+        app: &str,
+        environment: &str,
+        fallback_lease: Duration,
+    ) -> crate::StageError {
+        let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let renewed = match self.renewed_at {
+            Some(at) if at != self.since => format!(", last renewed {}", secs(at)),
+            _ => String::new(),
+        };
         crate::StageError::new(
             crate::StageErrorKind::LockHeld,
             format!(
-                "{app}/{environment} is being deployed by {} (release {}, since {}); nothing was changed",
+                "{app}/{environment} is being deployed by {} (release {}, since {}{renewed}); its lease runs out at {} unless that run renews it; nothing was changed",
                 self.who,
                 self.release_id,
-                self.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                secs(self.since),
+                secs(self.lease_ends_at(fallback_lease)),
             ),
         )
         .with_help(format!(
-            "wait for that run to finish; if it died, delete the lock: {remove}"
+            "wait for that run to finish, or deploy again after the lease ran out; if that run died, run `tugboat unlock --env {environment}`"
         ))
     }
 }
@@ -426,12 +465,27 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
-/// Who holds a deploy lock, and since when.
+/// Who holds a deploy lock, since when, and until when its lease runs.
+///
+/// The lock is a lease: it runs out `lease_seconds` after `renewed_at` unless its holder
+/// renews it ([`crate::ArtifactStore::renew_lock`]). Locks written before leases existed
+/// have neither field; they run out `lease_seconds` of the run that finds them after
+/// `since`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockHolder {
     pub who: String,
     pub release_id: ReleaseId,
     pub since: DateTime<Utc>,
+    /// A random token of the run that holds the lock: the run finds its own lock by it
+    /// (a write whose answer was lost and whose retry was refused). Empty in old locks.
+    #[serde(default, rename = "token", skip_serializing_if = "String::is_empty")]
+    pub run_token: String,
+    /// When the holder last wrote the lock (took or renewed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewed_at: Option<DateTime<Utc>>,
+    /// How long after `renewed_at` the lock runs out if it is not renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_seconds: Option<u64>,
 }
 
 /// A held deploy lock; give it back to [`crate::ArtifactStore::release_lock`].
@@ -440,7 +494,9 @@ pub struct DeployLock {
     pub app: String,
     pub environment: String,
     pub holder: LockHolder,
-    /// Store-specific token proving ownership (an S3 ETag, a file id).
+    /// The store's version of the lock object as this run last wrote it (an S3 ETag):
+    /// renewing and releasing are conditional on it. Empty when unknown (a lock kept
+    /// across Lambda invocations): the store then finds the lock by its holder.
     pub token: String,
 }
 

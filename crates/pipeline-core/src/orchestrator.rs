@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod event_driven;
+mod lease;
 mod release_safety;
 pub use event_driven::{DeploymentResult, EventOutcome};
 pub use release_safety::{
@@ -171,6 +172,8 @@ struct Run {
     record: DeployRecord,
     target: DeployTarget,
     started: Instant,
+    /// The deploy lock's lease while a renewer keeps it.
+    lease: Option<Arc<lease::Lease>>,
 }
 
 /// A release whose service update went through: the deployment to follow.
@@ -188,6 +191,26 @@ struct Ending {
 }
 
 impl Ending {
+    /// Says why the run stopped when its lease was lost.
+    fn with_lease(mut self, lost: Option<lease::LeaseLost>) -> Self {
+        if let Some(lost) = lost {
+            if !self.message.contains(&lost.reason) {
+                self.message = format!("{} (the run stopped: {})", self.message, lost.reason);
+            }
+            let reason = self.reason.take().unwrap_or_default();
+            if !reason.contains(&lost.reason) {
+                self.reason = Some(if reason.is_empty() {
+                    lost.reason
+                } else {
+                    format!("{reason}; {}", lost.reason)
+                });
+            } else {
+                self.reason = Some(reason);
+            }
+        }
+        self
+    }
+
     fn refused(error: &StageError) -> Self {
         let message = describe_error(error);
         Self {
@@ -259,13 +282,22 @@ impl Orchestrator {
             Err(err) => return DeployReport::bad_input(err.to_string()),
         };
         let mut run = self.new_run(&request, &env);
-        let lock = match self.take_lock(&run).await {
-            Ok(lock) => lock,
+        let lease = match self.take_lease(&run, &env, &request.cancel).await {
+            Ok(lease) => lease,
             Err(ending) => return self.finish(run, ending, false).await,
         };
+        run.lease = Some(lease.clone());
+        // A lost lease cancels the run as a signal would.
+        let request = DeployRequest {
+            cancel: lease.cancel.clone(),
+            ..request
+        };
         self.notify(&run, NotificationKind::Started, None).await;
-        let ending = self.execute(&mut run, &env, &request).await;
-        self.give_back(&lock).await;
+        let work = self.execute(&mut run, &env, &request);
+        let ending = lease::while_renewing(&lease, &*self.stages.artifacts, &self.events, work)
+            .await
+            .with_lease(lease.lost());
+        self.give_back(&lease.lock()).await;
         self.finish(run, ending, true).await
     }
 
@@ -303,15 +335,33 @@ impl Orchestrator {
             },
             target,
             started: Instant::now(),
+            lease: None,
         }
     }
 
-    /// Takes the run's deploy lock, or says how the run ends without it.
-    async fn take_lock(&self, run: &Run) -> Result<DeployLock, Ending> {
+    /// Takes the run's deploy lock and the lease a renewer keeps ([`lease::while_renewing`]);
+    /// losing it cancels a child of `cancel`.
+    async fn take_lease(
+        &self,
+        run: &Run,
+        env: &EnvironmentConfig,
+        cancel: &CancellationToken,
+    ) -> Result<Arc<lease::Lease>, Ending> {
+        let taken_at = tokio::time::Instant::now();
+        let lock = self.take_lock(run, env.lock_lease()).await?;
+        Ok(Arc::new(lease::Lease::new(lock, taken_at, cancel)))
+    }
+
+    /// Takes the run's deploy lock as a lease of `lease`, or says how the run ends
+    /// without it.
+    async fn take_lock(&self, run: &Run, lease: Duration) -> Result<DeployLock, Ending> {
         let holder = LockHolder {
             who: run.record.actor.clone(),
             release_id: run.record.release_id.clone(),
             since: run.record.started_at,
+            run_token: uuid::Uuid::new_v4().to_string(),
+            renewed_at: None,
+            lease_seconds: Some(lease.as_secs().max(1)),
         };
         self.stages
             .artifacts
@@ -330,12 +380,12 @@ impl Orchestrator {
             })
     }
 
-    /// Releases a deploy lock; a failure is a warning (the lock expires on its own).
+    /// Releases a deploy lock; a failure is a warning (the lease runs out on its own).
     async fn give_back(&self, lock: &DeployLock) {
         if let Err(err) = self.stages.artifacts.release_lock(lock).await {
             self.events.warn(format!(
-                "could not release the deploy lock of {}/{}: {}; it expires on its own, or delete it by hand",
-                lock.app, lock.environment, err.message
+                "could not release the deploy lock of {}/{}: {}; its lease runs out on its own, or run `tugboat unlock --env {}`",
+                lock.app, lock.environment, err.message, lock.environment
             ));
         }
     }
@@ -503,6 +553,10 @@ impl Orchestrator {
         let desired =
             desired_count_for_release(env.desired_count, env.scaling.is_some(), Some(&status));
         self.events.info(desired.reason().to_string());
+        if cancel.is_cancelled() {
+            self.end(run, Stage::Deploy, started, false);
+            return Err(cancelled_before_change());
+        }
         let update = UpdateRequest {
             revision: revision.clone(),
             desired_count: desired.count(),
@@ -757,7 +811,11 @@ impl Orchestrator {
         }
 
         let keep = env.rollback.keep_revisions;
-        if keep > 0 {
+        let lease_held = run
+            .lease
+            .as_ref()
+            .is_none_or(|lease| lease.lost().is_none());
+        if keep > 0 && lease_held {
             self.prune(run, keep).await;
         }
         Ending {
@@ -1215,6 +1273,17 @@ impl Orchestrator {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_else(|| "the new revision".into());
+        if let Some(why) = run.lease.as_ref().and_then(|lease| lease.taken_over()) {
+            return Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some(format!("{reason}; {why}")),
+                message: format!(
+                    "{reason}; {why}. Not rolling back: another run holds the deploy lock of {environment} now, and a rollback would undo its release. \
+                     The service {} may still be on {new}; check `tugboat status --env {environment}`.",
+                    run.target
+                ),
+            };
+        }
         let Some(previous) = previous else {
             return Ending {
                 outcome: RecordOutcome::NotRestored,
@@ -1484,6 +1553,7 @@ impl Orchestrator {
             },
             target,
             started: Instant::now(),
+            lease: None,
         };
         let reason = format!("manual rollback by {}", request.actor);
         let result = match self.perform_rollback(&mut run, &env, &reason).await {
@@ -1537,18 +1607,18 @@ impl Orchestrator {
         let Some(revision) = run.record.revision.clone() else {
             return Ok(Err("no revision to roll back to".to_string()));
         };
-        let lock = self.take_lock(run).await?;
+        let lease = self.take_lease(run, env, &CancellationToken::new()).await?;
         let started = self.begin(Stage::Rollback);
         self.events.emit(PipelineEvent::RollbackStarted {
             to: revision.clone(),
             reason: reason.to_string(),
         });
         let from = run.record.previous_revision.clone();
-        let result = self
-            .roll_back_and_wait(&run.target, &revision, from.as_ref(), env)
-            .await;
+        let work = self.roll_back_and_wait(&run.target, &revision, from.as_ref(), env);
+        let result =
+            lease::while_renewing(&lease, &*self.stages.artifacts, &self.events, work).await;
         self.end(run, Stage::Rollback, started, result.is_ok());
-        self.give_back(&lock).await;
+        self.give_back(&lease.lock()).await;
         Ok(result.map(|restored| {
             run.record.revision = Some(restored);
         }))

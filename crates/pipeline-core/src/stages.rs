@@ -390,8 +390,13 @@ pub fn unchecked_secrets(value_froms: &[String]) -> String {
 #[automock]
 #[async_trait]
 pub trait ArtifactStore: Send + Sync {
-    /// Takes the lock of one app environment. If another run holds it (and it is not
-    /// stale) the error is [`StageErrorKind::LockHeld`] naming the holder and since when.
+    /// Takes the lock of one app environment as a lease of `holder.lease_seconds`
+    /// from now (the store sets `renewed_at`). If another run holds it and its lease has
+    /// not run out, the error is [`StageErrorKind::LockHeld`] naming the holder and when
+    /// the lease runs out ([`LockHolder::held_error`]). A lock whose lease ran out is
+    /// taken over by a write conditional on its version, never removed first. A write
+    /// refused or failed after a retry reads the lock back: holding `holder.run_token`,
+    /// it is this run's.
     async fn acquire_lock(
         &self,
         app: &str,
@@ -399,8 +404,24 @@ pub trait ArtifactStore: Send + Sync {
         holder: &LockHolder,
     ) -> Result<DeployLock, StageError>;
 
-    /// Gives the lock back; only removes it if `lock` still owns it.
+    /// Extends the lease: writes the lock again with `renewed_at` = now, conditional on
+    /// `lock.token`; returns the lock with its new version. [`StageErrorKind::LockHeld`]
+    /// when the lock is no longer this run's (taken over or removed); any other error
+    /// says nothing about who holds it.
+    async fn renew_lock(&self, lock: &DeployLock) -> Result<DeployLock, StageError>;
+
+    /// Gives the lock back: removes it, conditional on its version, only while it is
+    /// still `lock`'s run's (by [`LockHolder::same_run`]); a lock taken over or already
+    /// gone is left alone.
     async fn release_lock(&self, lock: &DeployLock) -> Result<(), StageError>;
+
+    /// The lock of one app environment as it is stored, `None` when there is none
+    /// (`tugboat unlock` shows it, then gives it to [`ArtifactStore::release_lock`]).
+    async fn read_lock(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<Option<DeployLock>, StageError>;
 
     /// Writes (or overwrites) the record of a release.
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError>;

@@ -788,6 +788,28 @@ def default_network(query: str) -> dict[str, Any]:
     return {"vpcId": vpc.id, "subnetIds": subnets}
 
 
+_s3_conditional_lock = threading.Lock()
+
+
+def patch_s3() -> None:
+    """moto 5.2.5 checks PutObject's If-Match / If-None-Match and DeleteObject's If-Match
+    (412, 404 when gone) but checks and writes in two steps on a threaded server: two
+    conditional writes racing on one key could both pass. S3 makes a conditional write
+    atomic, so conditional PutObject/DeleteObject run one at a time here."""
+    from moto.s3.responses import S3Response
+
+    for name in ("put_object", "delete_object"):
+        original = getattr(S3Response, name)
+
+        def conditional(self: Any, _original: Any = original) -> Any:
+            if self.headers.get("If-Match") or self.headers.get("If-None-Match"):
+                with _s3_conditional_lock:
+                    return _original(self)
+            return _original(self)
+
+        setattr(S3Response, name, conditional)
+
+
 class TugboatApp:
     """WSGI wrapper: our /tugboat-moto/ routes, otherwise moto's dispatcher."""
 
@@ -875,6 +897,7 @@ def main() -> None:
     patch_ecr_scans()
     patch_ssm()
     patch_cloudwatch()
+    patch_s3()
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True  # type: ignore[attr-defined]
     server = make_server(args.host, args.port, TugboatApp(moto_app), threaded=True,

@@ -5,6 +5,7 @@
 
 mod docker_engine_pusher;
 mod docker_image_builder;
+mod file_artifact_store;
 mod http_health_check;
 mod local_http;
 mod local_target;

@@ -66,7 +66,11 @@ fn lock_of(record: &DeployRecord) -> DeployLock {
             who: record.actor.clone(),
             release_id: record.release_id.clone(),
             since: record.started_at,
+            run_token: String::new(),
+            renewed_at: None,
+            lease_seconds: None,
         },
+        // Unknown across invocations: the store finds the lock by its holder.
         token: String::new(),
     }
 }
@@ -189,7 +193,11 @@ impl Orchestrator {
         }
         let mut run = self.new_run(&request, &env);
         run.record.trigger = trigger.clone();
-        let lock = match self.take_lock(&run).await {
+        // Kept across invocations with no renewer (until ECS's deployment event): the
+        // lease covers the whole release.
+        let lease = env.lock_lease()
+            + Duration::from_secs(env.deploy.timeout_seconds + env.verify.bake_seconds);
+        let lock = match self.take_lock(&run, lease).await {
             Ok(lock) => lock,
             Err(ending) => {
                 if recent.iter().any(|r| r.release_id == run.record.release_id) {
@@ -288,6 +296,7 @@ impl Orchestrator {
             record,
             target,
             started: Instant::now(),
+            lease: None,
         };
         let ending = match failure {
             None => {

@@ -637,21 +637,11 @@ fn cases() -> Vec<Case> {
             ..case("a deploy timeout shorter than the linear steps' bakes")
         },
         Case {
-            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[environments.production.records]\nbucket = \"demo-records\"\nlock_expiry_seconds = 600")],
-            key: "environments.production.records.lock_expiry_seconds",
-            value: Some("600"),
-            says: &["deploy.timeout_seconds = 900", "at least 900", "or lower deploy.timeout_seconds"],
-            ..case("a lock expiry shorter than the deploy timeout")
-        },
-        Case {
-            config: &[
-                ("poll_interval_seconds = 5", "poll_interval_seconds = 5\ntimeout_seconds = 600"),
-                ("expected_status = 200", "expected_status = 200\nbake_seconds = \"${BAKE_SECONDS:-300}\"\n\n[environments.staging.records]\nbucket = \"demo-records\"\nlock_expiry_seconds = 800"),
-            ],
-            key: "environments.staging.records.lock_expiry_seconds",
-            value: Some("800"),
-            says: &["deploy.timeout_seconds = 600 + verify.bake_seconds = 300 = 900s", "at least 900"],
-            ..case("a lock expiry shorter than the deploy timeout and the verify bake")
+            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[environments.production.records]\nbucket = \"demo-records\"\nlock_lease_seconds = 2")],
+            key: "environments.production.records.lock_lease_seconds",
+            value: Some("2"),
+            says: &["at least 3 seconds", "renews the lease every third of it"],
+            ..case("a deploy lock lease too short to renew")
         },
     ]
 }

@@ -4,6 +4,7 @@ mod bad_inputs;
 mod cv_matcher;
 mod failure_points;
 mod harness;
+mod lease;
 mod rollback;
 mod routing;
 mod scan_gate;

@@ -1,0 +1,52 @@
+//! The deploy lock in `.tugboat/` follows the S3 lock's rules: a run finds its own lock,
+//! a fresh one is refused, one whose lease ran out is taken over, and a run never renews
+//! or removes a lock it no longer owns.
+
+use crate::support::TempDir;
+use host_adapters::FileArtifactStore;
+use pipeline_core::{ArtifactStore, LockHolder, ReleaseId, StageErrorKind};
+use std::time::Duration;
+
+fn holder(who: &str, lease_seconds: u64) -> LockHolder {
+    LockHolder {
+        who: who.to_string(),
+        release_id: ReleaseId(format!("r20261126-000000-{who}")),
+        since: chrono::Utc::now(),
+        run_token: format!("token-of-{who}"),
+        renewed_at: None,
+        lease_seconds: Some(lease_seconds),
+    }
+}
+
+#[tokio::test]
+async fn the_file_lock_is_a_lease_like_the_s3_one() -> Result<(), pipeline_core::StageError> {
+    let dir = TempDir::new("file-lock");
+    let store = FileArtifactStore::new(dir.path());
+    let (app, env) = ("cv-matcher", "local");
+
+    let bob = store.acquire_lock(app, env, &holder("bob", 1)).await?;
+    // The same run again (its own retry): its lock.
+    let again = store.acquire_lock(app, env, &bob.holder).await?;
+    assert_eq!(again.token, bob.token);
+    let refused = store.acquire_lock(app, env, &holder("carol", 120)).await;
+    let refused = refused.err().map(|e| (e.kind, e.message));
+    assert!(
+        matches!(&refused, Some((StageErrorKind::LockHeld, m)) if m.contains("bob")),
+        "{refused:?}"
+    );
+
+    // Bob renews once, then dies; once his 1 s lease ran out, carol takes over.
+    let bob = store.renew_lock(&bob).await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let carol = store.acquire_lock(app, env, &holder("carol", 120)).await?;
+    let late = store.renew_lock(&bob).await.err().map(|e| e.kind);
+    assert_eq!(late, Some(StageErrorKind::LockHeld));
+    store.release_lock(&bob).await?;
+    let stored = store.read_lock(app, env).await?.map(|l| l.holder.who);
+    assert_eq!(stored.as_deref(), Some("carol"), "bob removed carol's lock");
+
+    let carol = store.renew_lock(&carol).await?;
+    store.release_lock(&carol).await?;
+    assert_eq!(store.read_lock(app, env).await?, None);
+    Ok(())
+}
