@@ -16,3 +16,4 @@ mod scan_gate;
 mod secrets;
 mod verify_alarms;
 mod verify_targets;
+mod xtask;

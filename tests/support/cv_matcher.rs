@@ -538,6 +538,7 @@ impl CvMatcher {
                 environment: environment.to_string(),
                 to,
                 actor: "tugboat-tests".to_string(),
+                cancel: CancellationToken::new(),
             })
             .await;
         let returned_at = SystemTime::now();

@@ -10,6 +10,8 @@
 //! - `cargo xtask moto [--port N]`: start the local AWS emulator (moto with the ECS rollout
 //!   patch), seed the CV Matcher resources, print the environment to use it; Ctrl-C stops it.
 //! - `cargo xtask deploy [--env E] [-- ARGS]`: run `tugboat deploy` on `examples/cv-matcher`.
+//! - `cargo xtask root`: print the workspace it runs in (found at run time, never the
+//!   path it was compiled in, so a target folder shared between checkouts is safe).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -17,8 +19,12 @@ use std::process::{Command, Stdio};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let root = project_root();
+    let root = project_root()?;
     match args.first().map(String::as_str) {
+        Some("root") => {
+            println!("{}", root.display());
+            Ok(())
+        }
         Some("test") => test(&root, &args[1..]),
         Some("bench") => bench(&root, &args[1..]),
         Some("ci") => run(Command::new("bash")
@@ -29,18 +35,42 @@ fn main() -> Result<()> {
         Some("lambda") => lambda(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench|ci|moto [--port N]|deploy [--env E] [tugboat args…]|lambda [--target T] [--config F]>"
+                "usage: cargo xtask <test|bench|ci|moto [--port N]|deploy [--env E] [tugboat args…]|lambda [--target T] [--config F]|root>"
             );
             bail!("unknown or missing task")
         }
     }
 }
 
-fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The workspace this xtask was *run* in, found at run time: a target folder shared
+/// between checkouts may hold a binary compiled in another checkout, so the path it was
+/// compiled in (`env!("CARGO_MANIFEST_DIR")`) is never used. `cargo run` sets
+/// `CARGO_MANIFEST_DIR` to the xtask package of the workspace it runs in; without it,
+/// `cargo locate-project --workspace` from the current folder.
+fn project_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        let manifest_dir = PathBuf::from(dir);
+        if manifest_dir.join("Cargo.toml").is_file() {
+            if let Some(root) = manifest_dir.parent() {
+                return Ok(root.to_path_buf());
+            }
+        }
+    }
+    let output = cargo()
+        .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .output()
+        .context("could not run cargo locate-project to find the workspace")?;
+    if !output.status.success() {
+        bail!(
+            "cannot find the tugboat workspace from {}: run cargo xtask inside the checkout",
+            std::env::current_dir().unwrap_or_default().display()
+        );
+    }
+    let manifest = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    manifest
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .context("cargo locate-project named no folder")
 }
 
 fn run(command: &mut Command) -> Result<()> {

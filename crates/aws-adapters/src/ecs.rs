@@ -283,13 +283,24 @@ impl EcsDeployer {
             aws_sdk_ecs::operation::describe_services::DescribeServicesError,
         >,
     > {
-        let output = self
+        let output = match self
             .client
             .describe_services()
             .cluster(&target.cluster)
             .services(&target.service)
             .send()
-            .await?;
+            .await
+        {
+            Ok(output) => output,
+            // No cluster, no service: the same answer as a service that does not exist.
+            Err(err)
+                if err.as_service_error().and_then(|e| e.meta().code())
+                    == Some("ClusterNotFoundException") =>
+            {
+                return Ok(None)
+            }
+            Err(err) => return Err(err),
+        };
         Ok(output
             .services()
             .iter()

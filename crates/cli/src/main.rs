@@ -6,6 +6,7 @@
 
 mod git;
 mod output;
+mod signals;
 mod wiring;
 
 use anyhow::Result;
@@ -368,15 +369,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                 orchestrator = orchestrator.override_scan_gate(git::actor());
             }
             let cancel = CancellationToken::new();
-            let on_signal = cancel.clone();
-            let signal_reporter = reporter.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    signal_reporter
-                        .line("interrupted: stopping; a changed service is rolled back first");
-                    on_signal.cancel();
-                }
-            });
+            signals::cancel_on_signals(cancel.clone(), reporter.clone())?;
             let mut report = orchestrator
                 .deploy(DeployRequest {
                     environment: env,
@@ -406,11 +399,14 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                     RollbackTo::Revision(text)
                 }
             });
+            let cancel = CancellationToken::new();
+            signals::cancel_on_signals(cancel.clone(), reporter.clone())?;
             let mut report = orchestrator
                 .rollback(RollbackRequest {
                     environment: env,
                     to,
                     actor: git::actor(),
+                    cancel,
                 })
                 .await;
             serving_note(&mut report, url.as_deref());

@@ -18,6 +18,8 @@ mod local_target;
 mod plain_output;
 #[path = "cli/read_only.rs"]
 mod read_only;
+#[path = "cli/signals.rs"]
+mod signals;
 #[path = "cli/unlock.rs"]
 mod unlock;
 #[path = "cli/verify.rs"]

@@ -523,6 +523,14 @@ pub struct DeploySettings {
     /// tugboat's: it holds no lock) is waited for instead of refused (`--wait-for-deployment`).
     #[serde(default)]
     pub wait_for_other_deployments: bool,
+    /// After a cancellation (SIGINT, SIGTERM, SIGHUP), how long the rollback it issued is
+    /// followed before the run ends (GitHub Actions kills a cancelled step 10 s after SIGINT).
+    #[serde(default = "default_cancel_grace")]
+    pub cancel_grace_seconds: f64,
+}
+
+fn default_cancel_grace() -> f64 {
+    5.0
 }
 
 impl Default for DeploySettings {
@@ -532,6 +540,7 @@ impl Default for DeploySettings {
             poll_interval_seconds: default_poll_interval(),
             force_new_deployment: false,
             wait_for_other_deployments: false,
+            cancel_grace_seconds: default_cancel_grace(),
         }
     }
 }

@@ -103,6 +103,9 @@ pub struct RollbackRequest {
     /// `None`: the last good release before the one serving now.
     pub to: Option<RollbackTo>,
     pub actor: String,
+    /// Cancelling it stops following the rollback after the grace period (the rollback
+    /// itself was already issued).
+    pub cancel: CancellationToken,
 }
 
 /// What a run did: the outcome (and so the exit code), the record written, and a
@@ -172,6 +175,9 @@ struct Run {
     record: DeployRecord,
     target: DeployTarget,
     started: Instant,
+    /// Cancelled by a signal (or an embedder): a changed service is rolled back at once,
+    /// and the rollback is followed only for the environment's grace period.
+    cancel: CancellationToken,
     /// The deploy lock's lease while a renewer keeps it.
     lease: Option<Arc<lease::Lease>>,
 }
@@ -335,6 +341,7 @@ impl Orchestrator {
             },
             target,
             started: Instant::now(),
+            cancel: request.cancel.clone(),
             lease: None,
         }
     }
@@ -532,6 +539,7 @@ impl Orchestrator {
             }
         };
         let history = self.records_of(&run.target).await;
+        self.report_unfinished(run, &status, &history);
         let previous = restore_point(&status, &history);
         let serving_before = status.revision.clone();
         run.record.previous_revision = previous.clone();
@@ -550,6 +558,15 @@ impl Orchestrator {
         self.events.info(format!("registered {revision}"));
         run.record.revision = Some(revision.clone());
 
+        // The record says what is about to change before it changes: a run that dies
+        // from here on leaves an in-progress record naming both revisions.
+        run.record.outcome = RecordOutcome::InProgress;
+        if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
+            self.events.warn(format!(
+                "could not record release {} as in progress: {}",
+                run.record.release_id, err.message
+            ));
+        }
         let desired =
             desired_count_for_release(env.desired_count, env.scaling.is_some(), Some(&status));
         self.events.info(desired.reason().to_string());
@@ -653,6 +670,59 @@ impl Orchestrator {
                 run.target, still.id
             )))),
             None => Ok(status),
+        }
+    }
+
+    /// Says what a run that died (it holds the lock no more, yet its record is still in
+    /// progress) left behind: the service's revision and deployment, and whether that
+    /// deployment finished. The note goes into this run's record too.
+    fn report_unfinished(
+        &self,
+        run: &mut Run,
+        status: &crate::model::ServiceStatus,
+        history: &[DeployRecord],
+    ) {
+        let unfinished = history.iter().take(10).filter(|r| {
+            r.outcome == RecordOutcome::InProgress && r.release_id != run.record.release_id
+        });
+        for dead in unfinished {
+            let primary = status.deployments.iter().find(|d| d.status == "PRIMARY");
+            let left = match primary {
+                Some(d) => format!(
+                    "the service is on {} (deployment {}, {})",
+                    d.revision,
+                    d.id,
+                    match d.rollout_state.as_deref() {
+                        Some("COMPLETED") => "finished".to_string(),
+                        Some(state) => format!("not finished: {state}"),
+                        None => "state unknown".to_string(),
+                    }
+                ),
+                None => format!(
+                    "the service is on {}",
+                    status
+                        .revision
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| "nothing".into())
+                ),
+            };
+            let note = format!(
+                "release {} (by {}, started {}) never finished: its run died while moving the service from {} to {}; {left}",
+                dead.release_id,
+                dead.actor,
+                dead.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                dead.previous_revision
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "nothing".into()),
+                dead.revision
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "a revision it had not registered yet".into()),
+            );
+            self.events.warn(note.clone());
+            run.record.warnings.push(note);
         }
     }
 
@@ -1307,6 +1377,9 @@ impl Orchestrator {
                 ),
             };
         }
+        if run.cancel.is_cancelled() {
+            return self.roll_back_cancelled(run, env, previous, reason).await;
+        }
         let started = self.begin(Stage::Rollback);
         self.events.emit(PipelineEvent::RollbackStarted {
             to: previous.clone(),
@@ -1314,7 +1387,7 @@ impl Orchestrator {
         });
         let from = run.record.revision.clone();
         let result = self
-            .roll_back_and_wait(&run.target, previous, from.as_ref(), env)
+            .roll_back_and_wait(&run.target, previous, from.as_ref(), env, &run.cancel)
             .await;
         self.end(run, Stage::Rollback, started, result.is_ok());
         match result {
@@ -1347,6 +1420,109 @@ impl Orchestrator {
         }
     }
 
+    /// The run was cancelled (a signal) after the service changed: the rollback is issued
+    /// at once, recorded as "cancelled, rolling back to X (deployment D)" before anything
+    /// else, and followed only for `deploy.cancel_grace_seconds`; a runner that kills the
+    /// process after that finds the record already written.
+    async fn roll_back_cancelled(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        previous: &Revision,
+        reason: &str,
+    ) -> Ending {
+        let environment = run.target.environment.clone();
+        let started = self.begin(Stage::Rollback);
+        self.events.emit(PipelineEvent::RollbackStarted {
+            to: previous.clone(),
+            reason: reason.to_string(),
+        });
+        let to = match self.restorable(&run.target, previous).await {
+            Ok(to) => to,
+            Err(why) => {
+                self.events.warn(why);
+                previous.clone()
+            }
+        };
+        let request = RestoreRequest {
+            to,
+            from: run.record.revision.clone(),
+        };
+        let deployment = match self.stages.deployer.roll_back(&run.target, &request).await {
+            Ok(deployment) => deployment,
+            Err(err) => {
+                self.end(run, Stage::Rollback, started, false);
+                return Ending {
+                    outcome: RecordOutcome::NotRestored,
+                    reason: Some(format!(
+                        "cancelled; the rollback to {previous} failed: {}",
+                        err.message
+                    )),
+                    message: format!(
+                        "cancelled. THE ROLLBACK TO {previous} FAILED ({}): the service {} may be running the new release. \
+                         Run `tugboat rollback --env {environment} --to {previous}` now.",
+                        err.message, run.target
+                    ),
+                };
+            }
+        };
+        let rolling_back = format!(
+            "cancelled, rolling back to {previous} (deployment {})",
+            deployment.id
+        );
+        self.events.warn(rolling_back.clone());
+        run.record.outcome = RecordOutcome::RolledBack;
+        run.record.reason = Some(rolling_back.clone());
+        if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
+            self.events.warn(format!(
+                "could not record the cancellation of {}: {}",
+                run.record.release_id, err.message
+            ));
+        }
+        let grace = cancel_grace(env);
+        // Within the grace, look often: the runner may kill the process any moment.
+        let options = WaitOptions {
+            timeout: grace,
+            poll_interval: wait_options(env)
+                .poll_interval
+                .min(Duration::from_millis(500)),
+        };
+        let waited = tokio::time::timeout(
+            grace,
+            self.stages
+                .deployer
+                .wait_for_rollout(&run.target, &deployment, &options, &self.events),
+        )
+        .await;
+        let completed = matches!(waited, Ok(Ok(RolloutOutcome::Completed)));
+        self.end(run, Stage::Rollback, started, completed);
+        let message = if completed {
+            format!(
+                "{reason}. Rolled back: the service {} is on {previous} again (deployment {}).",
+                run.target, deployment.id
+            )
+        } else {
+            format!(
+                "{reason}. The rollback to {previous} was issued (deployment {}) and ECS carries it on; it was not \
+                 followed past the {}s grace. Check it with `tugboat status --env {environment}`.",
+                deployment.id,
+                grace.as_secs_f64()
+            )
+        };
+        Ending {
+            outcome: RecordOutcome::RolledBack,
+            reason: Some(if completed {
+                format!(
+                    "cancelled; rolled back to {previous} (deployment {})",
+                    deployment.id
+                )
+            } else {
+                rolling_back
+            }),
+            message,
+        }
+    }
+
     /// Rolls `target` back to `to` (registered again first if the platform lost it) and
     /// waits for that rollout; then checks that the service really is on it, and points
     /// it there with a plain update if not. Returns the revision the service is on.
@@ -1356,6 +1532,7 @@ impl Orchestrator {
         to: &Revision,
         from: Option<&Revision>,
         env: &EnvironmentConfig,
+        cancel: &CancellationToken,
     ) -> Result<Revision, String> {
         let to = self.restorable(target, to).await?;
         let request = RestoreRequest {
@@ -1369,12 +1546,25 @@ impl Orchestrator {
                 .roll_back(target, &request)
                 .await
                 .map_err(|err| err.message)?;
-            let outcome = self
-                .stages
-                .deployer
-                .wait_for_rollout(target, &deployment, &wait_options(env), &self.events)
-                .await
-                .map_err(|err| err.message)?;
+            let options = wait_options(env);
+            let wait =
+                self.stages
+                    .deployer
+                    .wait_for_rollout(target, &deployment, &options, &self.events);
+            tokio::pin!(wait);
+            // Cancelled while following the rollback: it was issued and ECS carries it on;
+            // it is followed only for the grace period.
+            let outcome = tokio::select! {
+                outcome = &mut wait => outcome,
+                () = cancel.cancelled() => match tokio::time::timeout(cancel_grace(env), &mut wait).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => return Err(format!(
+                        "cancelled: the rollback to {to} was issued (deployment {}) and not followed past the grace period",
+                        deployment.id
+                    )),
+                },
+            }
+            .map_err(|err| err.message)?;
             if !outcome.is_success() {
                 return Err(outcome.describe());
             }
@@ -1553,6 +1743,7 @@ impl Orchestrator {
             },
             target,
             started: Instant::now(),
+            cancel: request.cancel.clone(),
             lease: None,
         };
         let reason = format!("manual rollback by {}", request.actor);
@@ -1614,7 +1805,7 @@ impl Orchestrator {
             reason: reason.to_string(),
         });
         let from = run.record.previous_revision.clone();
-        let work = self.roll_back_and_wait(&run.target, &revision, from.as_ref(), env);
+        let work = self.roll_back_and_wait(&run.target, &revision, from.as_ref(), env, &run.cancel);
         let result =
             lease::while_renewing(&lease, &*self.stages.artifacts, &self.events, work).await;
         self.end(run, Stage::Rollback, started, result.is_ok());
@@ -1840,4 +2031,15 @@ pub fn release_tags(project: &Project, git: &GitInfo) -> Vec<String> {
         }
     }
     tags
+}
+
+/// How long a rollback issued on cancellation is followed (a bad value is refused by the
+/// config's validation; here it only must not panic).
+fn cancel_grace(env: &EnvironmentConfig) -> Duration {
+    let seconds = env.deploy.cancel_grace_seconds;
+    if seconds.is_finite() && seconds > 0.0 {
+        Duration::from_secs_f64(seconds.min(3600.0))
+    } else {
+        Duration::ZERO
+    }
 }

@@ -5,8 +5,9 @@ Creates: a VPC, subnet and security group; clusters cv-matcher-cluster (producti
 cv-matcher-staging-cluster, each with service cv-matcher-service running the design's task
 definition; Parameter Store /cv-matcher/{prod,staging}/{DATABASE_URL,JWT_SECRET_KEY,S3_BUCKET_NAME};
 the versioned records bucket cv-matcher-deployments; the ECR repository cv_matcher
-(immutable tags, scan on push) holding images v1.0.0, v1.1.0 and crashloop-v1.2.0 (that
-one never starts under the rollout patch, so a deploy of it shows the automatic rollback).
+(immutable tags, scan on push) holding images v1.0.0, v1.1.0, crashloop-v1.2.0 (that
+one never starts under the rollout patch, so a deploy of it shows the automatic rollback)
+and hang-v1.3.0 (its rollout never finishes: for cancellation and timeouts).
 """
 import hashlib
 import json
@@ -25,7 +26,7 @@ sg = ec2.create_security_group(GroupName="cv-matcher", Description="cv-matcher",
 
 repo = ecr.create_repository(repositoryName="cv_matcher", imageTagMutability="IMMUTABLE",
                              imageScanningConfiguration={"scanOnPush": True})["repository"]
-for tag in ("v1.0.0", "v1.1.0", "crashloop-v1.2.0"):
+for tag in ("v1.0.0", "v1.1.0", "crashloop-v1.2.0", "hang-v1.3.0"):
     config = "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
     manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                 "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 100, "digest": config},

@@ -296,6 +296,7 @@ impl Orchestrator {
             record,
             target,
             started: Instant::now(),
+            cancel: CancellationToken::new(),
             lease: None,
         };
         let ending = match failure {

@@ -5,7 +5,7 @@
 //! the deploy lock is released whenever it was taken (`release_lock` is `.times(1)`),
 //! and that people are told how the run ended.
 
-use crate::harness::{harness, Calls, Rollout, World};
+use crate::harness::{harness, lock, Calls, Rollout, World};
 use crate::support::{cv_matcher, develop_commit, pinned_image, revision};
 use pipeline_core::{
     DeployRequest, Events, Finding, ImageReference, MockArtifactStore, MockDeployer,
@@ -318,7 +318,7 @@ fn cases() -> Vec<Case> {
             revision: Some(7),
             previous: Some(6),
             message: &["cancelled during the rollout", "cv-matcher:6 again"],
-            warnings: &[],
+            warnings: &["cancelled, rolling back to cv-matcher:6 (deployment ecs-svc/rollback)"],
         },
         Case {
             name: "the first release fails: nothing to roll back to",
@@ -548,6 +548,13 @@ async fn each_failure_point_ends_in_the_documented_state() {
             "{name}: exactly one deploy record is written"
         );
         let record = &records[0];
+        let journal = lock(&harness.journal).clone();
+        if let Some(update) = journal.iter().position(|e| e == "update_service") {
+            assert!(
+                journal[..update].iter().any(|e| e == "record InProgress"),
+                "{name}: the record is written in progress before the service changes: {journal:?}"
+            );
+        }
         assert_eq!(
             report.record.as_ref(),
             Some(record),
@@ -680,5 +687,44 @@ async fn an_unknown_environment_is_refused_before_anything_runs() {
             .contains("--env takes one of: local, production, staging"),
         "{}",
         report.message
+    );
+}
+
+#[tokio::test]
+async fn a_release_that_never_finished_is_reported_with_what_it_left() {
+    let world = World {
+        unfinished_release: true,
+        ..World::default()
+    };
+    let harness = harness(&world, Calls::full_release());
+    let report = harness.deploy().await;
+    assert_eq!(report.outcome, Outcome::Succeeded, "{}", report.message);
+    let warnings: Vec<String> = harness
+        .events
+        .take()
+        .iter()
+        .filter_map(|e| match e {
+            pipeline_core::PipelineEvent::Warning { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    let note = warnings
+        .iter()
+        .find(|w| w.contains("r20261126-130000-dead123"))
+        .unwrap_or_else(|| panic!("no note of the dead run: {warnings:?}"));
+    for part in [
+        "by bob",
+        "never finished",
+        "cv-matcher:5 to cv-matcher:6",
+        "the service is on cv-matcher:6",
+        "finished",
+    ] {
+        assert!(note.contains(part), "{part:?} missing: {note}");
+    }
+    let record = harness.records().pop().expect("a record");
+    assert!(
+        record.warnings.iter().any(|w| w == note),
+        "{:?}",
+        record.warnings
     );
 }

@@ -63,6 +63,8 @@ pub struct World {
     pub rollback_rollout: Rollout,
     pub automatic_rollback: bool,
     pub notifier: Result<(), StageErrorKind>,
+    /// The records hold a release still "in progress" whose run died.
+    pub unfinished_release: bool,
 }
 
 impl Default for World {
@@ -88,6 +90,7 @@ impl Default for World {
             rollback_rollout: Rollout::Ends(RolloutOutcome::Completed),
             automatic_rollback: true,
             notifier: Ok(()),
+            unfinished_release: false,
         }
     }
 }
@@ -127,6 +130,8 @@ pub struct Harness {
     pub cancel: CancellationToken,
     pub events: Arc<RecordedEvents>,
     pub records: Arc<Mutex<Vec<DeployRecord>>>,
+    /// Record writes and service updates, in the order they happened.
+    pub journal: Arc<Mutex<Vec<String>>>,
     pub registered: Arc<Mutex<Vec<RenderedTaskDefinition>>>,
     pub notifications: Arc<Mutex<Vec<NotificationKind>>>,
     source: ReleaseSource,
@@ -185,7 +190,8 @@ fn rollout_result(rollout: &Rollout) -> Result<RolloutOutcome, StageError> {
 pub fn harness(world: &World, calls: Calls) -> Harness {
     let cancel = CancellationToken::new();
     let events = RecordedEvents::new();
-    let records = Arc::new(Mutex::new(Vec::new()));
+    let records: Arc<Mutex<Vec<DeployRecord>>> = Arc::new(Mutex::new(Vec::new()));
+    let journal = Arc::new(Mutex::new(Vec::new()));
     let registered = Arc::new(Mutex::new(Vec::new()));
     let notifications = Arc::new(Mutex::new(Vec::new()));
     let lock_taken = world.lock.is_ok();
@@ -301,10 +307,12 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         });
     let (result, reached) = (world.update, world.update_reached_service);
     let seen_update = updated.clone();
+    let order = journal.clone();
     deployer
         .expect_update_service()
         .times(calls.update)
         .returning(move |_, request: &UpdateRequest| {
+            lock(&order).push("update_service".into());
             if result.is_ok() || reached {
                 seen_update.store(true, Ordering::SeqCst);
             }
@@ -410,17 +418,30 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .expect_release_lock()
         .times(usize::from(lock_taken))
         .returning(|_| Ok(()));
-    let seen = records.clone();
-    artifacts
-        .expect_put_record()
-        .times(1)
-        .returning(move |record| {
-            lock(&seen).push(record.clone());
-            Ok(())
-        });
+    let (seen, order) = (records.clone(), journal.clone());
+    artifacts.expect_put_record().returning(move |record| {
+        lock(&order).push(format!("record {:?}", record.outcome));
+        // One record per run: a later write of the same release replaces it.
+        let mut records = lock(&seen);
+        match records
+            .iter_mut()
+            .find(|r| r.release_id == record.release_id)
+        {
+            Some(existing) => *existing = record.clone(),
+            None => records.push(record.clone()),
+        }
+        Ok(())
+    });
+    let unfinished = world.unfinished_release;
     artifacts
         .expect_history()
-        .returning(|_, _, _| Ok(Vec::new()));
+        .returning(move |app, environment, _| {
+            Ok(if unfinished {
+                vec![crate::support::unfinished_record(app, environment)]
+            } else {
+                Vec::new()
+            })
+        });
     artifacts
         .expect_put_artifact()
         .returning(|_, _, _, artifact| Ok(format!("s3://records/{}", artifact.name)));
@@ -464,6 +485,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         cancel,
         events,
         records,
+        journal,
         registered,
         notifications,
         source: world.source.clone(),

@@ -258,6 +258,7 @@ fn request(to: Option<RollbackTo>) -> RollbackRequest {
         environment: "staging".into(),
         to,
         actor: "alice".into(),
+        cancel: Default::default(),
     }
 }
 

@@ -142,3 +142,29 @@ pub fn serving_status(serving: Option<Revision>, desired: u32) -> pipeline_core:
         autoscaled: Some(false),
     }
 }
+
+/// The record a run left when it died after changing the service: still in progress,
+/// from cv-matcher:5 to cv-matcher:6.
+pub fn unfinished_record(app: &str, environment: &str) -> pipeline_core::DeployRecord {
+    pipeline_core::DeployRecord {
+        release_id: pipeline_core::ReleaseId("r20261126-130000-dead123".into()),
+        app: app.into(),
+        environment: environment.into(),
+        git: GitInfo::default(),
+        image: None,
+        revision: Some(revision(6)),
+        previous_revision: Some(revision(5)),
+        outcome: pipeline_core::RecordOutcome::InProgress,
+        reason: None,
+        stages: Vec::new(),
+        actor: "bob".into(),
+        started_at: pinned_time(),
+        finished_at: None,
+        rollback_of: None,
+        deployment_id: Some("ecs-svc/dead".into()),
+        trigger: None,
+        scan_override: None,
+        task_definition: None,
+        warnings: Vec::new(),
+    }
+}
