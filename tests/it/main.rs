@@ -4,6 +4,7 @@
 
 mod deploy;
 mod ecr_push;
+mod faults;
 mod infra;
 mod lambda;
 mod lambda_hook;

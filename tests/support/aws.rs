@@ -4,11 +4,14 @@
 //! the endpoint, region and dummy credentials go into the `SdkConfig` itself.
 
 use crate::calls::CallCounter;
+use crate::fault_proxy::{FaultConfig, FaultProxy};
 use crate::moto::MotoServer;
 use anyhow::Context;
 use aws_adapters::AwsClients;
+use aws_config::retry::RetryConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use std::time::Duration;
 
 /// The account moto uses.
 pub const ACCOUNT: &str = "123456789012";
@@ -47,12 +50,52 @@ impl AwsFixture {
             calls,
         })
     }
+
+    /// Like [`AwsFixture::start_with_env`], with the clients talking to moto through a
+    /// [`FaultProxy`] (random faults off until [`FaultProxy::set_faults`]) and retrying
+    /// as often as tugboat's own clients do ([`AwsClients::retry_config`]), with a short
+    /// first backoff to keep the tests quick. The retries are standard, not adaptive:
+    /// adaptive mode's client-side rate limiter (shared by every client of a service in
+    /// the process) makes each call wait seconds after an injected throttle at a test's
+    /// call rates, which tests the SDK's pacing rather than tugboat.
+    pub async fn start_with_faults(
+        env: &[(&str, &str)],
+        faults: FaultConfig,
+    ) -> anyhow::Result<(Self, FaultProxy)> {
+        let moto = MotoServer::start_with_env(env)
+            .await
+            .context("starting tugboat-moto")?;
+        let proxy = FaultProxy::start(&moto.endpoint, faults)
+            .await
+            .context("starting the fault proxy")?;
+        let retry = RetryConfig::standard()
+            .with_max_attempts(AwsClients::retry_config().max_attempts())
+            .with_initial_backoff(Duration::from_millis(20));
+        let sdk_config = sdk_config_with_retry(&proxy.endpoint, retry).await;
+        let calls = CallCounter::new();
+        let clients = counted(AwsClients::from_sdk_config(&sdk_config), &calls);
+        Ok((
+            Self {
+                moto,
+                sdk_config,
+                clients,
+                calls,
+            },
+            proxy,
+        ))
+    }
 }
 
 /// An `SdkConfig` for a local endpoint: dummy credentials, us-east-1, plain HTTP.
 pub async fn sdk_config(endpoint: &str) -> SdkConfig {
+    sdk_config_with_retry(endpoint, RetryConfig::standard()).await
+}
+
+/// Like [`sdk_config`], retrying as `retry` says.
+pub async fn sdk_config_with_retry(endpoint: &str, retry: RetryConfig) -> SdkConfig {
     let http_client = aws_smithy_http_client::Builder::new().build_http();
     aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
         .endpoint_url(endpoint)
         .region(Region::new(REGION))
         .credentials_provider(Credentials::new(

@@ -2,11 +2,13 @@
 //! deployments progress ([`moto`]), AWS clients pointed at it ([`aws`]), an API call
 //! counter ([`calls`]), the CV Matcher example set up on it ([`cv_matcher`]), a real
 //! Docker registry standing in for ECR's data plane ([`registry`]) and the example
-//! image built with the Docker engine ([`docker`]).
+//! image built with the Docker engine ([`docker`]), and a proxy that injects faults
+//! between the clients and moto ([`fault_proxy`]).
 
 pub mod aws;
 pub mod calls;
 pub mod cv_matcher;
 pub mod docker;
+pub mod fault_proxy;
 pub mod moto;
 pub mod registry;

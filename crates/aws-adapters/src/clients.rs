@@ -44,7 +44,7 @@ impl AwsClients {
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .http_client(http_client)
-            .retry_config(RetryConfig::adaptive().with_max_attempts(6))
+            .retry_config(Self::retry_config())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(5))
@@ -60,6 +60,13 @@ impl AwsClients {
         }
         let config = loader.load().await;
         Self::from_sdk_config(&config)
+    }
+
+    /// How tugboat's clients retry: adaptive (they slow down while AWS throttles), six
+    /// attempts in all. Every call tugboat makes is safe to retry (see `ecs.rs` for the one
+    /// that retries by itself).
+    pub fn retry_config() -> RetryConfig {
+        RetryConfig::adaptive().with_max_attempts(6)
     }
 
     /// Builds the clients from a configuration an embedding program already has.

@@ -140,7 +140,7 @@ impl Registry for EcrRegistry {
         if let Some(uri) = self.repository_uri(repository).await? {
             return Ok(uri);
         }
-        let output = self
+        let created = self
             .client
             .create_repository()
             .repository_name(repository)
@@ -151,8 +151,20 @@ impl Registry for EcrRegistry {
                     .build(),
             )
             .send()
-            .await
-            .map_err(|err| stage_error("CreateRepository", &err))?;
+            .await;
+        let output = match created {
+            Ok(output) => output,
+            // A retry whose first try created it (the answer was lost), or a run that
+            // created it in between: it is there.
+            Err(err) if is_code(&err, "RepositoryAlreadyExistsException") => {
+                return self.repository_uri(repository).await?.ok_or_else(|| {
+                    StageError::failed(format!(
+                        "CreateRepository said {repository} exists, DescribeRepositories does not find it"
+                    ))
+                });
+            }
+            Err(err) => return Err(stage_error("CreateRepository", &err)),
+        };
         let uri = output
             .repository()
             .and_then(|r| r.repository_uri())

@@ -1,7 +1,7 @@
 //! ECS: register task definitions, update services, and follow *our own* deployment
 //! until it truly completes — a circuit-breaker rollback is a failure, never a success.
 
-use crate::errors::{is_throttling, stage_error};
+use crate::errors::{is_throttling, is_transient, stage_error};
 use crate::raw::{replace_body, CaptureResponse};
 use crate::service_deployments::{
     can_be_rolled_back, is_earlier_service_deployment, is_service_deployment_arn,
@@ -34,6 +34,14 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 5;
 
 /// The tag every revision tugboat registers carries: pruning touches no other.
 const APP_TAG: &str = "tugboat:app";
+/// The tag naming the release a revision was rendered for: one release, one revision.
+const RELEASE_TAG: &str = "tugboat:release";
+/// Tries of `RegisterTaskDefinition` (as many as the clients' own retries).
+const REGISTER_ATTEMPTS: u32 = 6;
+/// The first pause between two tries of `RegisterTaskDefinition`; doubled each time.
+const REGISTER_BACKOFF: Duration = Duration::from_millis(200);
+/// How many of a family's newest revisions are looked at for one already registered.
+const REGISTERED_LOOKBACK: usize = 5;
 
 /// [`Deployer`] and [`ServiceReader`] on ECS.
 #[derive(Clone, Debug)]
@@ -114,6 +122,42 @@ impl EcsDeployer {
                 }
             }
         }
+    }
+
+    /// The newest ACTIVE revision of `family` tagged for `release`, among the family's
+    /// [`REGISTERED_LOOKBACK`] newest: a registration whose answer was lost.
+    async fn registered_for_release(
+        &self,
+        family: &str,
+        release: &str,
+    ) -> Result<Option<Revision>, StageError> {
+        let arns: Vec<String> = self
+            .client
+            .list_task_definitions()
+            .family_prefix(family)
+            .status(TaskDefinitionStatus::Active)
+            .sort(aws_sdk_ecs::types::SortOrder::Desc)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|err| stage_error("ListTaskDefinitions", &err))?;
+        for (_, arn) in newest_of_family(arns, family)
+            .into_iter()
+            .take(REGISTERED_LOOKBACK)
+        {
+            let Some((status, tags)) = self.describe_revision(&arn).await? else {
+                continue;
+            };
+            let tagged = tags
+                .iter()
+                .any(|t| t.key() == Some(RELEASE_TAG) && t.value() == Some(release));
+            if tagged && status == "ACTIVE" {
+                return Ok(Some(revision_of(&arn)));
+            }
+        }
+        Ok(None)
     }
 
     /// The environment's `[strategy]`: anything but rolling sets the service's
@@ -278,6 +322,42 @@ impl EcsDeployer {
             Err(err) => Err(stage_error("DescribeServices", &err)),
         }
     }
+}
+
+/// A service deployment that a `StopServiceDeployment` ROLLBACK has taken.
+fn is_rolling_back(status: &str) -> bool {
+    matches!(
+        status,
+        "ROLLBACK_REQUESTED" | "ROLLBACK_IN_PROGRESS" | "ROLLBACK_SUCCESSFUL"
+    )
+}
+
+/// The revision ARN a `RegisterTaskDefinition` answered with.
+fn registered_revision(
+    output: &aws_sdk_ecs::operation::register_task_definition::RegisterTaskDefinitionOutput,
+) -> Result<Revision, StageError> {
+    let arn = output
+        .task_definition()
+        .and_then(|t| t.task_definition_arn())
+        .ok_or_else(|| {
+            StageError::failed("RegisterTaskDefinition returned no task definition ARN")
+        })?;
+    Ok(revision_of(arn))
+}
+
+/// `family`'s revisions among `arns` (a prefix also matches other families), newest
+/// first by revision number: moto (and older APIs) ignore `sort`.
+fn newest_of_family(arns: Vec<String>, family: &str) -> Vec<(u64, String)> {
+    let mut revisions: Vec<(u64, String)> = arns
+        .into_iter()
+        .filter_map(|arn| {
+            let label = revision_label(&arn);
+            let (fam, number) = label.rsplit_once(':')?;
+            (fam == family).then(|| number.parse().ok().map(|n| (n, arn.clone())))?
+        })
+        .collect();
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.0));
+    revisions
 }
 
 /// The label people use for a task definition: `family:revision` from an ARN or a label.
@@ -561,32 +641,66 @@ impl Deployer for EcsDeployer {
         let body = serde_json::to_vec(&body).map_err(|err| {
             StageError::failed(format!("cannot encode the task definition: {err}"))
         })?;
-        let output = self
-            .client
-            .register_task_definition()
-            .family(&rendered.definition.family)
-            .customize()
-            .mutate_request(replace_body(body))
-            .send()
-            .await
-            .map_err(|err| {
-                let mut error = stage_error("RegisterTaskDefinition", &err);
-                if error.message.contains("ClientException") {
-                    error.kind = pipeline_core::StageErrorKind::BadInput;
-                    error = error.with_help(format!(
-                        "ECS refused the task definition of {}; fix the task definition file",
-                        target.app
-                    ));
-                }
-                error
-            })?;
-        let arn = output
-            .task_definition()
-            .and_then(|t| t.task_definition_arn())
-            .ok_or_else(|| {
-                StageError::failed("RegisterTaskDefinition returned no task definition ARN")
-            })?;
-        Ok(revision_of(arn))
+        let release = rendered
+            .tags
+            .iter()
+            .find(|t| t.key == RELEASE_TAG)
+            .map(|t| t.value.as_str());
+        let refused = |err: &aws_sdk_ecs::error::SdkError<_, _>| {
+            let mut error = stage_error("RegisterTaskDefinition", err);
+            if error.message.contains("ClientException") {
+                error.kind = pipeline_core::StageErrorKind::BadInput;
+                error = error.with_help(format!(
+                    "ECS refused the task definition of {}; fix the task definition file",
+                    target.app
+                ));
+            }
+            error
+        };
+        let family = &rendered.definition.family;
+        let Some(release) = release else {
+            // Nothing to recognise a lost registration by: the SDK's retries as they are.
+            let output = self
+                .client
+                .register_task_definition()
+                .family(family)
+                .customize()
+                .mutate_request(replace_body(body))
+                .send()
+                .await
+                .map_err(|err| refused(&err))?;
+            return registered_revision(&output);
+        };
+        // Registering is not idempotent: a try whose answer was lost may have registered
+        // a revision, and a blind retry registers another. So the SDK does not retry this
+        // call; before each new try, a revision of this release already registered is
+        // looked for and taken.
+        let mut backoff = REGISTER_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .register_task_definition()
+                .family(family)
+                .customize()
+                .config_override(aws_sdk_ecs::config::Builder::default().retry_config(
+                    aws_sdk_ecs::config::retry::RetryConfig::standard().with_max_attempts(1),
+                ))
+                .mutate_request(replace_body(body.clone()))
+                .send()
+                .await;
+            match result {
+                Ok(output) => return registered_revision(&output),
+                Err(err) if attempt < REGISTER_ATTEMPTS && is_transient(&err) => {}
+                Err(err) => return Err(refused(&err)),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_THROTTLE_BACKOFF);
+            attempt += 1;
+            if let Some(revision) = self.registered_for_release(family, release).await? {
+                return Ok(revision);
+            }
+        }
     }
 
     async fn update_service(
@@ -762,13 +876,25 @@ impl Deployer for EcsDeployer {
                     revision: to.clone(),
                 };
                 if can_be_rolled_back(&view.status) {
-                    self.client
+                    let stopped = self
+                        .client
                         .stop_service_deployment()
                         .service_deployment_arn(arn)
                         .stop_type(StopServiceDeploymentStopType::Rollback)
                         .send()
-                        .await
-                        .map_err(|err| stage_error("StopServiceDeployment", &err))?;
+                        .await;
+                    // The call has no client token: a try whose answer was lost may have
+                    // started the rollback, and the SDK's retry of it is then refused.
+                    // What ECS does now tells.
+                    if let Err(err) = stopped {
+                        let now = self
+                            .describe_service_deployment(arn)
+                            .await
+                            .map_err(|err| stage_error("DescribeServiceDeployments", &err))?;
+                        if !now.is_some_and(|v| is_rolling_back(&v.status)) {
+                            return Err(stage_error("StopServiceDeployment", &err));
+                        }
+                    }
                     return Ok(handle);
                 }
                 // ECS is rolling it back already (alarm, circuit breaker, hook).
@@ -826,16 +952,7 @@ impl Deployer for EcsDeployer {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|err| stage_error("ListTaskDefinitions", &err))?;
-        // moto (and older APIs) ignore `sort`: order by revision number ourselves.
-        let mut revisions: Vec<(u64, String)> = arns
-            .into_iter()
-            .filter_map(|arn| {
-                let label = revision_label(&arn);
-                let (fam, number) = label.rsplit_once(':')?;
-                (fam == family).then(|| number.parse().ok().map(|n| (n, arn.clone())))?
-            })
-            .collect();
-        revisions.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let revisions = newest_of_family(arns, family);
         let service = self.describe(target).await?;
         let in_use: HashSet<String> = service
             .deployments()

@@ -91,3 +91,33 @@ where
         _ => false,
     }
 }
+
+/// Whether a failed call may have failed for a passing reason, so that trying again
+/// can help: no answer (connection, timeout), an answer that could not be read, a 5xx
+/// or throttling. The call may have been applied all the same.
+pub(crate) fn is_transient<E, R>(error: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+    R: HasHttpStatus,
+{
+    match error {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            service.raw().http_status() >= 500 || is_throttling(error)
+        }
+        _ => false,
+    }
+}
+
+/// The HTTP status of a raw response.
+pub(crate) trait HasHttpStatus {
+    fn http_status(&self) -> u16;
+}
+
+impl HasHttpStatus for aws_smithy_runtime_api::http::Response {
+    fn http_status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}

@@ -720,12 +720,21 @@ impl InfraReconciler {
             InfraResource::LogGroup => {
                 let spec = desired.log_group.as_ref().ok_or_else(missing)?;
                 if change.action == ChangeAction::Create {
-                    self.logs
+                    let created = self
+                        .logs
                         .create_log_group()
                         .log_group_name(&spec.name)
                         .send()
-                        .await
-                        .map_err(|err| stage_error("CreateLogGroup", &err))?;
+                        .await;
+                    // Already there: a retry whose first try created it (answer lost).
+                    if let Err(err) = created {
+                        if !err
+                            .as_service_error()
+                            .is_some_and(|e| e.is_resource_already_exists_exception())
+                        {
+                            return Err(stage_error("CreateLogGroup", &err));
+                        }
+                    }
                 }
                 self.logs
                     .put_retention_policy()

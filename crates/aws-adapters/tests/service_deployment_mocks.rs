@@ -624,3 +624,71 @@ async fn a_rollback_in_progress_for_the_release_is_followed() {
     assert_eq!((stops, updates), (0, 0), "ECS is rolling it back already");
     assert_eq!(followed, SD_ARN);
 }
+
+/// What ECS answers a `StopServiceDeployment` for a deployment no longer in progress.
+fn not_stoppable() -> HttpResponse {
+    HttpResponse::new(
+        StatusCode::try_from(400).unwrap(),
+        SdkBody::from(
+            json!({
+                "__type": "InvalidParameterException",
+                "message": "The service deployment is not in a state that can be stopped."
+            })
+            .to_string(),
+        ),
+    )
+}
+
+/// `roll_back` whose StopServiceDeployment is refused, with the service deployment in
+/// `after` when it is described again.
+async fn roll_back_with_refused_stop(after: &'static str) -> Result<String, String> {
+    let describe =
+        mock!(Client::describe_services).then_http_response(|| describe_services("BLUE_GREEN"));
+    let deployments = mock!(Client::describe_service_deployments)
+        .sequence()
+        .http_response(|| describe_sd(&sd("IN_PROGRESS", "BAKE_TIME", 2, 100.0)))
+        .http_response(move || describe_sd(&sd(after, "PRODUCTION_TRAFFIC_SHIFT", 2, 0.0)))
+        .build();
+    let stop = mock!(Client::stop_service_deployment).then_http_response(not_stoppable);
+    let update = mock!(Client::update_service)
+        .then_http_response(|| json_response(&json!({"service": service("BLUE_GREEN")})));
+    let client = mock_client!(
+        aws_sdk_ecs,
+        RuleMode::MatchAny,
+        &[&describe, &deployments, &stop, &update],
+        |c| c.retry_config(RetryConfig::disabled())
+    );
+    let request = RestoreRequest {
+        to: Revision::new(td(6), "cv-matcher:6"),
+        from: Some(Revision::new(td(7), "cv-matcher:7")),
+    };
+    let result = EcsDeployer::new(client)
+        .roll_back(&target(), &request)
+        .await
+        .map(|handle| handle.id)
+        .map_err(|err| err.message);
+    assert_eq!(stop.num_calls(), 1);
+    assert_eq!(update.num_calls(), 0, "no new deployment is started");
+    result
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_stop_of_a_deployment_already_rolling_back_is_the_rollback() {
+    // The first try's answer was lost; the SDK's retry is refused since ECS is rolling
+    // the deployment back already, as asked.
+    assert_eq!(
+        roll_back_with_refused_stop("ROLLBACK_IN_PROGRESS").await,
+        Ok(SD_ARN.to_string())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_stop_of_a_deployment_still_in_progress_fails() {
+    let result = roll_back_with_refused_stop("IN_PROGRESS").await;
+    assert!(
+        result
+            .as_ref()
+            .is_err_and(|m| m.contains("StopServiceDeployment")),
+        "{result:?}"
+    );
+}
