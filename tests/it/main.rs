@@ -8,6 +8,7 @@ mod faults;
 mod infra;
 mod lambda;
 mod lambda_hook;
+mod lambda_template;
 mod lock;
 mod measure;
 mod release_safety;
