@@ -20,6 +20,8 @@ mod plain_output;
 mod read_only;
 #[path = "cli/signals.rs"]
 mod signals;
+#[path = "cli/test_environment.rs"]
+mod test_environment;
 #[path = "cli/unlock.rs"]
 mod unlock;
 #[path = "cli/verify.rs"]

@@ -37,5 +37,5 @@ pub use http_health_check::{HttpCheck, HttpHealthCheck};
 pub use local_target::{
     run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyCommand, ProxyOptions,
 };
-pub use shell_test_runner::ShellTestRunner;
+pub use shell_test_runner::{test_environment, ShellTestRunner};
 pub use slack_notifier::{SlackNotifier, DEFAULT_SLACK_API};

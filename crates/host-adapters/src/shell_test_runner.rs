@@ -21,6 +21,9 @@ use tokio::process::Command;
 ///     workdir: "examples/cv-matcher".into(),
 ///     timeout: std::time::Duration::from_secs(900),
 ///     artifacts: vec!["coverage.xml".into()],
+///     // Besides PATH, HOME, the locale, CI and the git variables; never AWS_* or the Slack token.
+///     pass_env: vec!["PYTEST_*".into()],
+///     env: Default::default(),
 /// };
 /// let report = ShellTestRunner::new().run_tests(&spec, &Events::new()).await?;
 /// assert_eq!(report.artifacts[0].name, "coverage.xml");
@@ -48,6 +51,79 @@ impl ShellTestRunner {
     }
 }
 
+/// What every test command sees of tugboat's environment: what a build needs to run.
+const BASIC_VARIABLES: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "TMPDIR",
+    "TERM",
+    "TZ",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITHUB_SHA",
+    "GITHUB_REF",
+    "GITHUB_REF_NAME",
+    "GITHUB_REF_TYPE",
+    "GITHUB_WORKSPACE",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_NUMBER",
+    "GITHUB_REPOSITORY",
+    "GITHUB_ACTOR",
+    "GITHUB_EVENT_NAME",
+    "GITHUB_HEAD_REF",
+    "GITHUB_BASE_REF",
+    "GIT_*",
+    "RUNNER_OS",
+    "RUNNER_ARCH",
+    "RUNNER_TEMP",
+];
+
+/// Never passed, even when `pass_env` names them: deploy credentials, the Slack token,
+/// the registry's and tugboat's own settings.
+const NEVER_PASSED: &[&str] = &[
+    "AWS_*",
+    "SLACK_BOT_TOKEN",
+    "TUGBOAT_*",
+    "ACTIONS_ID_TOKEN_REQUEST_*",
+    "ACTIONS_RUNTIME_TOKEN",
+    "GITHUB_TOKEN",
+    "DOCKER_AUTH_CONFIG",
+];
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// The environment of a test command: the basic variables and those `pass_env` names
+/// from `parent`, minus anything in [`NEVER_PASSED`], then `spec.env`.
+pub fn test_environment(
+    spec: &TestSpec,
+    parent: impl Iterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut environment: Vec<(String, String)> = parent
+        .filter(|(name, _)| {
+            BASIC_VARIABLES
+                .iter()
+                .copied()
+                .chain(spec.pass_env.iter().map(String::as_str))
+                .any(|pattern| matches(pattern, name))
+        })
+        .filter(|(name, _)| !NEVER_PASSED.iter().any(|pattern| matches(pattern, name)))
+        .filter(|(name, _)| !spec.env.contains_key(name))
+        .collect();
+    environment.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    environment
+}
+
 #[async_trait]
 impl TestRunner for ShellTestRunner {
     async fn run_tests(&self, spec: &TestSpec, events: &Events) -> Result<TestReport, StageError> {
@@ -63,7 +139,9 @@ impl TestRunner for ShellTestRunner {
             command
                 .arg("-c")
                 .arg(command_line)
-                .current_dir(&spec.workdir);
+                .current_dir(&spec.workdir)
+                .env_clear()
+                .envs(test_environment(spec, std::env::vars()));
             let finished = run_streaming(command, Stage::Test, events, Some(spec.timeout))
                 .await
                 .map_err(|err| {

@@ -124,6 +124,14 @@ pub struct TestConfig {
     /// Where the commands run, relative to tugboat.toml's folder.
     #[serde(default = "default_context")]
     pub workdir: PathBuf,
+    /// Variables of tugboat's environment the commands may see, besides the basic ones
+    /// (PATH, HOME, the locale, CI, the git variables); names, or prefixes ending in `*`.
+    /// Deploy credentials and tugboat's own variables are never passed.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
+    /// Variables set for the commands.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 impl Default for TestConfig {
@@ -133,6 +141,8 @@ impl Default for TestConfig {
             artifacts: Vec::new(),
             timeout_seconds: default_test_timeout(),
             workdir: default_context(),
+            pass_env: Vec::new(),
+            env: BTreeMap::new(),
         }
     }
 }

@@ -982,6 +982,8 @@ impl Orchestrator {
                 workdir: self.project.root.join(&config.test.workdir),
                 timeout: Duration::from_secs(config.test.timeout_seconds),
                 artifacts: config.test.artifacts.clone(),
+                pass_env: config.test.pass_env.clone(),
+                env: config.test.env.clone(),
             };
             let started = self.begin(Stage::Test);
             let result = cancellable(runner.run_tests(&spec, &self.events), cancel).await;

@@ -79,6 +79,11 @@ pub struct TestSpec {
     pub timeout: Duration,
     /// Files (relative to `workdir`) to collect after the commands passed.
     pub artifacts: Vec<String>,
+    /// Variables of the runner's own environment the commands may see besides the basic
+    /// ones (names, or prefixes ending in `*`); never deploy credentials.
+    pub pass_env: Vec<String>,
+    /// Variables set for the commands.
+    pub env: BTreeMap<String, String>,
 }
 
 /// What a passing test run left behind.

@@ -76,6 +76,8 @@ async fn the_example_app_is_tested_built_pushed_and_pushed_again_without_uploads
 
     // Test: `make lint` and `make test` also put the static busybox into the context.
     let test_spec = TestSpec {
+        pass_env: Vec::new(),
+        env: Default::default(),
         commands: vec!["make lint".into(), "make test".into()],
         workdir: app.path().to_path_buf(),
         timeout: Duration::from_secs(300),

@@ -19,6 +19,8 @@ async fn assert_process_gone(pid: &str) {
 
 fn spec(dir: &TempDir, commands: &[&str], artifacts: &[&str]) -> TestSpec {
     TestSpec {
+        pass_env: Vec::new(),
+        env: Default::default(),
         commands: commands.iter().map(|c| c.to_string()).collect(),
         workdir: dir.path().to_path_buf(),
         timeout: Duration::from_secs(60),
@@ -155,6 +157,8 @@ async fn a_missing_artifact_after_passing_tests_is_an_error_naming_the_file() {
 #[tokio::test]
 async fn a_missing_workdir_is_bad_input() {
     let spec = TestSpec {
+        pass_env: Vec::new(),
+        env: Default::default(),
         commands: vec!["true".into()],
         workdir: "/nonexistent/tugboat/app".into(),
         timeout: Duration::from_secs(5),
@@ -172,6 +176,8 @@ async fn a_missing_workdir_is_bad_input() {
 async fn the_example_apps_lint_and_tests_pass_and_leave_a_cobertura_report() {
     let app = example_copy();
     let spec = TestSpec {
+        pass_env: Vec::new(),
+        env: Default::default(),
         commands: vec!["make lint".into(), "make test".into()],
         workdir: app.path().to_path_buf(),
         timeout: Duration::from_secs(120),
@@ -235,4 +241,53 @@ async fn a_cancelled_run_leaves_no_process_behind() {
         "the background process should have started"
     );
     assert_process_gone(&pid).await;
+}
+
+#[test]
+fn test_commands_see_an_allowlisted_environment_only() {
+    let mut spec = TestSpec {
+        pass_env: vec!["PYTEST_*".into(), "AWS_SECRET_ACCESS_KEY".into()],
+        env: [("APP_ENV".to_string(), "test".to_string())].into(),
+        commands: Vec::new(),
+        workdir: ".".into(),
+        timeout: Duration::from_secs(1),
+        artifacts: Vec::new(),
+    };
+    let parent = [
+        ("PATH", "/usr/bin"),
+        ("HOME", "/home/ci"),
+        ("LC_ALL", "C.UTF-8"),
+        ("GITHUB_SHA", "abc"),
+        ("PYTEST_ADDOPTS", "-q"),
+        ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "listed but never passed"),
+        ("AWS_SESSION_TOKEN", "token"),
+        ("SLACK_BOT_TOKEN", "xoxb-secret"),
+        ("TUGBOAT_CONFIG", "tugboat.toml"),
+        ("DATABASE_URL", "postgres://secret"),
+        ("APP_ENV", "production"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let mut names: Vec<String> = host_adapters::test_environment(&spec, parent.clone().into_iter())
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "APP_ENV=test",
+            "GITHUB_SHA=abc",
+            "HOME=/home/ci",
+            "LC_ALL=C.UTF-8",
+            "PATH=/usr/bin",
+            "PYTEST_ADDOPTS=-q"
+        ]
+    );
+    spec.pass_env.clear();
+    let names: Vec<String> = host_adapters::test_environment(&spec, parent.into_iter())
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(!names.contains(&"PYTEST_ADDOPTS".to_string()), "{names:?}");
 }
