@@ -887,6 +887,25 @@ impl Config {
                 .with_help("use \"linux/amd64\" or \"linux/arm64\" (Graviton)"));
             }
         }
+        for (index, artifact) in self.test.artifacts.iter().enumerate() {
+            let path = Path::new(artifact);
+            let escapes = path.is_absolute()
+                || path.components().any(|c| {
+                    !matches!(
+                        c,
+                        std::path::Component::Normal(_) | std::path::Component::CurDir
+                    )
+                });
+            if escapes || artifact.is_empty() {
+                return Err(ConfigError::invalid(
+                    file,
+                    &format!("test.artifacts[{index}]"),
+                    "must be a path inside the test folder (relative, without `..`)",
+                )
+                .with_value(format!("{artifact:?}"))
+                .with_help("name the file the tests write, relative to [test] workdir, e.g. \"coverage.xml\""));
+            }
+        }
         check_seconds(file, "test.timeout_seconds", self.test.timeout_seconds)?;
         if self.test.timeout_seconds == 0 {
             return Err(

@@ -115,6 +115,20 @@ fn cases() -> Vec<Case> {
     };
     vec![
         Case {
+            config: &[("[task_definition]", "[test]\nartifacts = [\"../../etc/passwd\"]\n\n[task_definition]")],
+            key: "test.artifacts[0]",
+            value: Some("\"../../etc/passwd\""),
+            says: &["inside the test folder"],
+            ..case("a test artifact outside the project (`..`)")
+        },
+        Case {
+            config: &[("[task_definition]", "[test]\nartifacts = [\"/root/.aws/credentials\"]\n\n[task_definition]")],
+            key: "test.artifacts[0]",
+            value: Some("\"/root/.aws/credentials\""),
+            says: &["relative, without `..`"],
+            ..case("a test artifact at an absolute path")
+        },
+        Case {
             config: &[("desired_count = 1", "desired_count = \"two\"")],
             key: "environments.staging.desired_count",
             value: Some("\"two\""),
