@@ -391,6 +391,9 @@ impl DockerEnginePusher {
         target: &str,
         headers: Vec<(&str, String)>,
     ) -> Result<Response<Box<dyn Connection>>, StageError> {
+        http::check_target(target).map_err(|err| {
+            StageError::bad_input(format!("{err}; nothing was sent to the Docker engine"))
+        })?;
         let endpoint = self.host.endpoint()?;
         let (stream, host_header): (Box<dyn Connection>, String) = match &endpoint {
             EngineEndpoint::Unix(path) => {

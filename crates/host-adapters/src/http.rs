@@ -81,6 +81,10 @@ pub(crate) async fn send_with_body<S: Connection>(
     request: &Request<'_>,
     body: Option<&[u8]>,
 ) -> io::Result<Response<S>> {
+    // Nothing is written unless the request line is one request line: a target carrying
+    // a line break, a space or a `..` segment (from an image name, say) could smuggle a
+    // second request onto the engine's socket or reach another endpoint.
+    check_target(request.target)?;
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: tugboat\r\n",
         request.method, request.target, request.host
@@ -344,6 +348,88 @@ fn unexpected_end() -> io::Error {
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
+/// A request target is a path (starting with `/`) and an optional query, both without
+/// control bytes, spaces, DEL or `#`, and the path without `.` or `..` segments.
+pub(crate) fn check_target(target: &str) -> io::Result<()> {
+    let refuse = |why: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refused to send a request whose target {why}"),
+        ))
+    };
+    if target.bytes().any(|b| b <= 0x20 || b == 0x7f || b == b'#') {
+        return refuse("contains a control byte, a space or `#`");
+    }
+    let (path, _query) = target.split_once('?').unwrap_or((target, ""));
+    if !path.starts_with('/') {
+        return refuse("is not an absolute path");
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == ".." || segment == ".")
+    {
+        return refuse("has a `.` or `..` segment");
+    }
+    Ok(())
+}
+
+/// Checks a Docker image reference (`[registry[:port]/]name[/name…][:tag][@sha256:…]`, or an
+/// image id `sha256:<hex>`) before it goes into an Engine API path: only the characters the
+/// distribution grammar allows, no empty or `.`/`..` components, a tag of at most 128.
+pub fn check_image_reference(reference: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("{reference:?} is not an image reference: {why}"));
+    if reference.is_empty() || reference.len() > 512 {
+        return bad("empty or longer than 512 characters");
+    }
+    if let Some(hex) = reference.strip_prefix("sha256:") {
+        return if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(())
+        } else {
+            bad("an image id is sha256: and 64 hex digits")
+        };
+    }
+    let allowed =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/' | b':' | b'@');
+    if !reference.bytes().all(allowed) {
+        return bad("only letters, digits and . _ - / : @ are allowed");
+    }
+    let (name_and_tag, digest) = match reference.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (reference, None),
+    };
+    if let Some(digest) = digest {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return bad("a digest is sha256: and 64 hex digits");
+        }
+    }
+    // A tag follows the last `:` after the last `/` (a `:` before it is a registry port).
+    let last_slash = name_and_tag.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match name_and_tag[last_slash..].rfind(':') {
+        Some(i) => (
+            &name_and_tag[..last_slash + i],
+            Some(&name_and_tag[last_slash + i + 1..]),
+        ),
+        None => (name_and_tag, None),
+    };
+    if let Some(tag) = tag {
+        if tag.is_empty()
+            || tag.len() > 128
+            || tag.starts_with(['.', '-'])
+            || tag.contains(['/', ':'])
+        {
+            return bad("a tag is 1 to 128 of letters, digits, _ . - (not starting with . or -)");
+        }
+    }
+    if name
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == ".." || c.starts_with(['.', '-', '_']))
+    {
+        return bad("empty, `.` or `..` name component");
+    }
+    Ok(())
+}
+
 pub(crate) fn encode_query_value(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());
     for byte in value.bytes() {
@@ -354,6 +440,71 @@ pub(crate) fn encode_query_value(value: &str) -> String {
         }
     }
     encoded
+}
+
+#[cfg(test)]
+mod request_line_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hostile_target_writes_nothing() {
+        for target in [
+            "/images/x HTTP/1.1\r\nHost: docker\r\n\r\nPOST /containers/create",
+            "/images/a b/json",
+            "/images/../containers/create",
+            "/images/./x",
+            "/images/x#frag",
+            "images/relative",
+            "/images/x\u{7f}",
+        ] {
+            let (client, mut server) = tokio::io::duplex(4096);
+            let request = Request {
+                method: "POST",
+                target,
+                host: "docker",
+                headers: Vec::new(),
+            };
+            let sent = send(client, &request).await;
+            assert!(sent.is_err(), "{target:?} was sent");
+            let mut written = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut server, &mut written)
+                .await
+                .unwrap_or_default();
+            assert!(
+                written.is_empty(),
+                "{target:?}: bytes were written: {written:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn image_references_follow_the_distribution_grammar() {
+        for good in [
+            "cv_matcher",
+            "cv_matcher:3f2a9c1",
+            "library/busybox:1.36",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/cv_matcher:v1.2.0",
+            "127.0.0.1:5000/cv_matcher@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(check_image_reference(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "app\r\nPOST /containers/create",
+            "app name",
+            "../../containers/create",
+            "app/../secret",
+            "app?x=1",
+            "app#x",
+            "app:",
+            "app:-tag",
+            "app@sha256:abc",
+            "sha256:abc",
+        ] {
+            assert!(check_image_reference(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }
 
 #[cfg(test)]

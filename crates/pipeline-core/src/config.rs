@@ -899,7 +899,7 @@ impl Config {
             if escapes || artifact.is_empty() {
                 return Err(ConfigError::invalid(
                     file,
-                    &format!("test.artifacts[{index}]"),
+                    format!("test.artifacts[{index}]"),
                     "must be a path inside the test folder (relative, without `..`)",
                 )
                 .with_value(format!("{artifact:?}"))

@@ -528,3 +528,27 @@ async fn local_releases_switch_without_failed_requests_roll_back_and_stop_cleanl
         "nothing listens on {port}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_image_names_never_reach_the_engine_socket() {
+    require_docker();
+    let project = LocalProject::new();
+    let before = project.containers();
+    for hostile in [
+        "busybox\r\nPOST /containers/create HTTP/1.1",
+        "busybox latest",
+        "../../containers/create",
+        "busybox?x=1",
+    ] {
+        let output = project
+            .tugboat(&["deploy", "--env", "local", "--image", hostile])
+            .await;
+        assert_exit(&output, 2);
+        assert!(
+            text(&output).contains("not an image reference"),
+            "{hostile:?}: {}",
+            text(&output)
+        );
+    }
+    assert_eq!(project.containers(), before, "nothing was created");
+}

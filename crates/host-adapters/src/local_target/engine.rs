@@ -191,6 +191,9 @@ impl Engine {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<(u16, Vec<u8>), StageError> {
+        crate::http::check_target(target).map_err(|err| {
+            StageError::bad_input(format!("{err}; nothing was sent to the Docker engine"))
+        })?;
         let endpoint = self.host.endpoint()?;
         let (stream, host_header): (Box<dyn Connection>, String) = match &endpoint {
             EngineEndpoint::Unix(path) => {
@@ -280,6 +283,10 @@ impl Engine {
 
     /// The image a name, id or digest reference names, `None` when the engine has none.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, StageError> {
+        crate::http::check_image_reference(reference).map_err(|why| {
+            StageError::bad_input(format!("{why}; nothing was sent to the Docker engine"))
+                .with_help("fix the image in the task definition or --image")
+        })?;
         let target = format!("/images/{reference}/json");
         let (status, bytes) = self
             .expect(
