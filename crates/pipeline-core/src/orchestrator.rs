@@ -822,20 +822,11 @@ impl Orchestrator {
                             err.message
                         )
                     })?;
-                let tags = vec![
-                    ResourceTag {
-                        key: "tugboat:app".into(),
-                        value: target.app.clone(),
-                    },
-                    ResourceTag {
-                        key: "tugboat:environment".into(),
-                        value: target.environment.clone(),
-                    },
-                    ResourceTag {
-                        key: "tugboat:restored-from".into(),
-                        value: to.label.clone(),
-                    },
-                ];
+                let mut tags = target_tags(target);
+                tags.push(ResourceTag {
+                    key: "tugboat:restored-from".into(),
+                    value: to.label.clone(),
+                });
                 (
                     RenderedTaskDefinition { definition, tags },
                     "the deregistered revision",
@@ -1248,15 +1239,8 @@ impl Orchestrator {
         image: &PinnedImage,
         secrets: &[crate::model::SecretRef],
     ) -> Result<RenderedTaskDefinition, StageError> {
-        let tags = vec![
-            ResourceTag {
-                key: "tugboat:app".into(),
-                value: target.app.clone(),
-            },
-            ResourceTag {
-                key: "tugboat:environment".into(),
-                value: target.environment.clone(),
-            },
+        let mut tags = target_tags(target);
+        tags.extend([
             ResourceTag {
                 key: "tugboat:release".into(),
                 value: release_id.0.clone(),
@@ -1269,7 +1253,7 @@ impl Orchestrator {
                     git.sha.clone()
                 },
             },
-        ];
+        ]);
         let inputs = ReleaseInputs {
             image,
             containers: &self.project.config.task_definition.containers,
@@ -2044,4 +2028,18 @@ fn cancel_grace(env: &EnvironmentConfig) -> Duration {
     } else {
         Duration::ZERO
     }
+}
+
+/// The tags every revision tugboat registers carries: pruning touches only these.
+fn target_tags(target: &DeployTarget) -> Vec<ResourceTag> {
+    vec![
+        ResourceTag {
+            key: "tugboat:app".into(),
+            value: target.app.clone(),
+        },
+        ResourceTag {
+            key: "tugboat:environment".into(),
+            value: target.environment.clone(),
+        },
+    ]
 }

@@ -137,3 +137,24 @@ pub fn scratch(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
+
+/// The example app in a folder of its own, with `commands` (a TOML list) as its test
+/// commands.
+pub fn example_with_tests(commands: &str) -> tugboat_tests::docker::TempDir {
+    let dir = tugboat_tests::docker::TempDir::new("example").expect("temp dir");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", example().display()))
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(copied.success(), "copying the example failed");
+    let config = dir.path().join("tugboat.toml");
+    let toml = std::fs::read_to_string(&config).expect("tugboat.toml");
+    let toml = toml.replace(
+        r#"commands = ["make lint", "make test"]"#,
+        &format!("commands = {commands}"),
+    );
+    std::fs::write(&config, toml).expect("write tugboat.toml");
+    dir
+}

@@ -128,21 +128,7 @@ async fn sigint_mid_rollout_rolls_back_at_once_and_exits_1() {
 async fn sigterm_during_the_tests_changes_nothing_and_exits_1() {
     let seeded = Seeded::start().await;
     // The example with a test command that takes long, in a folder of its own.
-    let dir = tugboat_tests::docker::TempDir::new("signals").expect("temp dir");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", example().display()))
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(copied.success());
-    let config = dir.path().join("tugboat.toml");
-    let text = std::fs::read_to_string(&config).expect("tugboat.toml");
-    let text = text.replace(
-        r#"commands = ["make lint", "make test"]"#,
-        r#"commands = ["sleep 30"]"#,
-    );
-    std::fs::write(&config, text).expect("write tugboat.toml");
+    let dir = crate::common::example_with_tests(r#"["sleep 30"]"#);
     let mut command = tugboat();
     aws_env(&mut command, &seeded.endpoint);
     let child = command

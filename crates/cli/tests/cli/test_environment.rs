@@ -2,27 +2,12 @@
 //! token in its environment runs a test command that prints its whole environment.
 
 use crate::common::{text, Seeded};
-use crate::example;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn test_commands_never_see_the_deploy_credentials() {
     let seeded = Seeded::start().await;
-    let dir = tugboat_tests::docker::TempDir::new("test-env").expect("temp dir");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", example().display()))
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(copied.success());
-    let config = dir.path().join("tugboat.toml");
-    let toml = std::fs::read_to_string(&config).expect("tugboat.toml");
     // Print the environment, then fail: nothing is built or deployed.
-    let toml = toml.replace(
-        r#"commands = ["make lint", "make test"]"#,
-        r#"commands = ["env; echo END-OF-ENV", "false"]"#,
-    );
-    std::fs::write(&config, toml).expect("write tugboat.toml");
+    let dir = crate::common::example_with_tests(r#"["env; echo END-OF-ENV", "false"]"#);
 
     let secrets = [
         ("AWS_ACCESS_KEY_ID", "AKIATUGBOATTESTKEY01"),
