@@ -188,7 +188,13 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         EcrRegistry::new(clients.ecr.clone()).with_pusher(Arc::new(DockerEnginePusher::from_env()));
     // A registry on this machine standing in for ECR's data plane (tests, rehearsals).
     if let Ok(server) = std::env::var("TUGBOAT_ECR_DATA_PLANE") {
+        host_adapters::check_credential_endpoint("TUGBOAT_ECR_DATA_PLANE", &server)
+            .map_err(Exit::bad_input)?;
         registry = registry.with_data_plane(server);
+    }
+    if let Ok(api) = std::env::var("TUGBOAT_SLACK_API_URL") {
+        host_adapters::check_credential_endpoint("TUGBOAT_SLACK_API_URL", &api)
+            .map_err(Exit::bad_input)?;
     }
     Ok(Stages {
         test_runner: build.then(|| Arc::new(ShellTestRunner::new()) as _),

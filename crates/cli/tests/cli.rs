@@ -303,7 +303,8 @@ async fn a_number_out_of_range_exits_2_without_a_panic() {
             example_config.clone(),
             Some(("BAKE_SECONDS", "99999999999")),
             "environments.production.verify.bake_seconds",
-            "99999999999",
+            // Where the value came from, never the value itself.
+            "the value of ${BAKE_SECONDS:-300}",
         ),
     ];
     for (config, var, key, value) in cases {

@@ -430,6 +430,38 @@ pub fn check_image_reference(reference: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An endpoint that will receive a credential (a registry password, the Slack token) must
+/// be `https://`, or plain `http://` (or a bare `host:port`) on this machine's loopback.
+pub fn check_credential_endpoint(variable: &str, endpoint: &str) -> Result<(), String> {
+    let (scheme, rest) = match endpoint.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, endpoint),
+    };
+    if scheme.as_deref() == Some("https") {
+        return Ok(());
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match scheme.as_deref() {
+        None | Some("http") if loopback => Ok(()),
+        None | Some("http") => Err(format!(
+            "{variable} points at {authority} over plain http: a credential would travel unencrypted; use https://, or http on 127.0.0.1"
+        )),
+        Some(other) => Err(format!(
+            "{variable} has the scheme {other}://: only https:// (or http on 127.0.0.1) may receive a credential"
+        )),
+    }
+}
+
 pub(crate) fn encode_query_value(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());
     for byte in value.bytes() {
@@ -473,6 +505,31 @@ mod request_line_tests {
             assert!(
                 written.is_empty(),
                 "{target:?}: bytes were written: {written:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn credentials_go_to_https_or_this_machine_only() {
+        for ok in [
+            "https://slack.com/api/",
+            "https://registry.example.com:5000",
+            "http://127.0.0.1:9/api/",
+            "http://localhost:5000",
+            "127.0.0.1:5000",
+            "http://[::1]:8080/",
+        ] {
+            assert_eq!(check_credential_endpoint("X", ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://slack.example.com/api/",
+            "registry.example.com:5000",
+            "http://10.0.0.5:5000",
+            "ftp://127.0.0.1/",
+        ] {
+            assert!(
+                check_credential_endpoint("X", bad).is_err(),
+                "{bad} was accepted"
             );
         }
     }

@@ -33,7 +33,7 @@ pub use docker_engine_pusher::{DockerEnginePusher, LayerCounts, PushOutcome};
 pub use docker_host::{DockerHost, DockerHostSource, DEFAULT_DOCKER_SOCKET};
 pub use docker_image_builder::DockerImageBuilder;
 pub use file_artifact_store::FileArtifactStore;
-pub use http::check_image_reference;
+pub use http::{check_credential_endpoint, check_image_reference};
 pub use http_health_check::{HttpCheck, HttpHealthCheck};
 pub use local_target::{
     run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyCommand, ProxyOptions,

@@ -109,6 +109,13 @@ impl SlackNotifier {
             set(settings.slack_channel.clone()).or_else(|| set(lookup("SLACK_CHANNEL_ID")))?;
         let mut notifier = Self::new(token, channel).only(settings.on.clone());
         if let Some(api_base) = set(lookup("TUGBOAT_SLACK_API_URL")) {
+            // The bot token never goes to an endpoint over plain http off this machine.
+            if let Err(why) =
+                crate::http::check_credential_endpoint("TUGBOAT_SLACK_API_URL", &api_base)
+            {
+                tracing::warn!("{why}; not notifying Slack");
+                return None;
+            }
             notifier = notifier.with_api_base(api_base);
         }
         Some(notifier)

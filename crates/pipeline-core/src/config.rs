@@ -51,6 +51,24 @@ impl ConfigError {
         self
     }
 
+    /// The same error with the value replaced by where it came from when a `${VAR}` of
+    /// `from_variables` (key → the text in the file) filled the key or a part of it.
+    fn hiding(mut self, from_variables: &BTreeMap<String, String>) -> Self {
+        if let Self::Invalid { key, value, .. } = &mut self {
+            let source = from_variables.iter().find(|(filled, _)| {
+                *filled == key
+                    || key.starts_with(&format!("{filled}."))
+                    || key.starts_with(&format!("{filled}["))
+                    || filled.starts_with(&format!("{key}."))
+                    || filled.starts_with(&format!("{key}["))
+            });
+            if let (Some((_, text)), Some(shown)) = (source, value.as_mut()) {
+                *shown = format!("the value of {text}");
+            }
+        }
+        self
+    }
+
     /// The key the error is about (`environments.staging.cluster`).
     pub fn key(&self) -> &str {
         match self {
@@ -804,6 +822,20 @@ impl Config {
         text: &str,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        // An error about a value a `${VAR}` filled names the variable, never the value
+        // (it may be a secret).
+        let mut from_variables = BTreeMap::new();
+        if let Ok(raw) = toml::from_str::<toml::Value>(text) {
+            variable_keys(&raw, "", &mut from_variables);
+        }
+        Self::parse_expanded(file, text, lookup).map_err(|err| err.hiding(&from_variables))
+    }
+
+    fn parse_expanded(
+        file: &Path,
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let mut value: toml::Value = toml::from_str(text).map_err(|err| {
             let message = err.message().to_string();
             let line = err
@@ -1291,6 +1323,33 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
                 .filter(|i| after_prefix.is_char_boundary(*i))
                 .any(|i| glob_match(rest, &after_prefix[i..]))
         }
+    }
+}
+
+/// The keys whose value in the file holds a `${…}`, with that text.
+fn variable_keys(value: &toml::Value, key: &str, found: &mut BTreeMap<String, String>) {
+    let child_key = |child: &str| {
+        if key.is_empty() {
+            child.to_string()
+        } else {
+            format!("{key}.{child}")
+        }
+    };
+    match value {
+        toml::Value::String(text) if text.contains("${") => {
+            found.insert(key.to_string(), text.clone());
+        }
+        toml::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                variable_keys(item, &format!("{key}[{index}]"), found);
+            }
+        }
+        toml::Value::Table(table) => {
+            for (name, child) in table {
+                variable_keys(child, &child_key(name), found);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -115,6 +115,13 @@ fn cases() -> Vec<Case> {
     };
     vec![
         Case {
+            config: &[("expected_status = 200", "expected_status = \"${STATUS}\"")],
+            vars: &[("STATUS", "ghp_s3cr3tT0kenValue")],
+            key: "environments.staging.verify.expected_status",
+            value: Some("the value of ${STATUS}"),
+            ..case("a variable's value is never echoed")
+        },
+        Case {
             config: &[("[task_definition]", "[test]\nartifacts = [\"../../etc/passwd\"]\n\n[task_definition]")],
             key: "test.artifacts[0]",
             value: Some("\"../../etc/passwd\""),
@@ -539,7 +546,8 @@ fn cases() -> Vec<Case> {
             config: &[("poll_interval_seconds = 5", "poll_interval_seconds = \"${POLL}\"")],
             vars: &[("POLL", "-1")],
             key: "environments.staging.deploy.poll_interval_seconds",
-            value: Some("-1"),
+            // Where the value came from, never the value (a variable may hold a secret).
+            value: Some("the value of ${POLL}"),
             says: &["must be more than 0"],
             ..case("a negative poll interval from a variable")
         },
@@ -574,7 +582,7 @@ fn cases() -> Vec<Case> {
             config: &[(STAGING_VERIFY, "[environments.staging.scan]\nwait_seconds = \"${WAIT}\"\n\n[environments.staging.verify]")],
             vars: &[("WAIT", "99999999999")],
             key: "environments.staging.scan.wait_seconds",
-            value: Some("99999999999"),
+            value: Some("the value of ${WAIT}"),
             says: &["must be at most 2592000 seconds (30 days)"],
             ..case("a scan wait from a variable beyond 30 days")
         },
@@ -813,6 +821,12 @@ fn check(case: &Case) -> Result<(), String> {
         ensure!(
             message.contains(text),
             "{name}: the message should contain {text:?}:\n{message}"
+        );
+    }
+    for (variable, secret) in case.vars.iter().filter(|(_, v)| v.len() >= 8) {
+        ensure!(
+            !message.contains(secret),
+            "{name}: the message echoes the value of ${variable}:\n{message}"
         );
     }
     Ok(())
