@@ -2,6 +2,7 @@
 //! against a per-test moto whose ECS deployments progress (see `support/moto`), and
 //! pushes through the Docker engine to a real registry (see `support/registry.rs`).
 
+mod architecture;
 mod deploy;
 mod ecr_push;
 mod faults;

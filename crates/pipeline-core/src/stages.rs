@@ -14,6 +14,7 @@ use crate::model::{
 use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+#[cfg(any(test, feature = "mocks"))]
 use mockall::automock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,7 +94,7 @@ pub struct TestReport {
 }
 
 /// Runs the release's tests.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait TestRunner: Send + Sync {
     /// Runs every command in order, streaming output as [`crate::PipelineEvent::Output`].
@@ -119,7 +120,7 @@ pub struct BuildSpec {
 }
 
 /// Builds images.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait ImageBuilder: Send + Sync {
     /// On success the image exists in the local engine under every tag of `spec`.
@@ -186,7 +187,7 @@ pub enum ScanReport {
 }
 
 /// Stores images and pins them by digest.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Registry: Send + Sync {
     /// Makes sure the repository exists (creating it with immutable tags and scan on
@@ -255,7 +256,7 @@ pub struct WaitOptions {
 }
 
 /// Rolls releases out to a service and back.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Deployer: Send + Sync {
     /// The revision the service runs now (its primary deployment's), if the service exists.
@@ -317,7 +318,7 @@ pub trait Deployer: Send + Sync {
 }
 
 /// Reads a service's state; never changes it.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait ServiceReader: Send + Sync {
     /// Deployments with their state and counts, current revision, last events.
@@ -343,7 +344,7 @@ pub struct VerifyContext {
 }
 
 /// Checks that a release that rolled out is healthy.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Verifier: Send + Sync {
     /// A short name for progress lines (`http`, `alarms`).
@@ -366,7 +367,7 @@ pub struct SecretsSpec {
 }
 
 /// Turns secret locations into `secrets` entries; never reads a secret value.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait SecretStore: Send + Sync {
     /// The `secrets` entries for an environment: one per parameter, its name the last
@@ -392,7 +393,7 @@ pub fn unchecked_secrets(value_froms: &[String]) -> String {
 }
 
 /// Keeps deploy records, artifacts and the per-service deploy lock.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait ArtifactStore: Send + Sync {
     /// Takes the lock of one app environment as a lease of `holder.lease_seconds`
@@ -472,7 +473,7 @@ pub struct Notification {
 }
 
 /// Tells people about releases. A notifier's failure is a warning, never a failed deploy.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait Notifier: Send + Sync {
     async fn notify(&self, notification: &Notification) -> Result<(), StageError>;
@@ -499,7 +500,7 @@ impl std::fmt::Debug for RegistryCredentials {
 
 /// Moves built images into a registry server; a [`Registry`] uses it for the data
 /// plane (the layers) while it handles the control plane itself.
-#[automock]
+#[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
 pub trait ImagePusher: Send + Sync {
     /// The digest `repository:tag` has on the server, `None` when the tag does not exist.
