@@ -571,3 +571,40 @@ async fn the_scheduled_sweep_is_an_event_of_its_own() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_release_is_retried_and_then_deployed() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let (_, first) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    let image = cv.put_image(cv::REPOSITORY, "v1.2.0").await?;
+    let second = push_event("push-2", cv::REPOSITORY, "v1.2.0", &image.digest)?;
+
+    // The lock is held by release 1: the push fails so that Lambda delivers it again.
+    let refused = handler.handle(second.clone()).await;
+    let Err(err) = refused else {
+        anyhow::bail!("a push during a release returned success: {refused:?}");
+    };
+    assert_eq!(err.error_type(), "RetryLater", "{err}");
+    assert!(matches!(err, HandlerError::Retry { .. }), "{err}");
+
+    let deployment = first.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "COMPLETED").await?;
+    let done = handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-completed.json", &deployment)?,
+    )
+    .await?;
+    assert_eq!(done.outcome, "succeeded", "{done:?}");
+
+    // Lambda's retry: now it is deployed; a further redelivery is a duplicate.
+    let retried = handle(&handler, second.clone()).await?;
+    assert_eq!(retried.outcome, "in_progress", "{retried:?}");
+    let record = cv
+        .stored_record(retried.release_id.as_deref().context("no release id")?)
+        .await?;
+    assert_eq!(record.image.context("no image")?.digest, image.digest);
+    let again = handle(&handler, second).await?;
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    Ok(())
+}

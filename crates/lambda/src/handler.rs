@@ -103,6 +103,7 @@ fn describe(outcome: &EventOutcome) -> (String, Option<String>) {
     match outcome {
         EventOutcome::Ignored(_) => ("ignored".into(), None),
         EventOutcome::Notified(_) => ("notified".into(), None),
+        EventOutcome::Retry(_) => ("retry".into(), None),
         EventOutcome::Report(report) => match &report.record {
             Some(record) => (
                 serde_json::to_value(record.outcome)
@@ -596,12 +597,11 @@ impl Invocation<'_> {
             }
             // A transient error: fail the invocation so that Lambda delivers it again.
             Err(err) => {
-                return Err(HandlerError::Setup {
+                return Err(HandlerError::Retry {
                     problem: format!(
-                    "cannot check the pushed image {repository}:{tag} ({}); the event is retried",
-                    err.message
-                ),
-                    help: None,
+                        "cannot check the pushed image {repository}:{tag} ({})",
+                        err.message
+                    ),
                 })
             }
         }
@@ -616,6 +616,11 @@ impl Invocation<'_> {
         let outcome = orchestrator
             .start_release(request, Some(envelope.id.clone()))
             .await;
+        // Returned as an error, so that Lambda delivers the push again (and then the
+        // dead-letter queue keeps it): a success would drop it for good.
+        if let EventOutcome::Retry(problem) = outcome {
+            return Err(HandlerError::Retry { problem });
+        }
         Ok(InvocationResult::of(
             Action::StartRelease,
             &environment,

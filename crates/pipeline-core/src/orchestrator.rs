@@ -362,17 +362,7 @@ impl Orchestrator {
     /// Takes the run's deploy lock as a lease of `lease`, or says how the run ends
     /// without it.
     async fn take_lock(&self, run: &Run, lease: Duration) -> Result<DeployLock, Ending> {
-        let holder = LockHolder {
-            who: run.record.actor.clone(),
-            release_id: run.record.release_id.clone(),
-            since: run.record.started_at,
-            run_token: uuid::Uuid::new_v4().to_string(),
-            renewed_at: None,
-            lease_seconds: Some(lease.as_secs().max(1)),
-        };
-        self.stages
-            .artifacts
-            .acquire_lock(&run.target.app, &run.target.environment, &holder)
+        self.try_lock(run, lease)
             .await
             .map_err(|err| match err.kind {
                 StageErrorKind::LockHeld | StageErrorKind::BadInput => Ending::refused(&err),
@@ -385,6 +375,22 @@ impl Orchestrator {
                     ),
                 },
             })
+    }
+
+    /// Takes the run's deploy lock as a lease of `lease`, with the store's error.
+    async fn try_lock(&self, run: &Run, lease: Duration) -> Result<DeployLock, StageError> {
+        let holder = LockHolder {
+            who: run.record.actor.clone(),
+            release_id: run.record.release_id.clone(),
+            since: run.record.started_at,
+            run_token: uuid::Uuid::new_v4().to_string(),
+            renewed_at: None,
+            lease_seconds: Some(lease.as_secs().max(1)),
+        };
+        self.stages
+            .artifacts
+            .acquire_lock(&run.target.app, &run.target.environment, &holder)
+            .await
     }
 
     /// Releases a deploy lock; a failure is a warning (the lease runs out on its own).

@@ -31,6 +31,10 @@ pub enum EventOutcome {
     Notified(String),
     /// A release (or rollback) was started or finished.
     Report(Box<DeployReport>),
+    /// Nothing was changed, but the event must not be dropped: it cannot be acted on
+    /// now (the deploy lock is held by a release in progress, AWS failed transiently).
+    /// A front end hands it back for redelivery (the Lambda returns an error).
+    Retry(String),
 }
 
 impl EventOutcome {
@@ -42,6 +46,7 @@ impl EventOutcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Ignored(_) | Self::Notified(_) => 0,
+            Self::Retry(_) => crate::Outcome::FailedRestored.exit_code(),
             Self::Report(report) => report.outcome.exit_code(),
         }
     }
@@ -49,7 +54,7 @@ impl EventOutcome {
     /// One line for a log.
     pub fn message(&self) -> &str {
         match self {
-            Self::Ignored(message) | Self::Notified(message) => message,
+            Self::Ignored(message) | Self::Notified(message) | Self::Retry(message) => message,
             Self::Report(report) => &report.message,
         }
     }
@@ -173,14 +178,10 @@ impl Orchestrator {
                     return EventOutcome::report(DeployReport::bad_input(err.message))
                 }
                 Err(err) => {
-                    return EventOutcome::report(DeployReport {
-                        outcome: crate::Outcome::FailedRestored,
-                        record: None,
-                        message: format!(
-                            "could not resolve the image, nothing was changed: {}",
-                            err.message
-                        ),
-                    })
+                    return EventOutcome::Retry(format!(
+                        "could not resolve the image, nothing was changed: {}",
+                        err.message
+                    ))
                 }
             }
         }
@@ -197,9 +198,18 @@ impl Orchestrator {
         // lease covers the whole release.
         let lease = env.lock_lease()
             + Duration::from_secs(env.deploy.timeout_seconds + env.verify.bake_seconds);
-        let lock = match self.take_lock(&run, lease).await {
+        let lock = match self.try_lock(&run, lease).await {
             Ok(lock) => lock,
-            Err(ending) => {
+            // Another release holds the lock, or the store failed: nothing changed, and
+            // the push must come again once that release is concluded.
+            Err(err) if err.kind != StageErrorKind::BadInput => {
+                return EventOutcome::Retry(format!(
+                    "release {} not started, nothing was changed: {}",
+                    run.record.release_id, err.message
+                ))
+            }
+            Err(err) => {
+                let ending = super::Ending::refused(&err);
                 if recent.iter().any(|r| r.release_id == run.record.release_id) {
                     return EventOutcome::report(DeployReport {
                         outcome: ending.outcome.outcome(),
