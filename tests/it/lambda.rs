@@ -133,6 +133,43 @@ async fn released(cv: &CvMatcher, handler: &Handler) -> anyhow::Result<DeployRec
     cv.stored_record(&record.release_id.0).await
 }
 
+/// A rollback the function started is recorded in progress with its deployment; feeds
+/// that deployment's COMPLETED event once moto completed it, returns the result.
+async fn rollback_completes(
+    cv: &CvMatcher,
+    handler: &Handler,
+    release_id: &str,
+) -> anyhow::Result<InvocationResult> {
+    let record = cv.stored_record(release_id).await?;
+    ensure!(
+        record.outcome == RecordOutcome::InProgress,
+        "the rollback is not in progress: {record:?}"
+    );
+    let rollback = record
+        .rollback_deployment_id
+        .clone()
+        .context("no rollback deployment id")?;
+    ensure!(
+        record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&format!("(deployment {rollback})"))),
+        "reason: {:?}",
+        record.reason
+    );
+    ensure!(
+        cv.stored_lock().await?.is_some(),
+        "the rollback does not hold the lock"
+    );
+    wait_for(cv, &rollback, "COMPLETED").await?;
+    let event = deployment_event(
+        &format!("ecs-{rollback}"),
+        "ecs-deployment-completed.json",
+        &rollback,
+    )?;
+    handle(handler, event).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_starts_a_release_that_holds_the_lock() -> anyhow::Result<()> {
     let cv = setup().await?;
@@ -231,7 +268,9 @@ async fn a_failed_deployment_is_rolled_back() -> anyhow::Result<()> {
     .await?;
 
     assert_eq!(result.action, Action::FinishRelease);
-    assert_eq!(result.outcome, "rolled_back", "{result:?}");
+    assert_eq!(result.outcome, "in_progress", "{result:?}");
+    let done = rollback_completes(&cv, &handler, &record.release_id.0).await?;
+    assert_eq!(done.outcome, "rolled_back", "{done:?}");
     let stored = cv.stored_record(&record.release_id.0).await?;
     assert_eq!(stored.outcome, RecordOutcome::RolledBack);
     assert!(
@@ -266,15 +305,17 @@ async fn an_alarm_inside_the_bake_window_rolls_back() -> anyhow::Result<()> {
     let result = handle(&handler, alarm_event("alarm-1")?).await?;
 
     assert_eq!(result.action, Action::AlarmFired);
-    assert_eq!(result.outcome, "rolled_back", "{result:?}");
+    assert_eq!(result.outcome, "in_progress", "{result:?}");
     assert!(
         result.message.contains(ALARM),
         "message: {}",
         result.message
     );
-    let rollback = cv
-        .stored_record(result.release_id.as_deref().context("no release id")?)
-        .await?;
+    let id = result.release_id.as_deref().context("no release id")?;
+    let done = rollback_completes(&cv, &handler, id).await?;
+    assert_eq!(done.outcome, "rolled_back", "{done:?}");
+    let rollback = cv.stored_record(id).await?;
+    assert_eq!(rollback.outcome, RecordOutcome::RolledBack);
     assert_eq!(rollback.rollback_of.as_ref(), Some(&release.release_id));
     assert_eq!(rollback.trigger.as_deref(), Some("alarm-1"));
     assert_eq!(
@@ -605,6 +646,103 @@ async fn a_push_during_a_release_is_retried_and_then_deployed() -> anyhow::Resul
         .await?;
     assert_eq!(record.image.context("no image")?.digest, image.digest);
     let again = handle(&handler, second).await?;
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_and_alarm_together_conclude_the_release_once() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let (_, record) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "COMPLETED").await?;
+    let completed = deployment_event("ecs-1", "ecs-deployment-completed.json", &deployment)?;
+
+    let (a, b) = tokio::join!(
+        handle(&handler, completed),
+        handle(&handler, alarm_event("alarm-1")?)
+    );
+    let (a, b) = (a?, b?);
+
+    // One concluded it (verified, or started the rollback); the other stopped.
+    let lost: Vec<&InvocationResult> = [&a, &b]
+        .into_iter()
+        .filter(|r| r.outcome == "ignored")
+        .collect();
+    assert_eq!(lost.len(), 1, "exactly one conclusion: {a:?} / {b:?}");
+    assert!(
+        lost[0].message.contains("another invocation") || lost[0].message.contains("rolling back"),
+        "{:?}",
+        lost[0]
+    );
+    let won = if a.outcome == "ignored" { &b } else { &a };
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    match won.action {
+        Action::FinishRelease => {
+            assert_eq!(won.outcome, "succeeded", "{won:?}");
+            assert_eq!(stored.outcome, RecordOutcome::Succeeded);
+            assert_eq!(cv.stored_lock().await?, None);
+        }
+        _ => {
+            assert_eq!(won.outcome, "in_progress", "{won:?}");
+            assert!(stored.rollback_deployment_id.is_some(), "{stored:?}");
+            let done = rollback_completes(&cv, &handler, &record.release_id.0).await?;
+            assert_eq!(done.outcome, "rolled_back", "{done:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_near_the_deadline_returns_in_time_and_its_event_finishes_it(
+) -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let repository = "cv_matcher-crashloop";
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            p.config.image.repository = repository.to_string()
+        }),
+    );
+    let (_, record) = push(&cv, &handler, "push-1", repository, "v1.2.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "FAILED").await?;
+    let failed = deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?;
+
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let result = handler
+        .handle_by(failed, Some(deadline))
+        .await
+        .map_err(|err| anyhow::anyhow!("the handler failed: {err}"))?;
+    let took = started.elapsed();
+
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(result.outcome, "in_progress", "{result:?}");
+    let done = rollback_completes(&cv, &handler, &record.release_id.0).await?;
+    assert_eq!(done.outcome, "rolled_back", "{done:?}");
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.outcome, RecordOutcome::RolledBack);
+    assert!(
+        stored
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("rolling back to")),
+        "reason: {:?}",
+        stored.reason
+    );
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(cv.initial_revision.as_str())
+    );
+    assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
+    // The failed deployment's event again changes nothing.
+    let again = handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?,
+    )
+    .await?;
     assert_eq!(again.outcome, "ignored", "{again:?}");
     Ok(())
 }

@@ -248,6 +248,16 @@ impl Handler {
         &self,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, HandlerError> {
+        self.handle_value_by(payload, None).await
+    }
+
+    /// [`Handler::handle_value`] for an invocation killed at `deadline` (the Lambda
+    /// context's): no wait lasts past it, less a margin for the record.
+    pub async fn handle_value_by(
+        &self,
+        payload: serde_json::Value,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<serde_json::Value, HandlerError> {
         let json = |value: Result<serde_json::Value, serde_json::Error>| {
             value.map_err(|err| HandlerError::Setup {
                 problem: format!("the answer could not be written as JSON: {err}"),
@@ -258,7 +268,7 @@ impl Handler {
             let answer = Box::pin(self.lifecycle_hook(payload)).await?;
             return json(serde_json::to_value(answer));
         }
-        let result = Box::pin(self.handle(payload)).await?;
+        let result = Box::pin(self.handle_by(payload, deadline)).await?;
         json(serde_json::to_value(result))
     }
 
@@ -379,6 +389,22 @@ impl Handler {
         &self,
         payload: serde_json::Value,
     ) -> Result<InvocationResult, HandlerError> {
+        self.handle_by(payload, None).await
+    }
+
+    /// [`Handler::handle`] for an invocation killed at `deadline`: a rollback is issued
+    /// and recorded, never waited for, and verification stops 10 s before it.
+    pub async fn handle_by(
+        &self,
+        payload: serde_json::Value,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<InvocationResult, HandlerError> {
+        let deadline = deadline.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
         let parsed = events::parse(payload);
         let loaded = match self.config().await {
             Ok(loaded) => loaded,
@@ -389,6 +415,7 @@ impl Handler {
             config: &loaded.config,
             loaded: &loaded,
             built: BTreeMap::new(),
+            deadline,
         };
         // Overdue releases first: a release whose event was lost still holds the lock, and
         // would refuse the push this event may bring.
@@ -457,6 +484,7 @@ struct Invocation<'a> {
     config: &'a Config,
     loaded: &'a LoadedConfig,
     built: BTreeMap<String, Arc<Orchestrator>>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Invocation<'_> {
@@ -488,11 +516,12 @@ impl Invocation<'_> {
         };
         let project =
             Project::from_parts(config, self.loaded.config_file.clone(), task_definition)?;
-        let orchestrator = Arc::new(Orchestrator::new(
-            project,
-            stages,
-            Events::new().with(LogEvents::new()),
-        ));
+        let mut orchestrator =
+            Orchestrator::new(project, stages, Events::new().with(LogEvents::new()));
+        if let Some(deadline) = self.deadline {
+            orchestrator = orchestrator.with_deadline(deadline);
+        }
+        let orchestrator = Arc::new(orchestrator);
         self.built
             .insert(environment.to_string(), orchestrator.clone());
         Ok(orchestrator)
@@ -679,6 +708,9 @@ impl Invocation<'_> {
         let outcome = orchestrator
             .finish_release(&environment, &detail.deployment_id, result)
             .await;
+        if let EventOutcome::Retry(problem) = outcome {
+            return Err(HandlerError::Retry { problem });
+        }
         Ok(InvocationResult::of(
             Action::FinishRelease,
             &environment,
@@ -717,6 +749,9 @@ impl Invocation<'_> {
                 .alarm_fired(alarm, &detail.state.reason, Some(envelope.id.clone()))
                 .await
             {
+                if let EventOutcome::Retry(problem) = outcome {
+                    return Err(HandlerError::Retry { problem });
+                }
                 results.push(InvocationResult::of(Action::AlarmFired, &name, &outcome));
             }
         }

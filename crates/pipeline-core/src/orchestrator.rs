@@ -168,6 +168,9 @@ pub struct Orchestrator {
     clock: Arc<dyn Clock>,
     /// Who accepted deploying images the security-scan gate refuses.
     scan_override: Option<String>,
+    /// When the invocation running the event-driven steps is killed: any wait is cut
+    /// short before it ([`Orchestrator::with_deadline`]).
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// The state of one run as it goes.
@@ -256,7 +259,15 @@ impl Orchestrator {
             events,
             clock: Arc::new(SystemClock),
             scan_override: None,
+            deadline: None,
         }
+    }
+
+    /// The event-driven steps never wait past `deadline` (less a margin for writing the
+    /// record): the Lambda passes its invocation's deadline.
+    pub fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Deploys images even when the security-scan gate finds blocking vulnerabilities;
@@ -338,6 +349,9 @@ impl Orchestrator {
                 scan_override: None,
                 task_definition: None,
                 warnings: Vec::new(),
+                rollback_deployment_id: None,
+                rollback_started_at: None,
+                concluding: None,
             },
             target,
             started: Instant::now(),
@@ -1746,6 +1760,9 @@ impl Orchestrator {
                 scan_override: None,
                 task_definition: None,
                 warnings: Vec::new(),
+                rollback_deployment_id: None,
+                rollback_started_at: None,
+                concluding: None,
             },
             target,
             started: Instant::now(),
