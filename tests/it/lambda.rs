@@ -746,3 +746,70 @@ async fn a_rollback_near_the_deadline_returns_in_time_and_its_event_finishes_it(
     assert_eq!(again.outcome, "ignored", "{again:?}");
     Ok(())
 }
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// How long one invocation takes against moto, for a push, a COMPLETED event and the
+/// scheduled sweep (with a release in progress, and with none): medians of 10, printed
+/// (run with `--nocapture` to see them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_times() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let sweep = |id: String| {
+        json!({
+            "version": "0", "id": id, "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2026-12-01T10:00:00Z",
+            "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/tugboat-sweep"],
+            "detail": {}
+        })
+    };
+    let (mut pushes, mut completions, mut busy_sweeps, mut idle_sweeps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..10 {
+        let tag = format!("v2.{i}.0");
+        let image = cv.put_image(cv::REPOSITORY, &tag).await?;
+        let event = push_event(&format!("push-{i}"), cv::REPOSITORY, &tag, &image.digest)?;
+        let at = std::time::Instant::now();
+        let started = handle(&handler, event).await?;
+        pushes.push(at.elapsed());
+        ensure!(started.outcome == "in_progress", "{started:?}");
+        let release = started.release_id.context("no release id")?;
+        let deployment = cv
+            .stored_record(&release)
+            .await?
+            .deployment_id
+            .context("no deployment id")?;
+
+        let at = std::time::Instant::now();
+        let swept = handle(&handler, sweep(format!("sweep-busy-{i}"))).await?;
+        busy_sweeps.push(at.elapsed());
+        ensure!(swept.overdue.is_empty(), "{swept:?}");
+
+        wait_for(&cv, &deployment, "COMPLETED").await?;
+        let event = deployment_event(
+            &format!("ecs-{i}"),
+            "ecs-deployment-completed.json",
+            &deployment,
+        )?;
+        let at = std::time::Instant::now();
+        let done = handle(&handler, event).await?;
+        completions.push(at.elapsed());
+        ensure!(done.outcome == "succeeded", "{done:?}");
+
+        let at = std::time::Instant::now();
+        handle(&handler, sweep(format!("sweep-idle-{i}"))).await?;
+        idle_sweeps.push(at.elapsed());
+    }
+    eprintln!(
+        "invocation time against moto, median of 10:\n  push (start_release): {:?}\n  COMPLETED (finish_release, no verifiers): {:?}\n  sweep, a release in progress: {:?}\n  sweep, nothing in progress: {:?}",
+        median(pushes),
+        median(completions),
+        median(busy_sweeps),
+        median(idle_sweeps)
+    );
+    Ok(())
+}

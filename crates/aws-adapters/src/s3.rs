@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use pipeline_core::{
-    Artifact, ArtifactStore, DeployLock, DeployRecord, LockHolder, ReleaseId, StageError,
-    StageErrorKind, VersionedRecord,
+    Artifact, ArtifactStore, DeployLock, DeployRecord, InProgressPointer, LockHolder, ReleaseId,
+    StageError, StageErrorKind, VersionedRecord,
 };
 use std::time::Duration;
 
@@ -423,7 +423,7 @@ impl ArtifactStore for S3ArtifactStore {
         &self,
         app: &str,
         environment: &str,
-    ) -> Result<Option<ReleaseId>, StageError> {
+    ) -> Result<InProgressPointer, StageError> {
         let key = self.in_progress_key(app, environment);
         let result = self
             .client
@@ -434,7 +434,7 @@ impl ArtifactStore for S3ArtifactStore {
             .await;
         let output = match result {
             Ok(output) => output,
-            Err(err) if http_status(&err) == Some(404) => return Ok(None),
+            Err(err) if http_status(&err) == Some(404) => return Ok(InProgressPointer::Unknown),
             Err(err) => return Err(stage_error("GetObject (release in progress)", &err)),
         };
         let bytes = output
@@ -449,7 +449,9 @@ impl ArtifactStore for S3ArtifactStore {
                 self.bucket
             ))
         })?;
-        Ok(pointer.release_id)
+        Ok(pointer
+            .release_id
+            .map_or(InProgressPointer::Nothing, InProgressPointer::Release))
     }
 
     async fn set_in_progress(

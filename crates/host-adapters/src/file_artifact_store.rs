@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use pipeline_core::{
-    Artifact, ArtifactStore, DeployLock, DeployRecord, LockHolder, ReleaseId, StageError,
-    StageErrorKind, VersionedRecord,
+    Artifact, ArtifactStore, DeployLock, DeployRecord, InProgressPointer, LockHolder, ReleaseId,
+    StageError, StageErrorKind, VersionedRecord,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -297,13 +297,19 @@ impl ArtifactStore for FileArtifactStore {
         &self,
         app: &str,
         environment: &str,
-    ) -> Result<Option<ReleaseId>, StageError> {
+    ) -> Result<InProgressPointer, StageError> {
         let path = self.base(app, environment).join("in-progress.json");
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(serde_json::from_slice::<InProgress>(&bytes)
-                .ok()
-                .and_then(|p| p.release_id)),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Ok(bytes) => Ok(serde_json::from_slice::<InProgress>(&bytes).ok().map_or(
+                InProgressPointer::Unknown,
+                |p| {
+                    p.release_id
+                        .map_or(InProgressPointer::Nothing, InProgressPointer::Release)
+                },
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Ok(InProgressPointer::Unknown)
+            }
             Err(err) => Err(Self::io_error("read", &path, &err)),
         }
     }

@@ -300,6 +300,18 @@ pub struct DeployRecord {
     pub concluding: Option<Concluding>,
 }
 
+/// What the pointer at an environment's release in progress says
+/// ([`crate::ArtifactStore::in_progress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InProgressPointer {
+    /// No pointer is kept (a store written before there were pointers): look in the records.
+    Unknown,
+    /// No release is in progress.
+    Nothing,
+    /// This release is in progress.
+    Release(ReleaseId),
+}
+
 /// An invocation's claim on concluding a release in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Concluding {

@@ -9,8 +9,8 @@
 use crate::events::Events;
 use crate::model::{
     Artifact, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle, ImageReference,
-    LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef, ServiceStatus,
-    VersionedRecord,
+    InProgressPointer, LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef,
+    ServiceStatus, VersionedRecord,
 };
 use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
 use async_trait::async_trait;
@@ -453,14 +453,14 @@ pub trait ArtifactStore: Send + Sync {
     }
 
     /// The release of an environment that the event-driven front end started and has
-    /// not concluded (a pointer kept next to the records), `None` when there is none.
+    /// not concluded (a pointer kept next to the records).
     async fn in_progress(
         &self,
         app: &str,
         environment: &str,
-    ) -> Result<Option<ReleaseId>, StageError> {
+    ) -> Result<InProgressPointer, StageError> {
         let _ = (app, environment);
-        Ok(None)
+        Ok(InProgressPointer::Unknown)
     }
 
     /// Points the environment at its release in progress, or at none (overwritten,

@@ -6,8 +6,8 @@
 
 use super::{env_timeout, Ending, Orchestrator, Run};
 use crate::model::{
-    Concluding, DeployLock, DeployRecord, DeploymentHandle, ImageReference, LockHolder,
-    RecordOutcome, ReleaseId, Revision, RolloutOutcome, VersionedRecord,
+    Concluding, DeployLock, DeployRecord, DeploymentHandle, ImageReference, InProgressPointer,
+    LockHolder, RecordOutcome, ReleaseId, Revision, RolloutOutcome, VersionedRecord,
 };
 use crate::orchestrator::{DeployReport, DeployRequest, ReleaseSource};
 use crate::stages::{Notification, NotificationKind, RestoreRequest, StageErrorKind, WaitOptions};
@@ -321,8 +321,9 @@ impl Orchestrator {
         let app = &self.project.config.app.name;
         let artifacts = &self.stages.artifacts;
         let id = match artifacts.in_progress(app, environment).await {
-            Ok(Some(id)) => id,
-            Ok(None) => {
+            Ok(InProgressPointer::Release(id)) => id,
+            Ok(InProgressPointer::Nothing) => return None,
+            Ok(InProgressPointer::Unknown) => {
                 self.recent(environment)
                     .await
                     .into_iter()
