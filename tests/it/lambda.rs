@@ -813,3 +813,45 @@ async fn invocation_times() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_event_is_lost_is_finished_by_the_sweep() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let repository = "cv_matcher-crashloop";
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            p.config.image.repository = repository.to_string();
+            if let Some(env) = p.config.environments.get_mut(cv::ENVIRONMENT) {
+                env.deploy.timeout_seconds = 2;
+            }
+        }),
+    );
+    let (_, record) = push(&cv, &handler, "push-1", repository, "v1.2.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "FAILED").await?;
+    // The FAILED event (or the sweep before it, the release being overdue) starts the rollback.
+    handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?,
+    )
+    .await?;
+    let rolling = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(rolling.outcome, RecordOutcome::InProgress, "{rolling:?}");
+    let rollback = rolling
+        .rollback_deployment_id
+        .clone()
+        .context("no rollback deployment id")?;
+    wait_for(&cv, &rollback, "COMPLETED").await?;
+    // Its event is lost; once the rollback is overdue, the next invocation looks once.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let result = handle(&handler, sample("unknown-ec2-state-change.json")?).await?;
+
+    assert_eq!(result.overdue.len(), 1, "{result:?}");
+    assert_eq!(result.overdue[0].outcome, "rolled_back", "{result:?}");
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.outcome, RecordOutcome::RolledBack);
+    assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
+    Ok(())
+}
