@@ -133,6 +133,43 @@ async fn released(cv: &CvMatcher, handler: &Handler) -> anyhow::Result<DeployRec
     cv.stored_record(&record.release_id.0).await
 }
 
+/// A rollback the function started is recorded in progress with its deployment; feeds
+/// that deployment's COMPLETED event once moto completed it, returns the result.
+async fn rollback_completes(
+    cv: &CvMatcher,
+    handler: &Handler,
+    release_id: &str,
+) -> anyhow::Result<InvocationResult> {
+    let record = cv.stored_record(release_id).await?;
+    ensure!(
+        record.outcome == RecordOutcome::InProgress,
+        "the rollback is not in progress: {record:?}"
+    );
+    let rollback = record
+        .rollback_deployment_id
+        .clone()
+        .context("no rollback deployment id")?;
+    ensure!(
+        record
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&format!("(deployment {rollback})"))),
+        "reason: {:?}",
+        record.reason
+    );
+    ensure!(
+        cv.stored_lock().await?.is_some(),
+        "the rollback does not hold the lock"
+    );
+    wait_for(cv, &rollback, "COMPLETED").await?;
+    let event = deployment_event(
+        &format!("ecs-{rollback}"),
+        "ecs-deployment-completed.json",
+        &rollback,
+    )?;
+    handle(handler, event).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_starts_a_release_that_holds_the_lock() -> anyhow::Result<()> {
     let cv = setup().await?;
@@ -231,7 +268,9 @@ async fn a_failed_deployment_is_rolled_back() -> anyhow::Result<()> {
     .await?;
 
     assert_eq!(result.action, Action::FinishRelease);
-    assert_eq!(result.outcome, "rolled_back", "{result:?}");
+    assert_eq!(result.outcome, "in_progress", "{result:?}");
+    let done = rollback_completes(&cv, &handler, &record.release_id.0).await?;
+    assert_eq!(done.outcome, "rolled_back", "{done:?}");
     let stored = cv.stored_record(&record.release_id.0).await?;
     assert_eq!(stored.outcome, RecordOutcome::RolledBack);
     assert!(
@@ -266,15 +305,17 @@ async fn an_alarm_inside_the_bake_window_rolls_back() -> anyhow::Result<()> {
     let result = handle(&handler, alarm_event("alarm-1")?).await?;
 
     assert_eq!(result.action, Action::AlarmFired);
-    assert_eq!(result.outcome, "rolled_back", "{result:?}");
+    assert_eq!(result.outcome, "in_progress", "{result:?}");
     assert!(
         result.message.contains(ALARM),
         "message: {}",
         result.message
     );
-    let rollback = cv
-        .stored_record(result.release_id.as_deref().context("no release id")?)
-        .await?;
+    let id = result.release_id.as_deref().context("no release id")?;
+    let done = rollback_completes(&cv, &handler, id).await?;
+    assert_eq!(done.outcome, "rolled_back", "{done:?}");
+    let rollback = cv.stored_record(id).await?;
+    assert_eq!(rollback.outcome, RecordOutcome::RolledBack);
     assert_eq!(rollback.rollback_of.as_ref(), Some(&release.release_id));
     assert_eq!(rollback.trigger.as_deref(), Some("alarm-1"));
     assert_eq!(
@@ -569,5 +610,248 @@ async fn the_scheduled_sweep_is_an_event_of_its_own() -> anyhow::Result<()> {
         "{}",
         result.message
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_during_a_release_is_retried_and_then_deployed() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let (_, first) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    let image = cv.put_image(cv::REPOSITORY, "v1.2.0").await?;
+    let second = push_event("push-2", cv::REPOSITORY, "v1.2.0", &image.digest)?;
+
+    // The lock is held by release 1: the push fails so that Lambda delivers it again.
+    let refused = handler.handle(second.clone()).await;
+    let Err(err) = refused else {
+        anyhow::bail!("a push during a release returned success: {refused:?}");
+    };
+    assert_eq!(err.error_type(), "RetryLater", "{err}");
+    assert!(matches!(err, HandlerError::Retry { .. }), "{err}");
+
+    let deployment = first.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "COMPLETED").await?;
+    let done = handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-completed.json", &deployment)?,
+    )
+    .await?;
+    assert_eq!(done.outcome, "succeeded", "{done:?}");
+
+    // Lambda's retry: now it is deployed; a further redelivery is a duplicate.
+    let retried = handle(&handler, second.clone()).await?;
+    assert_eq!(retried.outcome, "in_progress", "{retried:?}");
+    let record = cv
+        .stored_record(retried.release_id.as_deref().context("no release id")?)
+        .await?;
+    assert_eq!(record.image.context("no image")?.digest, image.digest);
+    let again = handle(&handler, second).await?;
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_and_alarm_together_conclude_the_release_once() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let (_, record) = push(&cv, &handler, "push-1", cv::REPOSITORY, "v1.1.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "COMPLETED").await?;
+    let completed = deployment_event("ecs-1", "ecs-deployment-completed.json", &deployment)?;
+
+    let (a, b) = tokio::join!(
+        handle(&handler, completed),
+        handle(&handler, alarm_event("alarm-1")?)
+    );
+    let (a, b) = (a?, b?);
+
+    // One concluded it (verified, or started the rollback); the other stopped.
+    let lost: Vec<&InvocationResult> = [&a, &b]
+        .into_iter()
+        .filter(|r| r.outcome == "ignored")
+        .collect();
+    assert_eq!(lost.len(), 1, "exactly one conclusion: {a:?} / {b:?}");
+    assert!(
+        lost[0].message.contains("another invocation") || lost[0].message.contains("rolling back"),
+        "{:?}",
+        lost[0]
+    );
+    let won = if a.outcome == "ignored" { &b } else { &a };
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    match won.action {
+        Action::FinishRelease => {
+            assert_eq!(won.outcome, "succeeded", "{won:?}");
+            assert_eq!(stored.outcome, RecordOutcome::Succeeded);
+            assert_eq!(cv.stored_lock().await?, None);
+        }
+        _ => {
+            assert_eq!(won.outcome, "in_progress", "{won:?}");
+            assert!(stored.rollback_deployment_id.is_some(), "{stored:?}");
+            let done = rollback_completes(&cv, &handler, &record.release_id.0).await?;
+            assert_eq!(done.outcome, "rolled_back", "{done:?}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_near_the_deadline_returns_in_time_and_its_event_finishes_it(
+) -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let repository = "cv_matcher-crashloop";
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            p.config.image.repository = repository.to_string()
+        }),
+    );
+    let (_, record) = push(&cv, &handler, "push-1", repository, "v1.2.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "FAILED").await?;
+    let failed = deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?;
+
+    let deadline = std::time::SystemTime::now() + Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    let result = handler
+        .handle_by(failed, Some(deadline))
+        .await
+        .map_err(|err| anyhow::anyhow!("the handler failed: {err}"))?;
+    let took = started.elapsed();
+
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(result.outcome, "in_progress", "{result:?}");
+    let done = rollback_completes(&cv, &handler, &record.release_id.0).await?;
+    assert_eq!(done.outcome, "rolled_back", "{done:?}");
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.outcome, RecordOutcome::RolledBack);
+    assert!(
+        stored
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("rolling back to")),
+        "reason: {:?}",
+        stored.reason
+    );
+    assert_eq!(
+        cv.service().await?.task_definition(),
+        Some(cv.initial_revision.as_str())
+    );
+    assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
+    // The failed deployment's event again changes nothing.
+    let again = handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?,
+    )
+    .await?;
+    assert_eq!(again.outcome, "ignored", "{again:?}");
+    Ok(())
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// How long one invocation takes against moto, for a push, a COMPLETED event and the
+/// scheduled sweep (with a release in progress, and with none): medians of 10, printed
+/// (run with `--nocapture` to see them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_times() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let sweep = |id: String| {
+        json!({
+            "version": "0", "id": id, "detail-type": "Scheduled Event",
+            "source": "aws.events", "account": "123456789012", "time": "2026-12-01T10:00:00Z",
+            "region": "us-east-1", "resources": ["arn:aws:events:us-east-1:123456789012:rule/tugboat-sweep"],
+            "detail": {}
+        })
+    };
+    let (mut pushes, mut completions, mut busy_sweeps, mut idle_sweeps) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..10 {
+        let tag = format!("v2.{i}.0");
+        let image = cv.put_image(cv::REPOSITORY, &tag).await?;
+        let event = push_event(&format!("push-{i}"), cv::REPOSITORY, &tag, &image.digest)?;
+        let at = std::time::Instant::now();
+        let started = handle(&handler, event).await?;
+        pushes.push(at.elapsed());
+        ensure!(started.outcome == "in_progress", "{started:?}");
+        let release = started.release_id.context("no release id")?;
+        let deployment = cv
+            .stored_record(&release)
+            .await?
+            .deployment_id
+            .context("no deployment id")?;
+
+        let at = std::time::Instant::now();
+        let swept = handle(&handler, sweep(format!("sweep-busy-{i}"))).await?;
+        busy_sweeps.push(at.elapsed());
+        ensure!(swept.overdue.is_empty(), "{swept:?}");
+
+        wait_for(&cv, &deployment, "COMPLETED").await?;
+        let event = deployment_event(
+            &format!("ecs-{i}"),
+            "ecs-deployment-completed.json",
+            &deployment,
+        )?;
+        let at = std::time::Instant::now();
+        let done = handle(&handler, event).await?;
+        completions.push(at.elapsed());
+        ensure!(done.outcome == "succeeded", "{done:?}");
+
+        let at = std::time::Instant::now();
+        handle(&handler, sweep(format!("sweep-idle-{i}"))).await?;
+        idle_sweeps.push(at.elapsed());
+    }
+    eprintln!(
+        "invocation time against moto, median of 10:\n  push (start_release): {:?}\n  COMPLETED (finish_release, no verifiers): {:?}\n  sweep, a release in progress: {:?}\n  sweep, nothing in progress: {:?}",
+        median(pushes),
+        median(completions),
+        median(busy_sweeps),
+        median(idle_sweeps)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_whose_event_is_lost_is_finished_by_the_sweep() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let repository = "cv_matcher-crashloop";
+    let handler = handler(
+        &cv,
+        config(&cv.project, |p| {
+            p.config.image.repository = repository.to_string();
+            if let Some(env) = p.config.environments.get_mut(cv::ENVIRONMENT) {
+                env.deploy.timeout_seconds = 2;
+            }
+        }),
+    );
+    let (_, record) = push(&cv, &handler, "push-1", repository, "v1.2.0").await?;
+    let deployment = record.deployment_id.clone().context("no deployment id")?;
+    wait_for(&cv, &deployment, "FAILED").await?;
+    // The FAILED event (or the sweep before it, the release being overdue) starts the rollback.
+    handle(
+        &handler,
+        deployment_event("ecs-1", "ecs-deployment-failed.json", &deployment)?,
+    )
+    .await?;
+    let rolling = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(rolling.outcome, RecordOutcome::InProgress, "{rolling:?}");
+    let rollback = rolling
+        .rollback_deployment_id
+        .clone()
+        .context("no rollback deployment id")?;
+    wait_for(&cv, &rollback, "COMPLETED").await?;
+    // Its event is lost; once the rollback is overdue, the next invocation looks once.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+
+    let result = handle(&handler, sample("unknown-ec2-state-change.json")?).await?;
+
+    assert_eq!(result.overdue.len(), 1, "{result:?}");
+    assert_eq!(result.overdue[0].outcome, "rolled_back", "{result:?}");
+    let stored = cv.stored_record(&record.release_id.0).await?;
+    assert_eq!(stored.outcome, RecordOutcome::RolledBack);
+    assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
     Ok(())
 }

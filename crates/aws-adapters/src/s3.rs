@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use pipeline_core::{
-    Artifact, ArtifactStore, DeployLock, DeployRecord, LockHolder, ReleaseId, StageError,
-    StageErrorKind,
+    Artifact, ArtifactStore, DeployLock, DeployRecord, InProgressPointer, LockHolder, ReleaseId,
+    StageError, StageErrorKind, VersionedRecord,
 };
 use std::time::Duration;
 
@@ -52,6 +52,16 @@ impl S3ArtifactStore {
         } else {
             format!("{}/{app}/{environment}", self.prefix)
         }
+    }
+
+    fn record_key(&self, app: &str, environment: &str, release_id: &ReleaseId) -> String {
+        format!("{}/records/{release_id}.json", self.base(app, environment))
+    }
+
+    /// The pointer at the release in progress: overwritten, never deleted (the
+    /// function may delete only locks).
+    fn in_progress_key(&self, app: &str, environment: &str) -> String {
+        format!("{}/in-progress.json", self.base(app, environment))
     }
 
     fn lock_key(&self, app: &str, environment: &str) -> String {
@@ -146,6 +156,12 @@ impl S3ArtifactStore {
             .map_err(|err| stage_error("PutObject", &err))?;
         Ok(())
     }
+}
+
+/// `in-progress.json`: the release the event-driven front end has not concluded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InProgress {
+    release_id: Option<ReleaseId>,
 }
 
 /// The lease that applies to a lock recording none (written before leases): the one
@@ -336,13 +352,117 @@ impl ArtifactStore for S3ArtifactStore {
     }
 
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError> {
-        let key = format!(
-            "{}/records/{}.json",
-            self.base(&record.app, &record.environment),
-            record.release_id
-        );
+        let key = self.record_key(&record.app, &record.environment, &record.release_id);
         let body =
             serde_json::to_vec_pretty(record).map_err(|e| StageError::failed(e.to_string()))?;
+        self.put_json(&key, body).await
+    }
+
+    async fn read_record(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &ReleaseId,
+    ) -> Result<Option<VersionedRecord>, StageError> {
+        let key = self.record_key(app, environment, release_id);
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(err) if http_status(&err) == Some(404) => return Ok(None),
+            Err(err) => return Err(stage_error("GetObject (deploy record)", &err)),
+        };
+        let version = output.e_tag().unwrap_or_default().to_string();
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket)))?
+            .into_bytes();
+        let record = serde_json::from_slice::<DeployRecord>(&bytes).map_err(|e| {
+            StageError::failed(format!(
+                "s3://{}/{key} is not a tugboat deploy record: {e}",
+                self.bucket
+            ))
+        })?;
+        Ok(Some(VersionedRecord { record, version }))
+    }
+
+    async fn put_record_if(
+        &self,
+        record: &DeployRecord,
+        version: &str,
+    ) -> Result<Option<String>, StageError> {
+        let key = self.record_key(&record.app, &record.environment, &record.release_id);
+        let body =
+            serde_json::to_vec_pretty(record).map_err(|e| StageError::failed(e.to_string()))?;
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .if_match(version)
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(output) => Ok(Some(output.e_tag().unwrap_or_default().to_string())),
+            // 412: another write came first; 409: one is going on right now.
+            Err(err) if matches!(http_status(&err), Some(404 | 409 | 412)) => Ok(None),
+            Err(err) => Err(stage_error("PutObject (deploy record)", &err)),
+        }
+    }
+
+    async fn in_progress(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<InProgressPointer, StageError> {
+        let key = self.in_progress_key(app, environment);
+        let result = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await;
+        let output = match result {
+            Ok(output) => output,
+            Err(err) if http_status(&err) == Some(404) => return Ok(InProgressPointer::Unknown),
+            Err(err) => return Err(stage_error("GetObject (release in progress)", &err)),
+        };
+        let bytes = output
+            .body
+            .collect()
+            .await
+            .map_err(|e| StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket)))?
+            .into_bytes();
+        let pointer: InProgress = serde_json::from_slice(&bytes).map_err(|e| {
+            StageError::failed(format!(
+                "s3://{}/{key} is not a tugboat release pointer: {e}",
+                self.bucket
+            ))
+        })?;
+        Ok(pointer
+            .release_id
+            .map_or(InProgressPointer::Nothing, InProgressPointer::Release))
+    }
+
+    async fn set_in_progress(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: Option<ReleaseId>,
+    ) -> Result<(), StageError> {
+        let key = self.in_progress_key(app, environment);
+        let body = serde_json::to_vec(&InProgress { release_id })
+            .map_err(|e| StageError::failed(e.to_string()))?;
         self.put_json(&key, body).await
     }
 

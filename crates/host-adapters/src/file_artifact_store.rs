@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use pipeline_core::{
-    Artifact, ArtifactStore, DeployLock, DeployRecord, LockHolder, ReleaseId, StageError,
-    StageErrorKind,
+    Artifact, ArtifactStore, DeployLock, DeployRecord, InProgressPointer, LockHolder, ReleaseId,
+    StageError, StageErrorKind, VersionedRecord,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +49,33 @@ impl FileArtifactStore {
         std::fs::rename(&partial, path).map_err(|e| Self::io_error("write", path, &e))
     }
 
+    fn record_path(&self, app: &str, environment: &str, release_id: &ReleaseId) -> PathBuf {
+        self.base(app, environment)
+            .join("records")
+            .join(format!("{release_id}.json"))
+    }
+
+    /// Holds `<path>.guard` exclusively while `work` runs (released when closed, also
+    /// when the process dies).
+    fn guarded<T>(
+        path: &Path,
+        work: impl FnOnce() -> Result<T, StageError>,
+    ) -> Result<T, StageError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Self::io_error("create", parent, &e))?;
+        }
+        let guard_path = path.with_extension("json.guard");
+        let guard = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&guard_path)
+            .map_err(|e| Self::io_error("open", &guard_path, &e))?;
+        rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Self::io_error("lock", &guard_path, &e.into()))?;
+        work()
+    }
+
     /// Runs `change` on the stored lock (and its version) while holding the guard file
     /// exclusively: no other run reads or writes the lock in between.
     fn with_guard<T>(
@@ -81,6 +108,20 @@ impl FileArtifactStore {
         Self::write(path, &body)?;
         Ok(version_of(holder))
     }
+}
+
+/// A record's version: a digest of its bytes as stored.
+fn content_version(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    format!("{:016x}-{}", hasher.finish(), bytes.len())
+}
+
+/// `in-progress.json`: the release the event-driven front end has not concluded.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct InProgress {
+    release_id: Option<ReleaseId>,
 }
 
 /// A lock's version: every write sets a new `renewed_at`.
@@ -207,6 +248,81 @@ impl ArtifactStore for FileArtifactStore {
             .join(format!("{}.json", record.release_id));
         let body =
             serde_json::to_vec_pretty(record).map_err(|e| StageError::failed(e.to_string()))?;
+        Self::write(&path, &body)
+    }
+
+    async fn read_record(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &ReleaseId,
+    ) -> Result<Option<VersionedRecord>, StageError> {
+        let path = self.record_path(app, environment, release_id);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(Self::io_error("read", &path, &err)),
+        };
+        let record = serde_json::from_slice(&bytes).map_err(|e| {
+            StageError::failed(format!(
+                "{} is not a tugboat deploy record: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Some(VersionedRecord {
+            record,
+            version: content_version(&bytes),
+        }))
+    }
+
+    async fn put_record_if(
+        &self,
+        record: &DeployRecord,
+        version: &str,
+    ) -> Result<Option<String>, StageError> {
+        let path = self.record_path(&record.app, &record.environment, &record.release_id);
+        let body =
+            serde_json::to_vec_pretty(record).map_err(|e| StageError::failed(e.to_string()))?;
+        Self::guarded(&path, || {
+            let current = std::fs::read(&path).ok().map(|b| content_version(&b));
+            if current.as_deref() != Some(version) {
+                return Ok(None);
+            }
+            Self::write(&path, &body)?;
+            Ok(Some(content_version(&body)))
+        })
+    }
+
+    async fn in_progress(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<InProgressPointer, StageError> {
+        let path = self.base(app, environment).join("in-progress.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(serde_json::from_slice::<InProgress>(&bytes).ok().map_or(
+                InProgressPointer::Unknown,
+                |p| {
+                    p.release_id
+                        .map_or(InProgressPointer::Nothing, InProgressPointer::Release)
+                },
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Ok(InProgressPointer::Unknown)
+            }
+            Err(err) => Err(Self::io_error("read", &path, &err)),
+        }
+    }
+
+    async fn set_in_progress(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: Option<ReleaseId>,
+    ) -> Result<(), StageError> {
+        let path = self.base(app, environment).join("in-progress.json");
+        let body = serde_json::to_vec(&InProgress { release_id })
+            .map_err(|e| StageError::failed(e.to_string()))?;
         Self::write(&path, &body)
     }
 

@@ -103,6 +103,7 @@ fn describe(outcome: &EventOutcome) -> (String, Option<String>) {
     match outcome {
         EventOutcome::Ignored(_) => ("ignored".into(), None),
         EventOutcome::Notified(_) => ("notified".into(), None),
+        EventOutcome::Retry(_) => ("retry".into(), None),
         EventOutcome::Report(report) => match &report.record {
             Some(record) => (
                 serde_json::to_value(record.outcome)
@@ -247,6 +248,16 @@ impl Handler {
         &self,
         payload: serde_json::Value,
     ) -> Result<serde_json::Value, HandlerError> {
+        self.handle_value_by(payload, None).await
+    }
+
+    /// [`Handler::handle_value`] for an invocation killed at `deadline` (the Lambda
+    /// context's): no wait lasts past it, less a margin for the record.
+    pub async fn handle_value_by(
+        &self,
+        payload: serde_json::Value,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<serde_json::Value, HandlerError> {
         let json = |value: Result<serde_json::Value, serde_json::Error>| {
             value.map_err(|err| HandlerError::Setup {
                 problem: format!("the answer could not be written as JSON: {err}"),
@@ -257,7 +268,7 @@ impl Handler {
             let answer = Box::pin(self.lifecycle_hook(payload)).await?;
             return json(serde_json::to_value(answer));
         }
-        let result = Box::pin(self.handle(payload)).await?;
+        let result = Box::pin(self.handle_by(payload, deadline)).await?;
         json(serde_json::to_value(result))
     }
 
@@ -378,6 +389,22 @@ impl Handler {
         &self,
         payload: serde_json::Value,
     ) -> Result<InvocationResult, HandlerError> {
+        self.handle_by(payload, None).await
+    }
+
+    /// [`Handler::handle`] for an invocation killed at `deadline`: a rollback is issued
+    /// and recorded, never waited for, and verification stops 10 s before it.
+    pub async fn handle_by(
+        &self,
+        payload: serde_json::Value,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Result<InvocationResult, HandlerError> {
+        let deadline = deadline.map(|at| {
+            let left = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
         let parsed = events::parse(payload);
         let loaded = match self.config().await {
             Ok(loaded) => loaded,
@@ -388,6 +415,7 @@ impl Handler {
             config: &loaded.config,
             loaded: &loaded,
             built: BTreeMap::new(),
+            deadline,
         };
         // Overdue releases first: a release whose event was lost still holds the lock, and
         // would refuse the push this event may bring.
@@ -456,6 +484,7 @@ struct Invocation<'a> {
     config: &'a Config,
     loaded: &'a LoadedConfig,
     built: BTreeMap<String, Arc<Orchestrator>>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 impl Invocation<'_> {
@@ -487,11 +516,12 @@ impl Invocation<'_> {
         };
         let project =
             Project::from_parts(config, self.loaded.config_file.clone(), task_definition)?;
-        let orchestrator = Arc::new(Orchestrator::new(
-            project,
-            stages,
-            Events::new().with(LogEvents::new()),
-        ));
+        let mut orchestrator =
+            Orchestrator::new(project, stages, Events::new().with(LogEvents::new()));
+        if let Some(deadline) = self.deadline {
+            orchestrator = orchestrator.with_deadline(deadline);
+        }
+        let orchestrator = Arc::new(orchestrator);
         self.built
             .insert(environment.to_string(), orchestrator.clone());
         Ok(orchestrator)
@@ -596,12 +626,11 @@ impl Invocation<'_> {
             }
             // A transient error: fail the invocation so that Lambda delivers it again.
             Err(err) => {
-                return Err(HandlerError::Setup {
+                return Err(HandlerError::Retry {
                     problem: format!(
-                    "cannot check the pushed image {repository}:{tag} ({}); the event is retried",
-                    err.message
-                ),
-                    help: None,
+                        "cannot check the pushed image {repository}:{tag} ({})",
+                        err.message
+                    ),
                 })
             }
         }
@@ -616,6 +645,11 @@ impl Invocation<'_> {
         let outcome = orchestrator
             .start_release(request, Some(envelope.id.clone()))
             .await;
+        // Returned as an error, so that Lambda delivers the push again (and then the
+        // dead-letter queue keeps it): a success would drop it for good.
+        if let EventOutcome::Retry(problem) = outcome {
+            return Err(HandlerError::Retry { problem });
+        }
         Ok(InvocationResult::of(
             Action::StartRelease,
             &environment,
@@ -674,6 +708,9 @@ impl Invocation<'_> {
         let outcome = orchestrator
             .finish_release(&environment, &detail.deployment_id, result)
             .await;
+        if let EventOutcome::Retry(problem) = outcome {
+            return Err(HandlerError::Retry { problem });
+        }
         Ok(InvocationResult::of(
             Action::FinishRelease,
             &environment,
@@ -712,6 +749,9 @@ impl Invocation<'_> {
                 .alarm_fired(alarm, &detail.state.reason, Some(envelope.id.clone()))
                 .await
             {
+                if let EventOutcome::Retry(problem) = outcome {
+                    return Err(HandlerError::Retry { problem });
+                }
                 results.push(InvocationResult::of(Action::AlarmFired, &name, &outcome));
             }
         }

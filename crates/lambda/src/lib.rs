@@ -47,6 +47,12 @@ pub enum HandlerError {
     /// `tugboat.toml` (or the task definition it names) is wrong.
     #[error(transparent)]
     Config(Box<ConfigError>),
+    /// The event cannot be acted on now and must come again: the deploy lock is held by
+    /// a release in progress, or AWS failed transiently. Nothing was changed; Lambda
+    /// retries an asynchronous invocation that fails (twice), then sends it to the
+    /// dead-letter queue.
+    #[error("{problem}; the event is retried")]
+    Retry { problem: String },
     /// The function cannot be wired: no config, no records bucket, no task definition.
     #[error("{problem}{}", help.as_ref().map(|h| format!("\n  help: {h}")).unwrap_or_default())]
     Setup {
@@ -62,6 +68,7 @@ impl HandlerError {
             Self::MalformedEvent { .. } => "MalformedEvent",
             Self::Config(_) => "ConfigError",
             Self::Setup { .. } => "SetupError",
+            Self::Retry { .. } => "RetryLater",
         }
     }
 }

@@ -15,7 +15,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let handler = handler.clone();
         async move {
             // EventBridge events and ECS lifecycle hook invocations alike.
-            match handler.handle_value(event.payload).await {
+            // The function is killed at the context's deadline: no wait goes past it.
+            let deadline =
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(event.context.deadline);
+            match handler.handle_value_by(event.payload, Some(deadline)).await {
                 Ok(result) => Ok(result),
                 Err(err) => Err(Diagnostic {
                     error_type: err.error_type().into(),

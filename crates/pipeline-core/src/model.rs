@@ -286,6 +286,46 @@ pub struct DeployRecord {
     /// when it started).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// A rollback the event-driven front end started and ECS carries out: the record
+    /// stays in progress (reason "…; rolling back to X (deployment D)") until this
+    /// deployment's own event, or the sweep, concludes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_deployment_id: Option<String>,
+    /// When that rollback was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_started_at: Option<DateTime<Utc>>,
+    /// Who is concluding the release in progress: the invocation that won the
+    /// conditional write of this record. Any other stops without touching the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concluding: Option<Concluding>,
+}
+
+/// What the pointer at an environment's release in progress says
+/// ([`crate::ArtifactStore::in_progress`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InProgressPointer {
+    /// No pointer is kept (a store written before there were pointers): look in the records.
+    Unknown,
+    /// No release is in progress.
+    Nothing,
+    /// This release is in progress.
+    Release(ReleaseId),
+}
+
+/// An invocation's claim on concluding a release in progress.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Concluding {
+    /// What concludes it (`ecs event D COMPLETED`, `alarm A`, `the sweep`).
+    pub by: String,
+    pub since: DateTime<Utc>,
+}
+
+/// A record as stored, with the version a conditional write compares
+/// ([`crate::ArtifactStore::put_record_if`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VersionedRecord {
+    pub record: DeployRecord,
+    pub version: String,
 }
 
 /// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first

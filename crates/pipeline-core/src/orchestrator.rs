@@ -168,6 +168,9 @@ pub struct Orchestrator {
     clock: Arc<dyn Clock>,
     /// Who accepted deploying images the security-scan gate refuses.
     scan_override: Option<String>,
+    /// When the invocation running the event-driven steps is killed: any wait is cut
+    /// short before it ([`Orchestrator::with_deadline`]).
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// The state of one run as it goes.
@@ -256,7 +259,15 @@ impl Orchestrator {
             events,
             clock: Arc::new(SystemClock),
             scan_override: None,
+            deadline: None,
         }
+    }
+
+    /// The event-driven steps never wait past `deadline` (less a margin for writing the
+    /// record): the Lambda passes its invocation's deadline.
+    pub fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Deploys images even when the security-scan gate finds blocking vulnerabilities;
@@ -338,6 +349,9 @@ impl Orchestrator {
                 scan_override: None,
                 task_definition: None,
                 warnings: Vec::new(),
+                rollback_deployment_id: None,
+                rollback_started_at: None,
+                concluding: None,
             },
             target,
             started: Instant::now(),
@@ -362,17 +376,7 @@ impl Orchestrator {
     /// Takes the run's deploy lock as a lease of `lease`, or says how the run ends
     /// without it.
     async fn take_lock(&self, run: &Run, lease: Duration) -> Result<DeployLock, Ending> {
-        let holder = LockHolder {
-            who: run.record.actor.clone(),
-            release_id: run.record.release_id.clone(),
-            since: run.record.started_at,
-            run_token: uuid::Uuid::new_v4().to_string(),
-            renewed_at: None,
-            lease_seconds: Some(lease.as_secs().max(1)),
-        };
-        self.stages
-            .artifacts
-            .acquire_lock(&run.target.app, &run.target.environment, &holder)
+        self.try_lock(run, lease)
             .await
             .map_err(|err| match err.kind {
                 StageErrorKind::LockHeld | StageErrorKind::BadInput => Ending::refused(&err),
@@ -385,6 +389,22 @@ impl Orchestrator {
                     ),
                 },
             })
+    }
+
+    /// Takes the run's deploy lock as a lease of `lease`, with the store's error.
+    async fn try_lock(&self, run: &Run, lease: Duration) -> Result<DeployLock, StageError> {
+        let holder = LockHolder {
+            who: run.record.actor.clone(),
+            release_id: run.record.release_id.clone(),
+            since: run.record.started_at,
+            run_token: uuid::Uuid::new_v4().to_string(),
+            renewed_at: None,
+            lease_seconds: Some(lease.as_secs().max(1)),
+        };
+        self.stages
+            .artifacts
+            .acquire_lock(&run.target.app, &run.target.environment, &holder)
+            .await
     }
 
     /// Releases a deploy lock; a failure is a warning (the lease runs out on its own).
@@ -1726,6 +1746,9 @@ impl Orchestrator {
                 scan_override: None,
                 task_definition: None,
                 warnings: Vec::new(),
+                rollback_deployment_id: None,
+                rollback_started_at: None,
+                concluding: None,
             },
             target,
             started: Instant::now(),

@@ -9,7 +9,8 @@
 use crate::events::Events;
 use crate::model::{
     Artifact, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle, ImageReference,
-    LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef, ServiceStatus,
+    InProgressPointer, LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef,
+    ServiceStatus, VersionedRecord,
 };
 use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
 use async_trait::async_trait;
@@ -431,6 +432,54 @@ pub trait ArtifactStore: Send + Sync {
 
     /// Writes (or overwrites) the record of a release.
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError>;
+
+    /// The record of one release with its version, `None` when there is none.
+    async fn read_record(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: &ReleaseId,
+    ) -> Result<Option<VersionedRecord>, StageError> {
+        let _ = (app, environment, release_id);
+        Err(StageError::failed(
+            "this store cannot read a record by its id",
+        ))
+    }
+
+    /// Writes a record only while the stored one is still `version`: `Ok(Some(new
+    /// version))` written, `Ok(None)` another writer changed it first (the caller lost
+    /// the race and must not act on the release).
+    async fn put_record_if(
+        &self,
+        record: &DeployRecord,
+        version: &str,
+    ) -> Result<Option<String>, StageError> {
+        let _ = (record, version);
+        Err(StageError::failed("this store has no conditional writes"))
+    }
+
+    /// The release of an environment that the event-driven front end started and has
+    /// not concluded (a pointer kept next to the records).
+    async fn in_progress(
+        &self,
+        app: &str,
+        environment: &str,
+    ) -> Result<InProgressPointer, StageError> {
+        let _ = (app, environment);
+        Ok(InProgressPointer::Unknown)
+    }
+
+    /// Points the environment at its release in progress, or at none (overwritten,
+    /// never deleted).
+    async fn set_in_progress(
+        &self,
+        app: &str,
+        environment: &str,
+        release_id: Option<ReleaseId>,
+    ) -> Result<(), StageError> {
+        let _ = (app, environment, release_id);
+        Ok(())
+    }
 
     /// The records of one app environment, newest first, at most `limit`.
     async fn history(

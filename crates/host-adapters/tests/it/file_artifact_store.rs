@@ -50,3 +50,63 @@ async fn the_file_lock_is_a_lease_like_the_s3_one() -> Result<(), pipeline_core:
     assert_eq!(store.read_lock(app, env).await?, None);
     Ok(())
 }
+
+fn in_progress_record(release: &str) -> pipeline_core::DeployRecord {
+    let record = serde_json::json!({
+        "release_id": release, "app": "cv-matcher", "environment": "local",
+        "git": {"sha": "", "git_ref": ""}, "image": null, "revision": null,
+        "previous_revision": null, "outcome": "in_progress", "reason": null, "stages": [],
+        "actor": "lambda:push-1", "started_at": "2026-12-01T10:00:00Z", "finished_at": null
+    });
+    match serde_json::from_value(record) {
+        Ok(record) => record,
+        Err(err) => panic!("not a record: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn a_record_is_concluded_by_one_conditional_write() -> Result<(), pipeline_core::StageError> {
+    use pipeline_core::InProgressPointer;
+    let dir = TempDir::new("file-record");
+    let store = FileArtifactStore::new(dir.path());
+    let (app, env) = ("cv-matcher", "local");
+    let release = ReleaseId("r20261201-100000-abc".into());
+    assert_eq!(
+        store.in_progress(app, env).await?,
+        InProgressPointer::Unknown
+    );
+    let record = in_progress_record(&release.0);
+    store.put_record(&record).await?;
+    store
+        .set_in_progress(app, env, Some(release.clone()))
+        .await?;
+    assert_eq!(
+        store.in_progress(app, env).await?,
+        InProgressPointer::Release(release.clone())
+    );
+
+    let seen = store.read_record(app, env, &release).await?;
+    let Some(seen) = seen else {
+        panic!("the record is not found by its id");
+    };
+    let mut first = seen.record.clone();
+    first.reason = Some("concluded by the first".into());
+    let mut second = seen.record.clone();
+    second.reason = Some("concluded by the second".into());
+    let won = store.put_record_if(&first, &seen.version).await?;
+    let lost = store.put_record_if(&second, &seen.version).await?;
+    assert!(won.is_some(), "the first write lost");
+    assert_eq!(lost, None, "the second write on the same version won too");
+    let stored = store
+        .read_record(app, env, &release)
+        .await?
+        .map(|v| v.record.reason);
+    assert_eq!(stored, Some(Some("concluded by the first".into())));
+
+    store.set_in_progress(app, env, None).await?;
+    assert_eq!(
+        store.in_progress(app, env).await?,
+        InProgressPointer::Nothing
+    );
+    Ok(())
+}

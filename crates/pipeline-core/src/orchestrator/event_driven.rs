@@ -6,11 +6,11 @@
 
 use super::{env_timeout, Ending, Orchestrator, Run};
 use crate::model::{
-    DeployLock, DeployRecord, DeploymentHandle, ImageReference, LockHolder, RecordOutcome,
-    ReleaseId, RolloutOutcome,
+    Concluding, DeployLock, DeployRecord, DeploymentHandle, ImageReference, InProgressPointer,
+    LockHolder, RecordOutcome, ReleaseId, Revision, RolloutOutcome, VersionedRecord,
 };
 use crate::orchestrator::{DeployReport, DeployRequest, ReleaseSource};
-use crate::stages::{Notification, NotificationKind, StageErrorKind, WaitOptions};
+use crate::stages::{Notification, NotificationKind, RestoreRequest, StageErrorKind, WaitOptions};
 use crate::EnvironmentConfig;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,10 @@ pub enum EventOutcome {
     Notified(String),
     /// A release (or rollback) was started or finished.
     Report(Box<DeployReport>),
+    /// Nothing was changed, but the event must not be dropped: it cannot be acted on
+    /// now (the deploy lock is held by a release in progress, AWS failed transiently).
+    /// A front end hands it back for redelivery (the Lambda returns an error).
+    Retry(String),
 }
 
 impl EventOutcome {
@@ -42,6 +46,7 @@ impl EventOutcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Ignored(_) | Self::Notified(_) => 0,
+            Self::Retry(_) => crate::Outcome::FailedRestored.exit_code(),
             Self::Report(report) => report.outcome.exit_code(),
         }
     }
@@ -49,14 +54,19 @@ impl EventOutcome {
     /// One line for a log.
     pub fn message(&self) -> &str {
         match self {
-            Self::Ignored(message) | Self::Notified(message) => message,
+            Self::Ignored(message) | Self::Notified(message) | Self::Retry(message) => message,
             Self::Report(report) => &report.message,
         }
     }
 }
 
-/// How many records are read to find in-progress releases and handled events.
+/// How many records are read to find handled events and duplicate pushes (releases in
+/// progress are found by their pointer, not in these).
 const RECENT_RECORDS: usize = 50;
+
+/// Kept free before the invocation's deadline: the record, the pointer and the lock
+/// are written after any wait.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 fn lock_of(record: &DeployRecord) -> DeployLock {
     DeployLock {
@@ -173,14 +183,10 @@ impl Orchestrator {
                     return EventOutcome::report(DeployReport::bad_input(err.message))
                 }
                 Err(err) => {
-                    return EventOutcome::report(DeployReport {
-                        outcome: crate::Outcome::FailedRestored,
-                        record: None,
-                        message: format!(
-                            "could not resolve the image, nothing was changed: {}",
-                            err.message
-                        ),
-                    })
+                    return EventOutcome::Retry(format!(
+                        "could not resolve the image, nothing was changed: {}",
+                        err.message
+                    ))
                 }
             }
         }
@@ -197,9 +203,18 @@ impl Orchestrator {
         // lease covers the whole release.
         let lease = env.lock_lease()
             + Duration::from_secs(env.deploy.timeout_seconds + env.verify.bake_seconds);
-        let lock = match self.take_lock(&run, lease).await {
+        let lock = match self.try_lock(&run, lease).await {
             Ok(lock) => lock,
-            Err(ending) => {
+            // Another release holds the lock, or the store failed: nothing changed, and
+            // the push must come again once that release is concluded.
+            Err(err) if err.kind != StageErrorKind::BadInput => {
+                return EventOutcome::Retry(format!(
+                    "release {} not started, nothing was changed: {}",
+                    run.record.release_id, err.message
+                ))
+            }
+            Err(err) => {
+                let ending = super::Ending::refused(&err);
                 if recent.iter().any(|r| r.release_id == run.record.release_id) {
                     return EventOutcome::report(DeployReport {
                         outcome: ending.outcome.outcome(),
@@ -221,12 +236,7 @@ impl Orchestrator {
         match self.start(&mut run, &env, &request).await {
             Ok(started) => {
                 run.record.outcome = RecordOutcome::InProgress;
-                if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
-                    self.events.warn(format!(
-                        "could not record release {} as in progress: {}",
-                        run.record.release_id, err.message
-                    ));
-                }
+                self.record_in_progress(&run.record).await;
                 let revision = run
                     .record
                     .revision
@@ -249,9 +259,10 @@ impl Orchestrator {
         }
     }
 
-    /// Finishes the in-progress release that follows `deployment_id`, from ECS's
-    /// deployment event: verify and record on success; roll back (unless ECS already
-    /// did) on failure. Releases the deploy lock.
+    /// Finishes the release in progress that follows `deployment_id`, from ECS's
+    /// deployment event: verify and record on success; start a rollback (recorded, not
+    /// waited for) on failure. The rollback's own deployment event concludes it. Only the
+    /// invocation that wins the conditional write on the record acts.
     pub async fn finish_release(
         &self,
         environment: &str,
@@ -262,110 +273,502 @@ impl Orchestrator {
             Ok(env) => env.clone(),
             Err(err) => return EventOutcome::report(DeployReport::bad_input(err.to_string())),
         };
-        let recent = self.recent(environment).await;
-        let Some(record) = recent
-            .iter()
-            .find(|r| {
-                r.outcome == RecordOutcome::InProgress
-                    && r.deployment_id.as_deref() == Some(deployment_id)
-            })
-            .cloned()
-        else {
+        let Some(current) = self.release_in_progress(environment).await else {
             return EventOutcome::Ignored(format!(
                 "no release of {environment} in progress follows deployment {deployment_id}"
             ));
         };
-        let ending = match result {
+        let record = &current.record;
+        let by = format!("ecs deployment {deployment_id}");
+        if record.rollback_deployment_id.as_deref() == Some(deployment_id) {
+            return self.finish_rollback(current, &env, result, by).await;
+        }
+        if record.deployment_id.as_deref() != Some(deployment_id) {
+            return EventOutcome::Ignored(format!(
+                "no release of {environment} in progress follows deployment {deployment_id}"
+            ));
+        }
+        if let Some(why) = Self::taken(record) {
+            return EventOutcome::Ignored(why);
+        }
+        let failure = match result {
             DeploymentResult::Completed => None,
             DeploymentResult::Failed { reason } => Some(format!("rollout failed: {reason}")),
         };
-        EventOutcome::report(self.conclude(record, &env, ending).await)
+        self.conclude(current, &env, failure, by).await
     }
 
-    /// Ends an in-progress release: verification after a completed rollout, or a
-    /// rollback with `failure` as the reason; then the record, the notification and the lock.
-    async fn conclude(
+    /// Why a release in progress is not this event's to conclude: its rollback is under
+    /// way, or another invocation claimed it.
+    fn taken(record: &DeployRecord) -> Option<String> {
+        if let Some(id) = &record.rollback_deployment_id {
+            return Some(format!(
+                "release {} is rolling back (deployment {id}): that deployment's event concludes it",
+                record.release_id
+            ));
+        }
+        record.concluding.as_ref().map(|c| {
+            format!(
+                "release {} is already being concluded by another invocation ({}, since {})",
+                record.release_id, c.by, c.since
+            )
+        })
+    }
+
+    /// The environment's release in progress, by its pointer (by the newest records for
+    /// one started before there were pointers), with the record's version.
+    async fn release_in_progress(&self, environment: &str) -> Option<VersionedRecord> {
+        let app = &self.project.config.app.name;
+        let artifacts = &self.stages.artifacts;
+        let id = match artifacts.in_progress(app, environment).await {
+            Ok(InProgressPointer::Release(id)) => id,
+            Ok(InProgressPointer::Nothing) => return None,
+            Ok(InProgressPointer::Unknown) => {
+                self.recent(environment)
+                    .await
+                    .into_iter()
+                    .find(|r| r.outcome == RecordOutcome::InProgress)?
+                    .release_id
+            }
+            Err(err) => {
+                self.events.warn(format!(
+                    "could not read the release in progress of {environment}: {}",
+                    err.message
+                ));
+                return None;
+            }
+        };
+        match artifacts.read_record(app, environment, &id).await {
+            Ok(found) => found.filter(|v| v.record.outcome == RecordOutcome::InProgress),
+            Err(err) => {
+                self.events.warn(format!(
+                    "could not read the record of release {id}: {}",
+                    err.message
+                ));
+                None
+            }
+        }
+    }
+
+    /// Writes a release's in-progress record and points the environment at it.
+    async fn record_in_progress(&self, record: &DeployRecord) {
+        if let Err(err) = self.stages.artifacts.put_record(record).await {
+            self.events.warn(format!(
+                "could not record release {} as in progress: {}",
+                record.release_id, err.message
+            ));
+        }
+        if let Err(err) = self
+            .stages
+            .artifacts
+            .set_in_progress(
+                &record.app,
+                &record.environment,
+                Some(record.release_id.clone()),
+            )
+            .await
+        {
+            self.events.warn(format!(
+                "could not point {} at its release in progress {}: {}",
+                record.environment, record.release_id, err.message
+            ));
+        }
+    }
+
+    /// Claims the conclusion of a release in progress: a write conditional on the version
+    /// read. The loser of a race (or a store that failed) gets the outcome to return.
+    async fn claim(
         &self,
-        record: DeployRecord,
-        env: &EnvironmentConfig,
-        failure: Option<String>,
-    ) -> DeployReport {
-        let lock = lock_of(&record);
+        current: VersionedRecord,
+        by: String,
+    ) -> Result<(DeployRecord, String), EventOutcome> {
+        let mut record = current.record;
+        record.concluding = Some(Concluding {
+            by,
+            since: self.clock.now(),
+        });
+        match self
+            .stages
+            .artifacts
+            .put_record_if(&record, &current.version)
+            .await
+        {
+            Ok(Some(version)) => Ok((record, version)),
+            Ok(None) => Err(EventOutcome::Ignored(format!(
+                "release {} was already concluded by another invocation",
+                record.release_id
+            ))),
+            Err(err) => Err(EventOutcome::Retry(format!(
+                "could not claim release {}: {}",
+                record.release_id, err.message
+            ))),
+        }
+    }
+
+    /// How long a wait may last: up to the deadline less the margin (no deadline: `wanted`).
+    fn time_left(&self, wanted: Duration) -> Duration {
+        match self.deadline {
+            Some(deadline) => wanted.min(
+                deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .saturating_sub(DEADLINE_MARGIN),
+            ),
+            None => wanted,
+        }
+    }
+
+    fn run_of(record: DeployRecord, env: &EnvironmentConfig) -> Run {
         let target = env.target(&record.app, &record.environment);
-        let mut run = Run {
+        Run {
             record,
             target,
             started: Instant::now(),
             cancel: CancellationToken::new(),
             lease: None,
-        };
-        let ending = match failure {
-            None => {
-                self.after_rollout(&mut run, env, &CancellationToken::new())
-                    .await
-            }
-            Some(reason) => {
-                let previous = run.record.previous_revision.clone();
-                self.recover(&mut run, env, previous.as_ref(), &reason)
-                    .await
-            }
-        };
-        self.give_back(&lock).await;
-        self.finish(run, ending, true).await
+        }
     }
 
-    /// Finishes releases of `environment` still in progress past their rollout
-    /// timeout (their ECS event was lost): looks at the deployment once, then verifies or
-    /// rolls back.
+    /// Ends a release in progress that this invocation claims: verification after a
+    /// completed rollout (cut short by the deadline: a failure), or a rollback started
+    /// with `failure` as the reason.
+    async fn conclude(
+        &self,
+        current: VersionedRecord,
+        env: &EnvironmentConfig,
+        failure: Option<String>,
+        by: String,
+    ) -> EventOutcome {
+        let (record, version) = match self.claim(current, by).await {
+            Ok(claimed) => claimed,
+            Err(outcome) => return outcome,
+        };
+        let mut run = Self::run_of(record, env);
+        let failure = match failure {
+            Some(reason) => Some(reason),
+            None => self.verify_completed(&mut run, env).await,
+        };
+        let Some(reason) = failure else {
+            let keep = env.rollback.keep_revisions;
+            if keep > 0 {
+                self.prune(&run, keep).await;
+            }
+            let message = format!(
+                "released {} to {} ({})",
+                run.record.release_id, run.target.environment, run.target
+            );
+            let ending = Ending {
+                outcome: RecordOutcome::Succeeded,
+                reason: None,
+                message,
+            };
+            return EventOutcome::report(self.conclude_with(run, ending, &version).await);
+        };
+        match self.issue_rollback(&mut run, env, &reason).await {
+            Ok((to, deployment)) => {
+                self.rolling_back(run, &reason, &to, &deployment, Some(&version))
+                    .await
+            }
+            Err(ending) => EventOutcome::report(self.conclude_with(run, ending, &version).await),
+        }
+    }
+
+    /// Verifies a completed rollout within the time left; `Some(reason)` when it failed.
+    async fn verify_completed(&self, run: &mut Run, env: &EnvironmentConfig) -> Option<String> {
+        let (Some(revision), Some(image)) = (run.record.revision.clone(), run.record.image.clone())
+        else {
+            return Some("the release record names no revision or image".into());
+        };
+        let cancel = CancellationToken::new();
+        let wanted = Duration::from_secs(env.verify.bake_seconds) + env_timeout(env);
+        let left = self.time_left(wanted);
+        match tokio::time::timeout(left, self.verify(run, &revision, &image, &cancel)).await {
+            Ok(verdict) => verdict,
+            Err(_) => Some(format!(
+                "verification did not finish within the invocation's time left ({}s)",
+                left.as_secs()
+            )),
+        }
+    }
+
+    /// Issues the rollback of a release (no wait): the revision it goes back to and the
+    /// rollback's deployment, or how the release ends when there is nothing to roll back
+    /// to, automatic rollback is off, or ECS refused.
+    async fn issue_rollback(
+        &self,
+        run: &mut Run,
+        env: &EnvironmentConfig,
+        reason: &str,
+    ) -> Result<(Revision, DeploymentHandle), Ending> {
+        let previous = run.record.previous_revision.clone();
+        let Some(previous) = previous.filter(|_| env.rollback.automatic) else {
+            // Nothing to wait for on these paths: `recover` only says why.
+            return Err(self
+                .recover(
+                    run,
+                    env,
+                    run.record.previous_revision.clone().as_ref(),
+                    reason,
+                )
+                .await);
+        };
+        let to = self.restorable(&run.target, &previous).await;
+        let issued = match to {
+            Ok(to) => self
+                .stages
+                .deployer
+                .roll_back(
+                    &run.target,
+                    &RestoreRequest {
+                        to: to.clone(),
+                        from: run.record.revision.clone(),
+                    },
+                )
+                .await
+                .map(|deployment| (to, deployment))
+                .map_err(|err| err.message),
+            Err(failure) => Err(failure),
+        };
+        issued.map_err(|failure| Ending {
+            outcome: RecordOutcome::NotRestored,
+            reason: Some(format!("{reason}; rollback failed: {failure}")),
+            message: format!(
+                "{reason}. THE ROLLBACK TO {previous} FAILED ({failure}). Run `tugboat status --env {env}`, then `tugboat rollback --env {env} --to {previous}`.",
+                env = run.target.environment
+            ),
+        })
+    }
+
+    /// Records a rollback under way: the record stays in progress, keeps the lock and
+    /// names the rollback's deployment, whose event (or the sweep) concludes it.
+    async fn rolling_back(
+        &self,
+        mut run: Run,
+        reason: &str,
+        to: &Revision,
+        deployment: &DeploymentHandle,
+        version: Option<&str>,
+    ) -> EventOutcome {
+        run.record.outcome = RecordOutcome::InProgress;
+        run.record.reason = Some(format!(
+            "{reason}; rolling back to {to} (deployment {})",
+            deployment.id
+        ));
+        run.record.rollback_deployment_id = Some(deployment.id.clone());
+        run.record.rollback_started_at = Some(self.clock.now());
+        // Free for the rollback's own event to claim.
+        run.record.concluding = None;
+        match version {
+            Some(version) => self.write_claimed(&run.record, version).await,
+            None => self.record_in_progress(&run.record).await,
+        }
+        let message = format!(
+            "{reason}; rolling back {} to {to} (deployment {}): it is concluded when ECS reports that deployment",
+            run.target, deployment.id
+        );
+        EventOutcome::report(DeployReport {
+            outcome: crate::Outcome::FailedRestored,
+            record: Some(run.record),
+            message,
+        })
+    }
+
+    /// Writes a claimed record; a version that changed meanwhile is a warning (the claim
+    /// was taken over by the sweep).
+    async fn write_claimed(&self, record: &DeployRecord, version: &str) {
+        match self.stages.artifacts.put_record_if(record, version).await {
+            Ok(Some(_)) => {}
+            Ok(None) => self.events.warn(format!(
+                "the record of release {} changed while this invocation concluded it",
+                record.release_id
+            )),
+            Err(err) => self.events.warn(format!(
+                "could not write the deploy record of {}: {}",
+                record.release_id, err.message
+            )),
+        }
+    }
+
+    /// The final record (conditional on the claim), then the pointer, then the lock,
+    /// then the notification.
+    async fn conclude_with(&self, mut run: Run, ending: Ending, version: &str) -> DeployReport {
+        run.record.outcome = ending.outcome;
+        run.record.reason = ending.reason.clone();
+        run.record.finished_at = Some(self.clock.now());
+        self.write_claimed(&run.record, version).await;
+        if let Err(err) = self
+            .stages
+            .artifacts
+            .set_in_progress(&run.record.app, &run.record.environment, None)
+            .await
+        {
+            self.events.warn(format!(
+                "could not clear the release in progress of {}: {}",
+                run.record.environment, err.message
+            ));
+        }
+        self.give_back(&lock_of(&run.record)).await;
+        let kind = match ending.outcome {
+            RecordOutcome::Succeeded | RecordOutcome::InProgress => NotificationKind::Succeeded,
+            RecordOutcome::RolledBack => NotificationKind::RolledBack,
+            _ => NotificationKind::Failed,
+        };
+        self.notify(&run, kind, ending.reason.clone()).await;
+        DeployReport {
+            outcome: ending.outcome.outcome(),
+            record: Some(run.record),
+            message: ending.message,
+        }
+    }
+
+    /// The revision a rollback under way goes back to.
+    fn rollback_target(record: &DeployRecord) -> Option<Revision> {
+        if record.rollback_of.is_some() {
+            record.revision.clone()
+        } else {
+            record.previous_revision.clone()
+        }
+    }
+
+    /// Concludes a rollback under way from its deployment's end: rolled back, or not
+    /// restored.
+    async fn finish_rollback(
+        &self,
+        current: VersionedRecord,
+        env: &EnvironmentConfig,
+        result: DeploymentResult,
+        by: String,
+    ) -> EventOutcome {
+        let (record, version) = match self.claim(current, by).await {
+            Ok(claimed) => claimed,
+            Err(outcome) => return outcome,
+        };
+        let run = Self::run_of(record, env);
+        let why = run
+            .record
+            .reason
+            .clone()
+            .unwrap_or_else(|| "rolled back".into());
+        let to = Self::rollback_target(&run.record)
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "the previous revision".into());
+        let environment = run.target.environment.clone();
+        let ending = match result {
+            DeploymentResult::Completed => Ending {
+                outcome: RecordOutcome::RolledBack,
+                reason: Some(why.clone()),
+                message: format!("{why}. Rolled back: the service {} is on {to} again.", run.target),
+            },
+            DeploymentResult::Failed { reason } => Ending {
+                outcome: RecordOutcome::NotRestored,
+                reason: Some(format!("{why}; rollback failed: {reason}")),
+                message: format!(
+                    "{why}. THE ROLLBACK TO {to} FAILED ({reason}). Run `tugboat status --env {environment}`, then `tugboat rollback --env {environment} --to {to}`."
+                ),
+            },
+        };
+        EventOutcome::report(self.conclude_with(run, ending, &version).await)
+    }
+
+    /// Looks once at a deployment: `None` completed, else why not.
+    async fn look_once(
+        &self,
+        env: &EnvironmentConfig,
+        record: &DeployRecord,
+        handle: DeploymentHandle,
+        timeout: Duration,
+    ) -> Option<String> {
+        let target = env.target(&record.app, &record.environment);
+        let once = WaitOptions {
+            timeout: Duration::ZERO,
+            poll_interval: Duration::from_millis(1),
+        };
+        match self
+            .stages
+            .deployer
+            .wait_for_rollout(&target, &handle, &once, &self.events)
+            .await
+        {
+            Ok(RolloutOutcome::Completed) => None,
+            Ok(RolloutOutcome::TimedOut { .. }) => Some(format!(
+                "deployment {} did not finish within {}s",
+                handle.id,
+                timeout.as_secs()
+            )),
+            Ok(other) => Some(other.describe()),
+            Err(err) => Some(format!("could not look at the rollout: {}", err.message)),
+        }
+    }
+
+    /// Finishes the release of `environment` in progress past its rollout timeout (its
+    /// ECS event was lost), or its rollback past the timeout, or a conclusion an
+    /// invocation claimed and never finished: looks at the deployment once, then
+    /// verifies, rolls back or records the rollback's end.
     pub async fn finish_overdue(&self, environment: &str) -> Vec<EventOutcome> {
         let Ok(env) = self.project.environment(environment).cloned() else {
             return Vec::new();
         };
+        let Some(current) = self.release_in_progress(environment).await else {
+            return Vec::new();
+        };
         let now = self.clock.now();
         let timeout = env_timeout(&env);
-        let overdue: Vec<DeployRecord> = self
-            .recent(environment)
-            .await
-            .into_iter()
-            .filter(|r| r.outcome == RecordOutcome::InProgress)
-            .filter(|r| (now - r.started_at).to_std().is_ok_and(|age| age > timeout))
-            .collect();
-        let mut outcomes = Vec::new();
-        for record in overdue {
-            let target = env.target(&record.app, &record.environment);
-            let failure = match (&record.deployment_id, &record.revision) {
-                (Some(id), Some(revision)) => {
+        let older = |since: chrono::DateTime<chrono::Utc>, than: Duration| {
+            (now - since).to_std().is_ok_and(|age| age > than)
+        };
+        let record = current.record.clone();
+        // A claim lasts as long as verification may (bake and the time to start it).
+        let claim_lasts = timeout + Duration::from_secs(env.verify.bake_seconds);
+        if record
+            .concluding
+            .as_ref()
+            .is_some_and(|c| !older(c.since, claim_lasts))
+        {
+            return Vec::new();
+        }
+        if let Some(id) = &record.rollback_deployment_id {
+            let since = record.rollback_started_at.unwrap_or(record.started_at);
+            if !older(since, timeout) {
+                return Vec::new();
+            }
+            let result = match Self::rollback_target(&record) {
+                Some(revision) => {
                     let handle = DeploymentHandle {
                         id: id.clone(),
-                        revision: revision.clone(),
+                        revision,
                     };
-                    let once = WaitOptions {
-                        timeout: Duration::ZERO,
-                        poll_interval: Duration::from_millis(1),
-                    };
-                    match self
-                        .stages
-                        .deployer
-                        .wait_for_rollout(&target, &handle, &once, &self.events)
-                        .await
-                    {
-                        Ok(RolloutOutcome::Completed) => None,
-                        Ok(RolloutOutcome::TimedOut { .. }) => Some(format!(
-                            "release {} did not finish within {}s",
-                            record.release_id,
-                            timeout.as_secs()
-                        )),
-                        Ok(other) => Some(other.describe()),
-                        Err(err) => Some(format!("could not look at the rollout: {}", err.message)),
+                    match self.look_once(&env, &record, handle, timeout).await {
+                        None => DeploymentResult::Completed,
+                        Some(reason) => DeploymentResult::Failed { reason },
                     }
                 }
-                _ => Some("the release record names no deployment to look at".to_string()),
+                None => DeploymentResult::Failed {
+                    reason: "the record names no revision the rollback goes back to".into(),
+                },
             };
-            outcomes.push(EventOutcome::report(
-                self.conclude(record, &env, failure).await,
-            ));
+            return vec![
+                self.finish_rollback(current, &env, result, "the sweep".into())
+                    .await,
+            ];
         }
-        outcomes
+        if !older(record.started_at, timeout) {
+            return Vec::new();
+        }
+        let failure = match (&record.deployment_id, &record.revision) {
+            (Some(id), Some(revision)) => {
+                let handle = DeploymentHandle {
+                    id: id.clone(),
+                    revision: revision.clone(),
+                };
+                self.look_once(&env, &record, handle, timeout)
+                    .await
+                    .map(|why| format!("release {}: {why}", record.release_id))
+            }
+            _ => Some("the release record names no deployment to look at".to_string()),
+        };
+        vec![
+            self.conclude(current, &env, failure, "the sweep".into())
+                .await,
+        ]
     }
 
     /// An alarm entered ALARM. For each environment that watches it: roll the current
@@ -410,6 +813,15 @@ impl Orchestrator {
                 trigger.unwrap_or_default()
             ));
         }
+        let why = format!("alarm {alarm} entered ALARM: {reason}");
+        if let Some(current) = self.release_in_progress(environment).await {
+            if let Some(taken) = Self::taken(&current.record) {
+                return EventOutcome::Ignored(taken);
+            }
+            return self
+                .conclude(current, env, Some(why), format!("alarm {alarm}"))
+                .await;
+        }
         let Some(latest) = recent
             .iter()
             .find(|r| r.outcome != RecordOutcome::Refused)
@@ -417,10 +829,6 @@ impl Orchestrator {
         else {
             return EventOutcome::Ignored(format!("{environment} has no release to roll back"));
         };
-        let why = format!("alarm {alarm} entered ALARM: {reason}");
-        if latest.outcome == RecordOutcome::InProgress {
-            return EventOutcome::report(self.conclude(latest, env, Some(why)).await);
-        }
         let bake = Duration::from_secs(env.verify.bake_seconds);
         let in_bake = latest.outcome == RecordOutcome::Succeeded
             && latest.rollback_of.is_none()
@@ -431,18 +839,16 @@ impl Orchestrator {
             });
         match (&latest.previous_revision, in_bake) {
             (Some(previous), true) => {
-                let report = self
-                    .roll_back_to(
-                        environment,
-                        env,
-                        previous.clone(),
-                        Some(latest.release_id.clone()),
-                        format!("alarm:{alarm}"),
-                        why,
-                        trigger,
-                    )
-                    .await;
-                EventOutcome::report(report)
+                self.roll_back_to(
+                    environment,
+                    env,
+                    previous.clone(),
+                    Some(latest.release_id.clone()),
+                    format!("alarm:{alarm}"),
+                    why,
+                    trigger,
+                )
+                .await
             }
             _ => {
                 let message = format!(
@@ -469,19 +875,20 @@ impl Orchestrator {
         }
     }
 
-    /// Rolls an environment back to `revision` under the lock, recording `rollback_of`,
-    /// the reason and the triggering event.
+    /// Starts rolling an environment back to `revision` under the lock, recording
+    /// `rollback_of`, the reason and the triggering event: the record stays in progress
+    /// and keeps the lock until the rollback's deployment event (or the sweep).
     #[allow(clippy::too_many_arguments)]
     async fn roll_back_to(
         &self,
         environment: &str,
         env: &EnvironmentConfig,
-        revision: crate::model::Revision,
+        revision: Revision,
         rollback_of: Option<ReleaseId>,
         actor: String,
         reason: String,
         trigger: Option<String>,
-    ) -> DeployReport {
+    ) -> EventOutcome {
         let request = DeployRequest {
             environment: environment.to_string(),
             source: ReleaseSource::Build,
@@ -500,24 +907,49 @@ impl Orchestrator {
             .await
             .ok()
             .flatten();
-        let result = match self.perform_rollback(&mut run, env, &reason).await {
-            Ok(result) => result,
-            Err(ending) => return self.finish(run, ending, false).await,
+        let lease = env.lock_lease() + env_timeout(env);
+        let lock = match self.take_lock(&run, lease).await {
+            Ok(lock) => lock,
+            Err(ending) => return EventOutcome::report(self.finish(run, ending, false).await),
         };
-        let ending = match result {
-            Ok(()) => Ending {
-                outcome: RecordOutcome::RolledBack,
-                reason: Some(reason.clone()),
-                message: format!("{reason}. Rolled back: {} is on {revision} again.", run.target),
-            },
-            Err(failure) => Ending {
-                outcome: RecordOutcome::NotRestored,
-                reason: Some(format!("{reason}; rollback failed: {failure}")),
-                message: format!(
-                    "{reason}. THE ROLLBACK TO {revision} FAILED ({failure}). Run `tugboat status --env {environment}`, then `tugboat rollback --env {environment} --to {revision}`."
-                ),
-            },
+        self.events
+            .emit(crate::events::PipelineEvent::RollbackStarted {
+                to: revision.clone(),
+                reason: reason.clone(),
+            });
+        let issued = match self.restorable(&run.target, &revision).await {
+            Ok(to) => self
+                .stages
+                .deployer
+                .roll_back(
+                    &run.target,
+                    &RestoreRequest {
+                        to: to.clone(),
+                        from: run.record.previous_revision.clone(),
+                    },
+                )
+                .await
+                .map(|deployment| (to, deployment))
+                .map_err(|err| err.message),
+            Err(failure) => Err(failure),
         };
-        self.finish(run, ending, true).await
+        match issued {
+            Ok((to, deployment)) => {
+                run.record.revision = Some(to.clone());
+                self.rolling_back(run, &reason, &to, &deployment, None)
+                    .await
+            }
+            Err(failure) => {
+                self.give_back(&lock).await;
+                let ending = Ending {
+                    outcome: RecordOutcome::NotRestored,
+                    reason: Some(format!("{reason}; rollback failed: {failure}")),
+                    message: format!(
+                        "{reason}. THE ROLLBACK TO {revision} FAILED ({failure}). Run `tugboat status --env {environment}`, then `tugboat rollback --env {environment} --to {revision}`."
+                    ),
+                };
+                EventOutcome::report(self.finish(run, ending, true).await)
+            }
+        }
     }
 }

@@ -230,6 +230,9 @@ mod tests {
             scan_override: None,
             task_definition: None,
             warnings: Vec::new(),
+            rollback_deployment_id: None,
+            rollback_started_at: None,
+            concluding: None,
         }
     }
 

@@ -34,6 +34,9 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         scan_override: None,
         task_definition: None,
         warnings: Vec::new(),
+        rollback_deployment_id: None,
+        rollback_started_at: None,
+        concluding: None,
     }
 }
 

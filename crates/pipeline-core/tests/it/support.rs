@@ -166,5 +166,8 @@ pub fn unfinished_record(app: &str, environment: &str) -> pipeline_core::DeployR
         scan_override: None,
         task_definition: None,
         warnings: Vec::new(),
+        rollback_deployment_id: None,
+        rollback_started_at: None,
+        concluding: None,
     }
 }
