@@ -855,3 +855,27 @@ async fn a_rollback_whose_event_is_lost_is_finished_by_the_sweep() -> anyhow::Re
     assert_eq!(cv.stored_lock().await?, None, "the lock was not released");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_another_account_deploys_nothing() -> anyhow::Result<()> {
+    let cv = setup().await?;
+    let handler = handler(&cv, config(&cv.project, |_| {}));
+    let image = cv.put_image(cv::REPOSITORY, "v1.1.0").await?;
+    let before = cv.service().await?.task_definition().map(str::to_string);
+    let mut event = push_event("other-account-1", cv::REPOSITORY, "v1.1.0", &image.digest)?;
+    event["account"] = json!("999999999999");
+
+    let result = handle(&handler, event).await?;
+
+    assert_eq!(result.action, Action::Ignored, "{result:?}");
+    assert!(
+        result.message.contains("999999999999"),
+        "{}",
+        result.message
+    );
+    assert_eq!(
+        cv.service().await?.task_definition().map(str::to_string),
+        before
+    );
+    Ok(())
+}

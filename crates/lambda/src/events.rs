@@ -16,6 +16,9 @@ pub struct EventBridgeEvent {
     pub detail_type: String,
     pub time: String,
     pub region: String,
+    /// The account the event comes from.
+    #[serde(default)]
+    pub account: String,
     pub resources: Vec<String>,
     pub detail: serde_json::Value,
 }

@@ -145,6 +145,8 @@ pub struct Handler {
     source: Result<ConfigSource, HandlerError>,
     clients: Clients,
     loaded: OnceCell<Arc<LoadedConfig>>,
+    /// The function's own account (STS), asked once per container; `None` if unknown.
+    account: OnceCell<Option<String>>,
     notifiers: Vec<Arc<dyn Notifier>>,
 }
 
@@ -165,6 +167,7 @@ impl Handler {
             source: Ok(source),
             clients: Clients::Load(Mutex::new(BTreeMap::new())),
             loaded: OnceCell::new(),
+            account: OnceCell::new(),
             notifiers: Vec::new(),
         }
     }
@@ -214,6 +217,30 @@ impl Handler {
                 clients
             }
         }
+    }
+
+    /// The account the function runs in; events and services of another are refused.
+    async fn own_account(&self) -> Option<String> {
+        self.account
+            .get_or_init(|| async {
+                let sts = self.clients(None).await.sts;
+                match sts.get_caller_identity().send().await {
+                    Ok(identity) => identity.account().map(str::to_string),
+                    Err(err) => {
+                        tracing::warn!("cannot tell the function's account (STS): {err}");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// Whether `account` (of an event or a service ARN) is another than the function's.
+    async fn foreign(&self, account: &str) -> Option<String> {
+        let own = self.own_account().await?;
+        (!account.is_empty() && account != own)
+            .then(|| format!("account {account} is not the function's account {own}"))
     }
 
     /// The config, read and parsed at the first call; a failure is retried next time.
@@ -295,7 +322,14 @@ impl Handler {
                 problem: format!("{service_arn:?} is not an ECS service ARN"),
             });
         };
-        // By the whole service ARN: region, cluster (a name or an ARN in the config) and service.
+        if let Some(why) = self.foreign(&arn.account).await {
+            tracing::warn!("lifecycle hook refused: {why}");
+            return Ok(hook::HookAnswer::failed(format!(
+                "{service_arn}: {why}; tugboat checks only its own services"
+            )));
+        }
+        // By the whole service ARN: account, region, cluster (a name or an ARN in the
+        // config) and service.
         let found = loaded.config.environments.iter().find(|(_, env)| {
             env.service == arn.service
                 && arn
@@ -592,6 +626,12 @@ impl Invocation<'_> {
             )));
         };
         // Trust nothing in the event: anyone allowed to invoke the function can send one.
+        if let Some(why) = self.handler.foreign(&envelope.account).await {
+            tracing::warn!("push event refused: {why}");
+            return Ok(InvocationResult::ignored(format!(
+                "a push to {repository}: {why}; nothing deployed"
+            )));
+        }
         let env = &self.config.environments[&environment];
         if let Some(region) = env.region.as_deref() {
             if region != envelope.region {
@@ -678,6 +718,13 @@ impl Invocation<'_> {
             }
         };
         let service = service_of(envelope)?;
+        if let Some(why) = self.handler.foreign(&service.account).await {
+            tracing::warn!("deployment event refused: {why}");
+            return Ok(InvocationResult::ignored(format!(
+                "a deployment of {}: {why}",
+                service.service
+            )));
+        }
         let environment = match &service.cluster {
             Some(cluster) => self
                 .config

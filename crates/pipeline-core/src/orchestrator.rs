@@ -263,6 +263,23 @@ impl Orchestrator {
         }
     }
 
+    /// `options` with a timeout that ends before the deadline (less 10 s to write the
+    /// record), when there is one: an invocation is never killed while it waits.
+    fn within_deadline(&self, options: WaitOptions) -> WaitOptions {
+        match self.deadline {
+            Some(deadline) => {
+                let left = deadline
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .saturating_sub(Duration::from_secs(10));
+                WaitOptions {
+                    timeout: options.timeout.min(left),
+                    ..options
+                }
+            }
+            None => options,
+        }
+    }
+
     /// The event-driven steps never wait past `deadline` (less a margin for writing the
     /// record): the Lambda passes its invocation's deadline.
     pub fn with_deadline(mut self, deadline: tokio::time::Instant) -> Self {
@@ -1552,7 +1569,7 @@ impl Orchestrator {
                 .roll_back(target, &request)
                 .await
                 .map_err(|err| err.message)?;
-            let options = wait_options(env);
+            let options = self.within_deadline(wait_options(env));
             let wait =
                 self.stages
                     .deployer
