@@ -791,10 +791,14 @@ impl DockerEnginePusher {
         if response.status == 404 || image.image_id.is_empty() {
             return Ok(false);
         }
-        let body = response
-            .body
-            .read_to_end(MANIFEST_LIMIT)
+        let body = tokio::time::timeout(REQUEST_TIMEOUT, response.body.read_to_end(MANIFEST_LIMIT))
             .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no whole manifest within {}s", REQUEST_TIMEOUT.as_secs()),
+                ))
+            })
             .map_err(|err| {
                 StageError::unavailable(format!(
                     "reading the manifest of {repository}:{tag} from {} failed: {err}",

@@ -10,6 +10,12 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 
 /// The most a response head (status line and headers) may take.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// At most this many header lines in a response head (or trailer lines after a body).
+const MAX_HEADERS: usize = 200;
+/// A chunk-size line, a chunk's closing CRLF or a trailer line longer than this is refused.
+const MAX_CONTROL_LINE: u64 = 8 * 1024;
+/// A body line ([`Body::next_line`]) longer than this is refused.
+const MAX_BODY_LINE: usize = 1024 * 1024;
 
 /// A byte stream a request can go over: a unix socket, a TCP or TLS stream.
 pub(crate) trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -143,6 +149,9 @@ pub(crate) async fn read_response<S: AsyncRead + Unpin>(
             .split_once(':')
             .ok_or_else(|| invalid(format!("bad HTTP header line `{header}`")))?;
         headers.push((name.trim().to_string(), value.trim().to_string()));
+        if headers.len() > MAX_HEADERS {
+            return Err(invalid(format!("more than {MAX_HEADERS} header lines")));
+        }
     }
 
     let find = |name: &str| {
@@ -188,7 +197,11 @@ async fn read_head_line<S: AsyncRead + Unpin>(
     head_bytes: &mut usize,
 ) -> io::Result<String> {
     line.clear();
-    let read = reader.read_until(b'\n', line).await?;
+    // Never buffer more than the head may be: a line without an end stops here.
+    let room = (MAX_HEAD_BYTES + 1).saturating_sub(*head_bytes) as u64;
+    let read = tokio::io::AsyncReadExt::take(&mut *reader, room)
+        .read_until(b'\n', line)
+        .await?;
     if read == 0 {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -278,6 +291,11 @@ impl<S: AsyncRead + Unpin> Body<S> {
                 let text = String::from_utf8_lossy(&line);
                 return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
             }
+            if self.partial_line.len() > MAX_BODY_LINE {
+                return Err(invalid(format!(
+                    "a line of the response body is longer than {MAX_BODY_LINE} bytes"
+                )));
+            }
             match self.next_chunk().await? {
                 Some(piece) => self.partial_line.extend_from_slice(&piece),
                 None if self.partial_line.is_empty() => return Ok(None),
@@ -304,9 +322,21 @@ impl<S: AsyncRead + Unpin> Body<S> {
         Ok(piece)
     }
 
+    /// One line of chunk framing (a size, a CRLF, a trailer), at most [`MAX_CONTROL_LINE`].
+    async fn control_line(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
+        line.clear();
+        let read = tokio::io::AsyncReadExt::take(&mut self.reader, MAX_CONTROL_LINE)
+            .read_until(b'\n', line)
+            .await?;
+        if read as u64 == MAX_CONTROL_LINE && line.last() != Some(&b'\n') {
+            return Err(invalid("a chunk-size or trailer line is too long"));
+        }
+        Ok(read)
+    }
+
     async fn read_chunk_size(&mut self) -> io::Result<u64> {
         let mut line = Vec::new();
-        if self.reader.read_until(b'\n', &mut line).await? == 0 {
+        if self.control_line(&mut line).await? == 0 {
             return Err(unexpected_end());
         }
         let text = String::from_utf8_lossy(&line);
@@ -317,7 +347,7 @@ impl<S: AsyncRead + Unpin> Body<S> {
 
     async fn expect_crlf(&mut self) -> io::Result<()> {
         let mut line = Vec::new();
-        self.reader.read_until(b'\n', &mut line).await?;
+        self.control_line(&mut line).await?;
         if line == b"\r\n" || line == b"\n" {
             Ok(())
         } else {
@@ -327,9 +357,8 @@ impl<S: AsyncRead + Unpin> Body<S> {
 
     async fn skip_trailers(&mut self) -> io::Result<()> {
         let mut line = Vec::new();
-        loop {
-            line.clear();
-            if self.reader.read_until(b'\n', &mut line).await? == 0 {
+        for _ in 0..MAX_HEADERS {
+            if self.control_line(&mut line).await? == 0 {
                 // Some servers close right after the last chunk; the body is complete.
                 return Ok(());
             }
@@ -337,6 +366,7 @@ impl<S: AsyncRead + Unpin> Body<S> {
                 return Ok(());
             }
         }
+        Err(invalid(format!("more than {MAX_HEADERS} trailer lines")))
     }
 }
 
@@ -477,6 +507,38 @@ pub(crate) fn encode_query_value(value: &str) -> String {
 #[cfg(test)]
 mod request_line_tests {
     use super::*;
+
+    async fn response_to(raw: Vec<u8>) -> io::Result<Vec<u8>> {
+        let (mut server, client) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut server, &raw).await;
+        });
+        let mut response = read_response(client, false).await?;
+        response.body.read_to_end(1 << 30).await
+    }
+
+    #[tokio::test]
+    async fn endless_lines_and_too_many_headers_are_refused_without_buffering_them() {
+        // A status line with no end, a header flood, a chunk-size line with no end.
+        let endless_head = [b"HTTP/1.1 200 OK".to_vec(), vec![b'a'; 200 * 1024]].concat();
+        assert!(response_to(endless_head).await.is_err());
+        let mut flood = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for n in 0..500 {
+            flood.extend_from_slice(format!("X-{n}: y\r\n").as_bytes());
+        }
+        flood.extend_from_slice(b"\r\n");
+        assert!(response_to(flood).await.is_err());
+        let endless_chunk = [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            vec![b'1'; 64 * 1024],
+        ]
+        .concat();
+        assert!(response_to(endless_chunk).await.is_err());
+        // A normal chunked body still reads.
+        let fine =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_vec();
+        assert_eq!(response_to(fine).await.ok(), Some(b"abc".to_vec()));
+    }
 
     #[tokio::test]
     async fn a_hostile_target_writes_nothing() {
