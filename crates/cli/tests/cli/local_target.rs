@@ -83,7 +83,10 @@ struct LocalProject {
 
 impl LocalProject {
     fn new() -> Self {
-        let app = format!("cvm-it-{}", std::process::id());
+        // One folder and app per project: the tests of this binary run in parallel.
+        static PROJECTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = PROJECTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let app = format!("cvm-it-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join(format!("tugboat-local-{app}"));
         let _ = std::fs::remove_dir_all(&dir);
         let example = crate::example();

@@ -91,10 +91,11 @@ impl ProxyCommand {
     }
 }
 
-/// The control socket of a state folder: `proxy.sock` in it, or a name derived from it
-/// in the temp folder when the path would be too long for a unix socket.
+/// The control socket of a state folder: `control/proxy.sock` in it (the folder 0700,
+/// the socket 0600), or, when that path would be too long for a unix socket, in a folder
+/// of this user's own (0700) under the temp folder, named from the state folder.
 pub(crate) fn control_path(state_dir: &Path) -> PathBuf {
-    let inside = state_dir.join("proxy.sock");
+    let inside = state_dir.join("control").join("proxy.sock");
     if inside.as_os_str().len() <= MAX_SOCKET_PATH {
         return inside;
     }
@@ -104,7 +105,28 @@ pub(crate) fn control_path(state_dir: &Path) -> PathBuf {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    std::env::temp_dir().join(format!("tugboat-proxy-{hash:016x}.sock"))
+    let user = rustix::process::getuid().as_raw();
+    std::env::temp_dir()
+        .join(format!("tugboat-{user}-{hash:016x}"))
+        .join("proxy.sock")
+}
+
+/// Makes the control socket's folder private (0700, this user's); a folder someone else
+/// owns or others may enter is refused rather than used.
+fn private_folder(folder: &Path) -> Result<(), StageError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(folder)
+        .map_err(|err| failed(format!("cannot create {}: {err}", folder.display())))?;
+    let metadata = std::fs::symlink_metadata(folder)
+        .map_err(|err| failed(format!("cannot read {}: {err}", folder.display())))?;
+    if !metadata.is_dir() || metadata.uid() != rustix::process::getuid().as_raw() {
+        return Err(failed(format!(
+            "{} is not a folder of this user's: refusing to put the proxy's control socket there",
+            folder.display()
+        )));
+    }
+    std::fs::set_permissions(folder, std::fs::Permissions::from_mode(0o700))
+        .map_err(|err| failed(format!("cannot make {} private: {err}", folder.display())))
 }
 
 /// The upstream and the open connections per upstream, under one lock: a connection
@@ -177,6 +199,16 @@ pub async fn run_proxy(
     options: ProxyOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), StageError> {
+    if !options.listen.ip().is_loopback() {
+        return Err(StageError::bad_input(format!(
+            "the local proxy listens on this machine's loopback only, not on {}",
+            options.listen
+        ))
+        .with_help("use 127.0.0.1 (local.port sets the port)"));
+    }
+    if let Some(folder) = options.control.parent() {
+        private_folder(folder)?;
+    }
     let listener = TcpListener::bind(options.listen).await.map_err(|err| {
         StageError::bad_input(format!("cannot listen on {}: {err}", options.listen))
             .with_help("another program uses that port: stop it, or set local.port to a free one")
@@ -197,6 +229,16 @@ pub async fn run_proxy(
             options.control.display()
         ))
     })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&options.control, std::fs::Permissions::from_mode(0o600))
+            .map_err(|err| {
+                failed(format!(
+                    "cannot make the control socket {} private: {err}",
+                    options.control.display()
+                ))
+            })?;
+    }
     let record = ProxyRecord {
         pid: std::process::id(),
         listen: options.listen.to_string(),
@@ -444,11 +486,70 @@ mod tests {
     #[test]
     fn long_state_paths_get_a_short_control_socket() {
         let short = control_path(Path::new("/p/.tugboat/app/local"));
-        assert_eq!(short, Path::new("/p/.tugboat/app/local/proxy.sock"));
+        assert_eq!(short, Path::new("/p/.tugboat/app/local/control/proxy.sock"));
         let deep = PathBuf::from(format!("/{}/.tugboat/app/local", "d".repeat(120)));
         let long = control_path(&deep);
         assert!(long.as_os_str().len() <= MAX_SOCKET_PATH + 40);
         assert_eq!(long, control_path(&deep));
         assert!(long.starts_with(std::env::temp_dir()));
+        let user = rustix::process::getuid().as_raw();
+        let folder = long
+            .parent()
+            .and_then(Path::file_name)
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        assert!(
+            folder.starts_with(&format!("tugboat-{user}-")),
+            "{folder}: a folder of this user's"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_proxy_listens_on_loopback_only_and_its_control_socket_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let refused = run_proxy(
+            ProxyOptions {
+                listen: "0.0.0.0:0"
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                control: std::env::temp_dir().join("tugboat-never.sock"),
+                state_file: std::env::temp_dir().join("tugboat-never.json"),
+            },
+            std::future::ready(()),
+        )
+        .await;
+        let message = refused.err().map(|e| e.message).unwrap_or_default();
+        assert!(message.contains("loopback only"), "{message}");
+
+        let state = std::env::temp_dir().join(format!("tugboat-proxy-test-{}", std::process::id()));
+        let control = control_path(&state);
+        let options = ProxyOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control: control.clone(),
+            state_file: state.join("proxy.json"),
+        };
+        std::fs::create_dir_all(&state).unwrap_or_default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(run_proxy(options, async move {
+            let _ = stopped.await;
+        }));
+        let mut modes = None;
+        for _ in 0..100 {
+            if let (Ok(socket), Ok(folder)) = (
+                std::fs::metadata(&control),
+                std::fs::metadata(control.parent().unwrap_or(&state)),
+            ) {
+                modes = Some((
+                    socket.permissions().mode() & 0o777,
+                    folder.permissions().mode() & 0o777,
+                ));
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let _ = stop.send(());
+        let _ = running.await;
+        let _ = std::fs::remove_dir_all(&state);
+        assert_eq!(modes, Some((0o600, 0o700)), "socket and folder modes");
     }
 }
