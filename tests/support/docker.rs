@@ -160,6 +160,7 @@ pub async fn build_image(
         dockerfile: context.join("Dockerfile"),
         platform: None,
         build_args: BTreeMap::new(),
+        secrets: Vec::new(),
         tags: vec![tag.to_string()],
         labels: BTreeMap::new(),
         cache_from: Vec::new(),

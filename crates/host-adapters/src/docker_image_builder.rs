@@ -29,6 +29,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 ///     dockerfile: "examples/cv-matcher/Dockerfile".into(),
 ///     platform: Some("linux/amd64".into()),
 ///     build_args: Default::default(),
+///     secrets: Vec::new(),
 ///     tags: vec!["cv_matcher:0123abc".into()],
 ///     labels: Default::default(),
 ///     cache_from: vec![],
@@ -197,6 +198,12 @@ impl DockerImageBuilder {
         for (key, value) in &spec.build_args {
             command.arg("--build-arg").arg(format!("{key}={value}"));
         }
+        // The value stays in the builder's environment: only the names are on the line.
+        for secret in &spec.secrets {
+            command
+                .arg("--secret")
+                .arg(format!("id={secret},env={secret}"));
+        }
         if let Some(platform) = &spec.platform {
             command.arg("--platform").arg(platform);
         }
@@ -244,8 +251,33 @@ impl ImageBuilder for DockerImageBuilder {
             .with_help("create it, or set [image] dockerfile in tugboat.toml to the right path"));
         }
 
+        for name in spec.build_args.keys().filter(|name| looks_secret(name)) {
+            events.warn(format!(
+                "build arg {name} looks like a secret: build args stay in the image's history; \
+                 pass it as a build secret ([image] secrets = [\"{name}\"], RUN --mount=type=secret,id={name})"
+            ));
+        }
         let version = self.check_engine().await?;
         let builder = self.detect_builder().await?;
+        if builder == Builder::Classic && !spec.secrets.is_empty() {
+            return Err(StageError::bad_input(format!(
+                "[image] secrets ({}) need BuildKit, and this Docker has no buildx: nothing was built",
+                spec.secrets.join(", ")
+            ))
+            .with_help("install the buildx plugin (Debian: docker-buildx), or build without secrets"));
+        }
+        if let Some(missing) = spec
+            .secrets
+            .iter()
+            .find(|name| std::env::var_os(name).is_none())
+        {
+            return Err(StageError::bad_input(format!(
+                "the build secret {missing} has no value: the variable {missing} is not set"
+            ))
+            .with_help(format!(
+                "set {missing} in the environment that runs tugboat"
+            )));
+        }
         let mut cache_from = Vec::new();
         for image in &spec.cache_from {
             if self.image_exists(image).await? {
@@ -308,6 +340,14 @@ impl ImageBuilder for DockerImageBuilder {
     }
 }
 
+/// Whether a build arg's name says it holds a secret.
+fn looks_secret(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +359,7 @@ mod tests {
             dockerfile: PathBuf::from("/app/Dockerfile"),
             platform: Some("linux/amd64".into()),
             build_args: BTreeMap::from([("PY".to_string(), "3.12".to_string())]),
+            secrets: Vec::new(),
             tags: vec!["cv_matcher:abc".into(), "cv_matcher:v1".into()],
             labels: BTreeMap::from([(
                 "org.opencontainers.image.revision".to_string(),
@@ -362,6 +403,35 @@ mod tests {
             .collect();
         assert!(envs.contains(&("DOCKER_HOST".into(), Some("unix:///tmp/d.sock".into()))));
         assert!(envs.contains(&("DOCKER_BUILDKIT".into(), Some("0".into()))));
+    }
+
+    #[test]
+    fn build_secrets_go_by_name_and_secret_looking_args_are_told() {
+        let builder = DockerImageBuilder::new(DockerHost::default_socket());
+        let spec = BuildSpec {
+            secrets: vec!["NPM_TOKEN".into()],
+            ..spec()
+        };
+        let args = args(&builder.build_command(Builder::Buildx, &spec, &[]));
+        let at = args
+            .iter()
+            .position(|a| a == "--secret")
+            .unwrap_or(usize::MAX);
+        assert_eq!(
+            args.get(at + 1).map(String::as_str),
+            Some("id=NPM_TOKEN,env=NPM_TOKEN")
+        );
+        for name in [
+            "NPM_TOKEN",
+            "db_password",
+            "API_KEY",
+            "AWS_SECRET_ACCESS_KEY",
+        ] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in ["PY", "NODE_VERSION", "APP_ENV"] {
+            assert!(!looks_secret(name), "{name}");
+        }
     }
 
     #[test]

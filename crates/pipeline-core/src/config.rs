@@ -114,6 +114,11 @@ pub struct ImageConfig {
     pub platform: Option<String>,
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
+    /// BuildKit build secrets: each name is a secret id whose value is read from the
+    /// variable of that name when the image is built (`RUN --mount=type=secret,id=NAME`);
+    /// never a build arg, so never in the image or its history.
+    #[serde(default)]
+    pub secrets: Vec<String>,
     /// Tags pushed besides the git sha (and the version of a `v*` release).
     #[serde(default)]
     pub tags: Vec<String>,
@@ -917,6 +922,24 @@ impl Config {
                 )
                 .with_value(format!("{platform:?}"))
                 .with_help("use \"linux/amd64\" or \"linux/arm64\" (Graviton)"));
+            }
+        }
+        for (index, secret) in self.image.secrets.iter().enumerate() {
+            let valid = secret
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("image.secrets[{index}]"),
+                    "must be the name of an environment variable (letters, digits, _)",
+                )
+                .with_value(format!("{secret:?}"))
+                .with_help("name the variable that holds the secret, e.g. \"NPM_TOKEN\""));
             }
         }
         for (index, artifact) in self.test.artifacts.iter().enumerate() {

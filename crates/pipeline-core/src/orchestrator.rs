@@ -1105,6 +1105,7 @@ impl Orchestrator {
             dockerfile: self.project.root.join(&config.image.dockerfile),
             platform: config.image.platform.clone(),
             build_args: config.image.build_args.clone(),
+            secrets: config.image.secrets.clone(),
             tags,
             labels,
             cache_from: vec![format!("{repository}:latest-build")],

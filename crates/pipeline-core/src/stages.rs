@@ -112,6 +112,8 @@ pub struct BuildSpec {
     pub dockerfile: PathBuf,
     pub platform: Option<String>,
     pub build_args: BTreeMap<String, String>,
+    /// BuildKit secret ids, each read from the builder's variable of the same name.
+    pub secrets: Vec<String>,
     /// Local names to tag the image with (`cv_matcher:<sha>`, `cv_matcher:v1.2.0`).
     pub tags: Vec<String>,
     /// OCI labels (`org.opencontainers.image.revision` …).

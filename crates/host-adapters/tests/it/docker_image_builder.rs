@@ -13,6 +13,7 @@ fn spec(context: &Path, tag: &str) -> BuildSpec {
         dockerfile: context.join("Dockerfile"),
         platform: None,
         build_args: BTreeMap::new(),
+        secrets: Vec::new(),
         tags: vec![tag.to_string()],
         labels: BTreeMap::new(),
         cache_from: vec![],
@@ -204,5 +205,51 @@ async fn docker_host_from_the_environment_is_the_engine_tried() {
     assert!(
         matches!(&error, Some(e) if e.kind == StageErrorKind::Unavailable && e.message.contains(expected)),
         "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn build_secrets_without_buildkit_are_refused_and_secret_looking_args_warned_about() {
+    require_docker();
+    let context = TempDir::new("build-secrets");
+    context.write("Dockerfile", "FROM scratch\n");
+    let tag = format!("host-adapters-it-secrets:{}", unique("t"));
+    let spec = BuildSpec {
+        secrets: vec!["TUGBOAT_IT_NPM_TOKEN".into()],
+        build_args: BTreeMap::from([("API_TOKEN".to_string(), "not-a-good-idea".to_string())]),
+        ..spec(context.path(), &tag)
+    };
+    let (events, recorder) = recorded();
+    let result = DockerImageBuilder::from_env().build(&spec, &events).await;
+    let warnings: Vec<String> = recorder
+        .take()
+        .into_iter()
+        .filter_map(|event| match event {
+            pipeline_core::PipelineEvent::Warning { message } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("API_TOKEN looks like a secret")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().all(|w| !w.contains("not-a-good-idea")),
+        "a warning shows the value: {warnings:?}"
+    );
+    // This machine's Docker has no buildx (the classic builder cannot take secrets); with
+    // buildx, the secret's variable is unset here: either way a clear refusal, nothing built.
+    let err = result.expect_err("a build with an unusable secret");
+    assert_eq!(err.kind, StageErrorKind::BadInput, "{err:?}");
+    assert!(
+        err.message.contains("BuildKit") || err.message.contains("has no value"),
+        "{}",
+        err.message
+    );
+    assert!(
+        docker(&["image", "inspect", &tag]).is_err(),
+        "the image was built"
     );
 }

@@ -115,6 +115,13 @@ fn cases() -> Vec<Case> {
     };
     vec![
         Case {
+            config: &[("repository = \"demo\"", "repository = \"demo\"\nsecrets = [\"NPM TOKEN\"]")],
+            key: "image.secrets[0]",
+            value: Some("\"NPM TOKEN\""),
+            says: &["name of an environment variable"],
+            ..case("a build secret that is not a variable name")
+        },
+        Case {
             config: &[("expected_status = 200", "expected_status = \"${STATUS}\"")],
             vars: &[("STATUS", "ghp_s3cr3tT0kenValue")],
             key: "environments.staging.verify.expected_status",
