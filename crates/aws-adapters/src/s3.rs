@@ -95,8 +95,13 @@ impl S3ArtifactStore {
         }
     }
 
-    /// The stored lock and its ETag.
-    async fn stored_lock(&self, key: &str) -> Result<Option<(LockHolder, String)>, StageError> {
+    /// An object's bytes and ETag; `None` when the key does not exist. `what` names the
+    /// object in errors (`deploy lock`, `deploy record`).
+    async fn read_object(
+        &self,
+        key: &str,
+        what: &str,
+    ) -> Result<Option<(Vec<u8>, String)>, StageError> {
         let result = self
             .client
             .get_object()
@@ -107,15 +112,23 @@ impl S3ArtifactStore {
         let output = match result {
             Ok(output) => output,
             Err(err) if http_status(&err) == Some(404) => return Ok(None),
-            Err(err) => return Err(stage_error("GetObject (deploy lock)", &err)),
+            Err(err) => return Err(stage_error(&format!("GetObject ({what})"), &err)),
         };
         let etag = output.e_tag().unwrap_or_default().to_string();
         let bytes = output
             .body
             .collect()
             .await
-            .map_err(|e| StageError::failed(format!("reading the deploy lock: {e}")))?
+            .map_err(|e| StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket)))?
             .into_bytes();
+        Ok(Some((bytes.to_vec(), etag)))
+    }
+
+    /// The stored lock and its ETag.
+    async fn stored_lock(&self, key: &str) -> Result<Option<(LockHolder, String)>, StageError> {
+        let Some((bytes, etag)) = self.read_object(key, "deploy lock").await? else {
+            return Ok(None);
+        };
         let holder: LockHolder = serde_json::from_slice(&bytes).map_err(|e| {
             StageError::failed(format!(
                 "the deploy lock s3://{}/{key} is not a tugboat lock: {e}",
@@ -365,25 +378,9 @@ impl ArtifactStore for S3ArtifactStore {
         release_id: &ReleaseId,
     ) -> Result<Option<VersionedRecord>, StageError> {
         let key = self.record_key(app, environment, release_id);
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(err) if http_status(&err) == Some(404) => return Ok(None),
-            Err(err) => return Err(stage_error("GetObject (deploy record)", &err)),
+        let Some((bytes, version)) = self.read_object(&key, "deploy record").await? else {
+            return Ok(None);
         };
-        let version = output.e_tag().unwrap_or_default().to_string();
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket)))?
-            .into_bytes();
         let record = serde_json::from_slice::<DeployRecord>(&bytes).map_err(|e| {
             StageError::failed(format!(
                 "s3://{}/{key} is not a tugboat deploy record: {e}",
@@ -425,24 +422,9 @@ impl ArtifactStore for S3ArtifactStore {
         environment: &str,
     ) -> Result<InProgressPointer, StageError> {
         let key = self.in_progress_key(app, environment);
-        let result = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await;
-        let output = match result {
-            Ok(output) => output,
-            Err(err) if http_status(&err) == Some(404) => return Ok(InProgressPointer::Unknown),
-            Err(err) => return Err(stage_error("GetObject (release in progress)", &err)),
+        let Some((bytes, _)) = self.read_object(&key, "release in progress").await? else {
+            return Ok(InProgressPointer::Unknown);
         };
-        let bytes = output
-            .body
-            .collect()
-            .await
-            .map_err(|e| StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket)))?
-            .into_bytes();
         let pointer: InProgress = serde_json::from_slice(&bytes).map_err(|e| {
             StageError::failed(format!(
                 "s3://{}/{key} is not a tugboat release pointer: {e}",

@@ -32,8 +32,11 @@ pub use release_safety::{
     same_revision, DesiredCount,
 };
 
-/// How many records are read to find rollback targets and revisions to keep.
+/// How many records are read to find a rollback target's task definition (a rare path).
 const RECORDS_READ: usize = 100;
+/// How many of the newest records a release reads (every release, so few: each is a
+/// GetObject): enough for the last good release and for a run that died recently.
+const RECENT_RECORDS: usize = 20;
 
 /// Where time comes from; tests pin it.
 pub trait Clock: Send + Sync {
@@ -575,7 +578,7 @@ impl Orchestrator {
                 return Err(ending);
             }
         };
-        let history = self.records_of(&run.target).await;
+        let history = self.records_of(&run.target, RECENT_RECORDS).await;
         self.report_unfinished(run, &status, &history);
         let previous = restore_point(&status, &history);
         let serving_before = status.revision.clone();
@@ -765,11 +768,11 @@ impl Orchestrator {
 
     /// The records of an environment, newest first; an unreadable history is a warning
     /// (the service's own state still decides what a failure restores).
-    async fn records_of(&self, target: &DeployTarget) -> Vec<DeployRecord> {
+    async fn records_of(&self, target: &DeployTarget, limit: usize) -> Vec<DeployRecord> {
         match self
             .stages
             .artifacts
-            .history(&target.app, &target.environment, RECORDS_READ)
+            .history(&target.app, &target.environment, limit)
             .await
         {
             Ok(history) => history,
@@ -813,7 +816,12 @@ impl Orchestrator {
             let history = self
                 .stages
                 .artifacts
-                .history(&target.app, &target.environment, RECORDS_READ)
+                // The last `keep` good releases, with room for failed ones between them.
+                .history(
+                    &target.app,
+                    &target.environment,
+                    (keep.max(2) * 4).max(RECENT_RECORDS),
+                )
                 .await
                 .map_err(|err| format!("cannot read the records of {name}: {}", err.message))?;
             needed.extend(revisions_to_keep(status.as_ref(), &history, keep));
@@ -836,7 +844,7 @@ impl Orchestrator {
                 return Ok(to.clone());
             }
         }
-        let history = self.records_of(target).await;
+        let history = self.records_of(target, RECORDS_READ).await;
         let kept = history
             .iter()
             .filter(|r| {
