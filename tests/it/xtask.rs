@@ -74,3 +74,56 @@ fn xtask_runs_in_its_own_checkout_with_a_shared_target_folder() -> anyhow::Resul
     assert_eq!(xtask_root(&second, &target)?, second.display().to_string());
     Ok(())
 }
+
+fn check_workflows(files: &[&str]) -> anyhow::Result<std::process::Output> {
+    let root = workspace();
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["xtask", "check-workflows"])
+        .args(files.iter().map(|file| root.join(file)))
+        .current_dir(&root)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .context("cargo xtask check-workflows")
+}
+
+#[test]
+fn the_workflow_check_refuses_long_lived_aws_keys() -> anyhow::Result<()> {
+    let output = check_workflows(&["tests/workflows/access-key.yml"])?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("access-key.yml: line 13: `aws-access-key-id:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 14: `aws-secret-access-key:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("role-to-assume"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn the_workflow_check_refuses_an_action_pinned_to_a_tag() -> anyhow::Result<()> {
+    let output = check_workflows(&["tests/workflows/tag-pinned.yml"])?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("tag-pinned.yml: line 13: `uses: codecov/codecov-action@v5`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 workflow rule(s) broken"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn the_shipped_workflows_pass_the_workflow_check() -> anyhow::Result<()> {
+    let output = check_workflows(&[])?;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("workflows ok: 4 file(s)"));
+    Ok(())
+}

@@ -10,8 +10,13 @@
 //! - `cargo xtask moto [--port N]`: start the local AWS emulator (moto with the ECS rollout
 //!   patch), seed the CV Matcher resources, print the environment to use it; Ctrl-C stops it.
 //! - `cargo xtask deploy [--env E] [-- ARGS]`: run `tugboat deploy` on `examples/cv-matcher`.
+//! - `cargo xtask check-workflows [FILE…]`: the GitHub Actions rules (no long-lived AWS keys,
+//!   every `uses:` pinned to a commit SHA with its version in a comment) on FILEs, or on
+//!   every workflow of the repository and its examples.
 //! - `cargo xtask root`: print the workspace it runs in (found at run time, never the
 //!   path it was compiled in, so a target folder shared between checkouts is safe).
+
+mod check_workflows;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -33,9 +38,10 @@ fn main() -> Result<()> {
         Some("moto") => moto(&root, &args[1..]),
         Some("deploy") => deploy(&root, &args[1..]),
         Some("lambda") => lambda(&root, &args[1..]),
+        Some("check-workflows") => check_workflows(&root, &args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|bench|ci|moto [--port N]|deploy [--env E] [tugboat args…]|lambda [--target T] [--config F]|root>"
+                "usage: cargo xtask <test|bench|ci|moto [--port N]|deploy [--env E] [tugboat args…]|lambda [--target T] [--config F]|check-workflows [FILE…]|root>"
             );
             bail!("unknown or missing task")
         }
@@ -471,5 +477,56 @@ fn lambda(root: &Path, args: &[String]) -> Result<()> {
         Some(minor) => println!("  needs glibc 2.{minor} at most (provided.al2023 has 2.34): ok"),
         None => println!("  links no glibc symbol versions (static or musl)"),
     }
+    Ok(())
+}
+
+/// The workflows to check: the FILEs given, or every `*.yml`/`*.yaml` under
+/// `.github/workflows` of the repository and of each example.
+fn check_workflows(root: &Path, files: &[String]) -> Result<()> {
+    let files: Vec<PathBuf> = if files.is_empty() {
+        let mut folders = vec![root.join(".github/workflows")];
+        for example in std::fs::read_dir(root.join("examples")).context("examples/")? {
+            folders.push(example?.path().join(".github/workflows"));
+        }
+        let mut found = Vec::new();
+        for folder in folders.iter().filter(|folder| folder.is_dir()) {
+            for entry in std::fs::read_dir(folder)? {
+                let path = entry?.path();
+                if path
+                    .extension()
+                    .is_some_and(|ext| ext == "yml" || ext == "yaml")
+                {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        found
+    } else {
+        files.iter().map(PathBuf::from).collect()
+    };
+    if files.is_empty() {
+        bail!("no workflow found under {}", root.display());
+    }
+    let mut broken = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the workflow {}", file.display()))?;
+        let shown = file.strip_prefix(root).unwrap_or(file);
+        for violation in check_workflows::check(&text) {
+            eprintln!("{}: {violation}", shown.display());
+            broken += 1;
+        }
+    }
+    if broken > 0 {
+        bail!(
+            "{broken} workflow rule(s) broken in {} file(s) checked",
+            files.len()
+        );
+    }
+    println!(
+        "workflows ok: {} file(s), every action pinned to a commit SHA, no AWS access keys",
+        files.len()
+    );
     Ok(())
 }
