@@ -7,7 +7,7 @@
 //!   ([`EcrRegistry::push`] with moto's ECR control plane), where the second push of
 //!   the unchanged image is skipped.
 //! - Rollout: the delay between moto's deployment turning COMPLETED (its transitions
-//!   log) and [`EcsDeployer::wait_for_rollout`] returning, polling every 0.2 s and 1 s.
+//!   log) and [`pipeline_core::follow_rollout`] on [`EcsDeployer`] returning, polling every 0.2 s and 1 s.
 //!
 //! Every back end must be there (`.ci/setup-backends`); a missing one is an error.
 
@@ -225,7 +225,7 @@ async fn bench_pushes() -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// One rollout: a new revision, `update_service`, then `wait_for_rollout` started
+/// One rollout: a new revision, `update_service`, then `follow_rollout` started
 /// `offset` later. Returns how long after moto completed the deployment the wait returned.
 async fn rollout_delay(
     cv: &CvMatcher,
@@ -247,18 +247,18 @@ async fn rollout_delay(
         .await
         .map_err(|err| anyhow::anyhow!("update_service: {err}"))?;
     tokio::time::sleep(offset).await;
-    let outcome = deployer
-        .wait_for_rollout(
-            &cv.target,
-            &handle,
-            &WaitOptions {
-                timeout: Duration::from_secs(cv::TIMEOUT_SECONDS),
-                poll_interval,
-            },
-            &Events::new(),
-        )
-        .await
-        .map_err(|err| anyhow::anyhow!("wait_for_rollout: {err}"))?;
+    let outcome = pipeline_core::follow_rollout(
+        deployer,
+        &cv.target,
+        &handle,
+        &WaitOptions {
+            timeout: Duration::from_secs(cv::TIMEOUT_SECONDS),
+            poll_interval,
+        },
+        &Events::new(),
+    )
+    .await
+    .map_err(|err| anyhow::anyhow!("follow_rollout: {err}"))?;
     let returned_at = SystemTime::now();
     ensure!(
         outcome == RolloutOutcome::Completed,
@@ -279,7 +279,7 @@ async fn rollout_delay(
     let completed_at = UNIX_EPOCH + Duration::from_secs_f64(completed_at);
     returned_at
         .duration_since(completed_at)
-        .context("wait_for_rollout returned before moto completed the deployment")
+        .context("follow_rollout returned before moto completed the deployment")
 }
 
 async fn bench_rollouts() -> anyhow::Result<Vec<Row>> {
@@ -289,7 +289,7 @@ async fn bench_rollouts() -> anyhow::Result<Vec<Row>> {
     for poll in POLL_INTERVALS {
         let poll_interval = Duration::from_secs_f64(poll);
         let mut row = Row::new(format!(
-            "deployment COMPLETED in moto -> wait_for_rollout returned, poll {poll} s"
+            "deployment COMPLETED in moto -> follow_rollout returned, poll {poll} s"
         ));
         for repetition in 0..ROLLOUT_REPETITIONS {
             eprintln!(

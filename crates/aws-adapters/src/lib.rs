@@ -16,21 +16,20 @@ mod errors;
 mod infra;
 mod raw;
 mod s3;
-mod service_deployments;
 mod ssm;
 mod targets;
 
 pub use alarms::{AlarmState, AlarmWatch};
 pub use clients::{AwsClients, ClientOptions};
 pub use ecr::EcrRegistry;
-pub use ecs::{judge_rollout, DeploymentView, EcsDeployer, RolloutVerdict};
+pub use ecs::{
+    is_service_deployment_arn, observe_deployments, observe_service_deployment, DeploymentView,
+    EcsDeployer, Following, ServiceDeploymentView,
+};
 pub use infra::{
     desired_infra, AlarmDefinition, AlarmMetric, ChangeAction, DesiredInfra, FieldChange,
     InfraChange, InfraReconciler, InfraResource, LogGroupSpec, MetricSpec, ScalingDefinition,
 };
 pub use s3::S3ArtifactStore;
-pub use service_deployments::{
-    is_service_deployment_arn, judge_service_deployment, Following, ServiceDeploymentView,
-};
 pub use ssm::ParameterStore;
 pub use targets::{judge_targets, TargetHealthCheck, TargetView, TargetsVerdict};

@@ -227,10 +227,15 @@ async fn in_progress_then_completed_is_completed() {
         .retry_config(RetryConfig::disabled()));
     let started = tokio::time::Instant::now();
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &Events::new())
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &Events::new(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(outcome, RolloutOutcome::Completed);
     assert_eq!(rule.num_calls(), 2);
@@ -272,10 +277,15 @@ async fn circuit_breaker_rollback_is_rolled_back_by_platform() {
     let recorded = RecordedEvents::new();
     let events = Events::new().with(recorded.clone());
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &events)
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &events,
+    )
+    .await
+    .unwrap();
 
     match &outcome {
         RolloutOutcome::RolledBackByPlatform { reason } => {
@@ -313,10 +323,15 @@ async fn throttling_backs_off_then_completes() {
     let events = Events::new().with(recorded.clone());
     let started = tokio::time::Instant::now();
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &events)
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &events,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(outcome, RolloutOutcome::Completed);
     assert_eq!(rule.num_calls(), 3);

@@ -298,8 +298,7 @@ async fn a_blue_green_release_sets_the_strategy_and_succeeds() {
         .unwrap();
     assert_eq!(handle.id, OURS);
     assert_eq!(update.num_calls(), 1, "the strategy was set on the update");
-    let outcome = deployer
-        .wait_for_rollout(&target(), &handle, &options(), &events)
+    let outcome = pipeline_core::follow_rollout(&deployer, &target(), &handle, &options(), &events)
         .await
         .unwrap();
 
@@ -353,10 +352,15 @@ async fn an_alarm_during_bake_rolls_back_and_the_failure_names_it() {
         |c| c.retry_config(RetryConfig::disabled())
     );
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &Events::new())
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &Events::new(),
+    )
+    .await
+    .unwrap();
 
     match &outcome {
         RolloutOutcome::RolledBackByPlatform { reason } => {
@@ -396,10 +400,15 @@ async fn a_canary_whose_hook_fails_is_rolled_back_with_the_hook_named() {
         |c| c.retry_config(RetryConfig::disabled())
     );
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &Events::new())
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &Events::new(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         outcome,
@@ -444,10 +453,15 @@ async fn a_linear_release_reports_each_step() {
     let recorded = RecordedEvents::new();
     let events = Events::new().with(recorded.clone());
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &events)
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &events,
+    )
+    .await
+    .unwrap();
 
     assert_eq!(outcome, RolloutOutcome::Completed);
     assert_eq!(
@@ -507,10 +521,10 @@ async fn roll_back_stops_a_service_deployment_in_progress_and_waits_for_rollback
     assert_eq!(rollback.id, SD_ARN);
     assert_eq!(stop.num_calls(), 1);
     assert_eq!(update.num_calls(), 0, "no new deployment is started");
-    let outcome = deployer
-        .wait_for_rollout(&target(), &rollback, &options(), &Events::new())
-        .await
-        .unwrap();
+    let outcome =
+        pipeline_core::follow_rollout(&deployer, &target(), &rollback, &options(), &Events::new())
+            .await
+            .unwrap();
 
     assert_eq!(outcome, RolloutOutcome::Completed);
 }
@@ -540,10 +554,15 @@ async fn an_earlier_current_service_deployment_is_not_taken_for_ours() {
         |c| c.retry_config(RetryConfig::disabled())
     );
 
-    let outcome = EcsDeployer::new(client)
-        .wait_for_rollout(&target(), &handle(), &options(), &Events::new())
-        .await
-        .unwrap();
+    let outcome = pipeline_core::follow_rollout(
+        &EcsDeployer::new(client),
+        &target(),
+        &handle(),
+        &options(),
+        &Events::new(),
+    )
+    .await
+    .unwrap();
 
     assert_eq!(
         outcome,

@@ -37,8 +37,9 @@ pub use config::{Config, ConfigError, EnvironmentConfig, Project};
 pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
 pub use orchestrator::{
-    Clock, DeployReport, DeployRequest, DeploymentResult, EventOutcome, Orchestrator, Plan,
-    ReleaseSource, RollbackRequest, RollbackTo, Stages, SystemClock,
+    follow_rollout, judge_rollout, Clock, DeployReport, DeployRequest, DeploymentResult,
+    EventOutcome, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo, Stages,
+    SystemClock,
 };
 pub use stages::*;
 pub use task_definition::{TaskDefinition, TaskDefinitionError};

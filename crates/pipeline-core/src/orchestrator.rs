@@ -26,10 +26,14 @@ use tokio_util::sync::CancellationToken;
 mod event_driven;
 mod lease;
 mod release_safety;
+mod rollout;
 pub use event_driven::{DeploymentResult, EventOutcome};
 pub use release_safety::{
     desired_count_for_release, restore_point, revisions_to_keep, rollout_in_progress,
     same_revision, DesiredCount,
+};
+pub use rollout::{
+    follow, follow_rollout, judge_rollout, MAX_CONSECUTIVE_ERRORS, MAX_THROTTLE_BACKOFF,
 };
 
 /// How many records are read to find a rollback target's task definition (a rare path).
@@ -510,7 +514,7 @@ impl Orchestrator {
         };
         let options = wait_options(env);
         let waited = tokio::select! {
-            waited = self.stages.deployer.wait_for_rollout(&run.target, &started.deployment, &options, &self.events) => Some(waited),
+            waited = follow_rollout(self.stages.deployer.as_ref(), &run.target, &started.deployment, &options, &self.events) => Some(waited),
             () = cancel.cancelled() => None,
         };
         let failure = match waited {
@@ -692,7 +696,7 @@ impl Orchestrator {
         };
         let options = wait_options(env);
         let waited = tokio::select! {
-            waited = self.stages.deployer.wait_for_rollout(&run.target, &handle, &options, &self.events) => waited,
+            waited = follow_rollout(self.stages.deployer.as_ref(), &run.target, &handle, &options, &self.events) => waited,
             () = cancel.cancelled() => return Err(cancelled_before_change()),
         };
         match waited {
@@ -1521,9 +1525,13 @@ impl Orchestrator {
         };
         let waited = tokio::time::timeout(
             grace,
-            self.stages
-                .deployer
-                .wait_for_rollout(&run.target, &deployment, &options, &self.events),
+            follow_rollout(
+                self.stages.deployer.as_ref(),
+                &run.target,
+                &deployment,
+                &options,
+                &self.events,
+            ),
         )
         .await;
         let completed = matches!(waited, Ok(Ok(RolloutOutcome::Completed)));
@@ -1579,10 +1587,13 @@ impl Orchestrator {
                 .await
                 .map_err(|err| err.message)?;
             let options = self.within_deadline(wait_options(env));
-            let wait =
-                self.stages
-                    .deployer
-                    .wait_for_rollout(target, &deployment, &options, &self.events);
+            let wait = follow_rollout(
+                self.stages.deployer.as_ref(),
+                target,
+                &deployment,
+                &options,
+                &self.events,
+            );
             tokio::pin!(wait);
             // Cancelled while following the rollback: it was issued and ECS carries it on;
             // it is followed only for the grace period.

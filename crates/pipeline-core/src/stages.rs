@@ -9,8 +9,8 @@
 use crate::events::Events;
 use crate::model::{
     Artifact, BuiltImage, DeployLock, DeployRecord, DeployTarget, DeploymentHandle, ImageReference,
-    InProgressPointer, LockHolder, PinnedImage, ReleaseId, Revision, RolloutOutcome, SecretRef,
-    ServiceStatus, VersionedRecord,
+    InProgressPointer, LockHolder, PinnedImage, ReleaseId, Revision, SecretRef, ServiceStatus,
+    VersionedRecord,
 };
 use crate::task_definition::{RenderedTaskDefinition, TaskDefinition};
 use async_trait::async_trait;
@@ -33,6 +33,8 @@ pub enum StageErrorKind {
     Failed,
     /// The back end could not be reached (engine down, endpoint unreachable).
     Unavailable,
+    /// The back end asked to be called less often (AWS throttling): try again later.
+    Throttled,
 }
 
 /// A stage's failure, with what a person needs to act on it.
@@ -64,6 +66,10 @@ impl StageError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StageErrorKind::Unavailable, message)
+    }
+
+    pub fn throttled(message: impl Into<String>) -> Self {
+        Self::new(StageErrorKind::Throttled, message)
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -252,10 +258,91 @@ pub struct RestoreRequest {
 /// How to wait for a rollout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitOptions {
-    /// Give up (and report [`RolloutOutcome::TimedOut`]) after this long.
+    /// Give up (and report [`crate::model::RolloutOutcome::TimedOut`]) after this long.
     pub timeout: Duration,
-    /// How often to look; implementations back off only when throttled.
+    /// How often to look; the wait loop backs off only when throttled.
     pub poll_interval: Duration,
+}
+
+/// Where the deployment a deployer created stands, as one look at the platform shows it.
+/// A translation of the platform's own states; the core decides what is success
+/// ([`crate::orchestrator::judge_rollout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RolloutState {
+    /// Still going.
+    InProgress,
+    /// The deployment finished and is the one serving, on `revision`.
+    Completed { revision: Revision },
+    /// The deployment failed (for ECS `rolloutState: FAILED`, a stopped service deployment).
+    Failed { reason: String },
+    /// The platform rolled the deployment back itself (ECS circuit breaker, alarm, hook).
+    RolledBackByPlatform { reason: String },
+    /// Another deployment took its place before it finished.
+    Replaced { by: String },
+    /// The deployment (or the service) is no longer there.
+    Gone,
+}
+
+/// Counts of the followed deployment's tasks, and the platform's word for its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutProgress {
+    /// The deployment these counts are of (an ECS deployment id or service deployment ARN).
+    pub deployment: String,
+    pub state: String,
+    pub running: u32,
+    pub pending: u32,
+    pub desired: u32,
+    pub failed_tasks: u32,
+}
+
+/// A service event the platform wrote since the previous look.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedEvent {
+    pub at: DateTime<Utc>,
+    pub message: String,
+}
+
+/// One look at a rollout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutObservation {
+    pub state: RolloutState,
+    /// The deployment's counts, when the platform showed them.
+    pub progress: Option<RolloutProgress>,
+    /// Service events new since the previous look, oldest first.
+    pub new_events: Vec<ObservedEvent>,
+    /// What the rollout is waiting for, in a person's words, when the platform says.
+    pub waiting_for: Option<String>,
+}
+
+impl RolloutObservation {
+    pub fn state(state: RolloutState) -> Self {
+        Self {
+            state,
+            progress: None,
+            new_events: Vec::new(),
+            waiting_for: None,
+        }
+    }
+}
+
+/// Looks at one deployment, again and again: the state a deployer keeps between looks
+/// (which events it reported, which record of the deployment it follows). The core's
+/// wait loop ([`crate::orchestrator::follow_rollout`]) decides how often to look, how
+/// long, what to tell, and what the answer means.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait RolloutWatch: Send {
+    /// One look. [`StageErrorKind::Throttled`] makes the loop look less often; other
+    /// errors are tolerated a few times in a row.
+    async fn observe(&mut self, events: &Events) -> Result<RolloutObservation, StageError>;
+
+    /// The wait gave up on the deployment (its time ran out, `reason` says how): a
+    /// deployer whose platform would carry on with it stops it here. ECS does nothing
+    /// (the orchestrator rolls the service back).
+    async fn abandon(&mut self, reason: &str, events: &Events) -> Result<(), StageError> {
+        let _ = (reason, events);
+        Ok(())
+    }
 }
 
 /// Rolls releases out to a service and back.
@@ -274,24 +361,20 @@ pub trait Deployer: Send + Sync {
     ) -> Result<Revision, StageError>;
 
     /// Points the service at a revision and returns the deployment that change created:
-    /// the one [`Deployer::wait_for_rollout`] must follow.
+    /// the one [`Deployer::watch_rollout`] must follow.
     async fn update_service(
         &self,
         target: &DeployTarget,
         request: &UpdateRequest,
     ) -> Result<DeploymentHandle, StageError>;
 
-    /// Follows *that* deployment until it completes on its revision, fails, is replaced,
-    /// disappears or the timeout passes, emitting progress and new service events.
-    /// A rollback done by the platform itself is [`RolloutOutcome::RolledBackByPlatform`],
-    /// never success. `Err` means the waiter could not observe the service at all.
-    async fn wait_for_rollout(
+    /// Starts looking at *that* deployment (one `update_service` or `roll_back`
+    /// returned). The watch owns what it needs (clients are cheap to clone).
+    fn watch_rollout(
         &self,
         target: &DeployTarget,
         deployment: &DeploymentHandle,
-        options: &WaitOptions,
-        events: &Events,
-    ) -> Result<RolloutOutcome, StageError>;
+    ) -> Box<dyn RolloutWatch>;
 
     /// Puts the service back on `request.to` and returns the deployment to follow. If
     /// the platform is restoring `to` already (circuit breaker), returns that deployment
@@ -585,4 +668,47 @@ pub trait ImagePusher: Send + Sync {
         tag: &str,
         events: &Events,
     ) -> Result<String, StageError>;
+}
+
+/// A [`RolloutWatch`] that answers the same on every look: for tests of what happens
+/// around a rollout (mocks of [`Deployer::watch_rollout`]).
+#[cfg(any(test, feature = "mocks"))]
+#[derive(Clone, Debug)]
+pub struct ScriptedRollout(pub Result<RolloutObservation, StageError>);
+
+#[cfg(any(test, feature = "mocks"))]
+impl ScriptedRollout {
+    /// Ends as `outcome` for a deployment of `revision` on the first look;
+    /// [`RolloutOutcome::TimedOut`] is a rollout that stays in progress (the wait loop
+    /// times out by its options).
+    pub fn ending(
+        outcome: Result<crate::model::RolloutOutcome, StageError>,
+        revision: &Revision,
+    ) -> Box<dyn RolloutWatch> {
+        use crate::model::RolloutOutcome as O;
+        let state = outcome.map(|outcome| match outcome {
+            O::Completed => RolloutState::Completed {
+                revision: revision.clone(),
+            },
+            O::Failed { reason } => RolloutState::Failed { reason },
+            O::RolledBackByPlatform { reason } => RolloutState::RolledBackByPlatform { reason },
+            O::Replaced { by } => RolloutState::Replaced { by },
+            O::Gone => RolloutState::Gone,
+            O::TimedOut { .. } => RolloutState::InProgress,
+        });
+        Box::new(Self(state.map(RolloutObservation::state)))
+    }
+
+    /// Completes on its first look.
+    pub fn completing(revision: &Revision) -> Box<dyn RolloutWatch> {
+        Self::ending(Ok(crate::model::RolloutOutcome::Completed), revision)
+    }
+}
+
+#[cfg(any(test, feature = "mocks"))]
+#[async_trait]
+impl RolloutWatch for ScriptedRollout {
+    async fn observe(&mut self, _events: &Events) -> Result<RolloutObservation, StageError> {
+        self.0.clone()
+    }
 }

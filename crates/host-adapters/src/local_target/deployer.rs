@@ -2,6 +2,7 @@
 
 use super::containers::{container_specs, create_body, Condition, ContainerSpec, CreateInputs};
 use super::engine::{ContainerInfo, Engine};
+use super::observe::LocalRolloutWatch;
 use super::proxy::{control_path, ProxyClient, ProxyCommand, ProxyOptions, ProxyRecord};
 use super::secrets::SecretValues;
 use super::state::{
@@ -15,9 +16,9 @@ use chrono::{TimeZone, Utc};
 use pipeline_core::config::LocalSettings;
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
-    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, PipelineEvent,
-    RestoreRequest, Revision, RolloutOutcome, ServiceEventLine, ServiceReader, ServiceStatus,
-    StageError, StageErrorKind, TaskDefinition, UpdateRequest, WaitOptions,
+    DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, RestoreRequest, Revision,
+    RolloutWatch, ServiceEventLine, ServiceReader, ServiceStatus, StageError, StageErrorKind,
+    TaskDefinition, UpdateRequest,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -51,7 +52,7 @@ const PORT_RETRIES: usize = 5;
 ///   secrets (values from the secrets file, given to the engine only), its port mappings
 ///   on loopback host ports from `release_ports_from` up, its `healthCheck` as the
 ///   Docker health check, started in `dependsOn` order.
-/// - [`Deployer::wait_for_rollout`] waits until every essential container runs and is
+/// - [`Deployer::watch_rollout`] (`observe.rs`) is looked at until every essential container runs and is
 ///   healthy and the front container answers `GET <health path>` on its host port (like
 ///   an ALB target group), then switches the proxy to it, waits for connections to the
 ///   previous release to finish, and removes the previous release's containers. An
@@ -66,7 +67,7 @@ const PORT_RETRIES: usize = 5;
 #[derive(Clone, Debug)]
 pub struct LocalDeployer {
     engine: Engine,
-    state: StateDir,
+    pub(super) state: StateDir,
     port: u16,
     release_ports_from: u16,
     secrets_file: Option<PathBuf>,
@@ -146,7 +147,7 @@ fn dependency(condition: Condition, observed: &Observed, has_health_check: bool)
 }
 
 /// Where a deployment stands after one look.
-enum Progress {
+pub(super) enum Progress {
     Ready,
     Waiting(String),
     Failed(String),
@@ -652,7 +653,7 @@ impl LocalDeployer {
 
     /// Looks at a deployment once: starts containers whose dependencies are met and
     /// says whether it is ready, still coming, or failed.
-    async fn look(
+    pub(super) async fn look(
         &self,
         target: &DeployTarget,
         deployment: &mut LocalDeployment,
@@ -929,7 +930,7 @@ impl LocalDeployer {
     }
 
     /// Puts `deployment` behind the proxy and removes every other release.
-    async fn switch_to(
+    pub(super) async fn switch_to(
         &self,
         target: &DeployTarget,
         deployment: &LocalDeployment,
@@ -1018,13 +1019,13 @@ impl LocalDeployer {
         Ok(())
     }
 
-    async fn fail(
+    pub(super) async fn fail(
         &self,
         target: &DeployTarget,
         deployment: &LocalDeployment,
         reason: String,
         events: &Events,
-    ) -> Result<RolloutOutcome, StageError> {
+    ) -> Result<(), StageError> {
         let label = self.family_label(target, deployment.revision).label;
         if deployment.restores.is_none() {
             if let Err(err) = self.remove_deployment(deployment).await {
@@ -1054,7 +1055,7 @@ impl LocalDeployer {
                 }
             ));
         }
-        Ok(RolloutOutcome::Failed { reason })
+        Ok(())
     }
 
     /// Stops the environment: removes every container and network of it and stops its
@@ -1232,91 +1233,16 @@ impl Deployer for LocalDeployer {
         self.restore_or_start(target, &request.revision).await
     }
 
-    async fn wait_for_rollout(
+    fn watch_rollout(
         &self,
         target: &DeployTarget,
         handle: &DeploymentHandle,
-        options: &WaitOptions,
-        events: &Events,
-    ) -> Result<RolloutOutcome, StageError> {
-        let started = Instant::now();
-        let mut last_counts = None;
-        let mut last_waiting = String::new();
-        loop {
-            let state = self.state.load()?;
-            let Some(mut deployment) = state.deployment(&handle.id).cloned() else {
-                return Ok(RolloutOutcome::Gone);
-            };
-            match deployment.state {
-                DeploymentState::Completed => return Ok(RolloutOutcome::Completed),
-                DeploymentState::Failed => {
-                    return Ok(RolloutOutcome::Failed {
-                        reason: deployment.reason.unwrap_or_default(),
-                    })
-                }
-                DeploymentState::Stopped => return Ok(RolloutOutcome::Gone),
-                DeploymentState::Replaced => {
-                    let by = state
-                        .deployments
-                        .iter()
-                        .rev()
-                        .find(|d| d.created_at > deployment.created_at)
-                        .map(|d| d.id.clone())
-                        .unwrap_or_else(|| "another deployment".into());
-                    return Ok(RolloutOutcome::Replaced { by });
-                }
-                DeploymentState::InProgress => {}
-            }
-            let (progress, counts) = self.look(target, &mut deployment).await?;
-            if last_counts != Some(counts) {
-                last_counts = Some(counts);
-                events.emit(PipelineEvent::RolloutProgress {
-                    deployment: deployment.id.clone(),
-                    state: "IN_PROGRESS".into(),
-                    running: counts.0,
-                    pending: counts.1,
-                    desired: counts.2,
-                    failed_tasks: 0,
-                });
-            }
-            // Ports may have changed when a container had to be created again.
-            let mut latest = self.state.load()?;
-            if let Some(stored) = latest.deployment_mut(&deployment.id) {
-                if stored.containers != deployment.containers || stored.front != deployment.front {
-                    stored.containers = deployment.containers.clone();
-                    stored.front = deployment.front.clone();
-                    self.state.save(&latest)?;
-                }
-            }
-            match progress {
-                Progress::Ready => {
-                    self.switch_to(target, &deployment, events).await?;
-                    return Ok(RolloutOutcome::Completed);
-                }
-                Progress::Failed(reason) => {
-                    return self.fail(target, &deployment, reason, events).await;
-                }
-                Progress::Waiting(what) => {
-                    if started.elapsed() >= options.timeout {
-                        let reason =
-                            format!("not ready within {}s: {what}", options.timeout.as_secs());
-                        return self.fail(target, &deployment, reason, events).await;
-                    }
-                    if what != last_waiting {
-                        tracing::debug!("{}: {what}", deployment.id);
-                        last_waiting = what;
-                    }
-                }
-            }
-            let left = options.timeout.saturating_sub(started.elapsed());
-            tokio::time::sleep(
-                options
-                    .poll_interval
-                    .min(left)
-                    .max(Duration::from_millis(50)),
-            )
-            .await;
-        }
+    ) -> Box<dyn RolloutWatch> {
+        Box::new(LocalRolloutWatch::new(
+            self.clone(),
+            target.clone(),
+            handle.clone(),
+        ))
     }
 
     async fn roll_back(

@@ -33,6 +33,7 @@
 mod containers;
 mod deployer;
 mod engine;
+mod observe;
 mod proxy;
 mod registry;
 mod secrets;

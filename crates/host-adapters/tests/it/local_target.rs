@@ -410,9 +410,7 @@ async fn the_local_deployer_honours_depends_on_essential_and_health_checks() {
         Ok(handle) => handle,
         Err(err) => panic!("update: {}", error_text(&err)),
     };
-    let outcome = deployer
-        .wait_for_rollout(&target, &handle, &wait, &events)
-        .await;
+    let outcome = pipeline_core::follow_rollout(&deployer, &target, &handle, &wait, &events).await;
     let name = |n: u64, c: &str| format!("tugboat-{app}-it-{n}-{c}");
     assert_eq!(
         outcome.ok(),
@@ -477,9 +475,7 @@ async fn the_local_deployer_honours_depends_on_essential_and_health_checks() {
         )
         .await
         .unwrap_or_else(|err| panic!("{err}"));
-    let outcome = deployer
-        .wait_for_rollout(&target, &handle, &wait, &events)
-        .await;
+    let outcome = pipeline_core::follow_rollout(&deployer, &target, &handle, &wait, &events).await;
     match outcome {
         Ok(RolloutOutcome::Failed { reason }) => {
             assert!(reason.contains("web can never start"), "{reason}");
@@ -500,8 +496,7 @@ async fn the_local_deployer_honours_depends_on_essential_and_health_checks() {
         .await
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(
-        deployer
-            .wait_for_rollout(&target, &restore, &wait, &events)
+        pipeline_core::follow_rollout(&deployer, &target, &restore, &wait, &events)
             .await
             .ok(),
         Some(RolloutOutcome::Completed)

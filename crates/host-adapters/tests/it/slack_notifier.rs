@@ -10,7 +10,7 @@ use pipeline_core::{
     DeployLock, DeployRequest, DeploymentHandle, GitInfo, ImageReference, MockArtifactStore,
     MockDeployer, MockRegistry, MockSecretStore, MockServiceReader, Notification, NotificationKind,
     Notifier, Orchestrator, Outcome, PinnedImage, PipelineEvent, Project, ReleaseId, ReleaseSource,
-    Revision, RolloutOutcome, SecretRef, StageError, Stages,
+    Revision, ScriptedRollout, SecretRef, StageError, Stages,
 };
 use serde_json::json;
 use std::path::Path;
@@ -313,8 +313,8 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
             })
         });
     deployer
-        .expect_wait_for_rollout()
-        .returning(|_, _, _, _| Ok(RolloutOutcome::Completed));
+        .expect_watch_rollout()
+        .returning(|_, deployment| ScriptedRollout::completing(&deployment.revision));
     deployer.expect_roll_back().returning(|_, request| {
         Ok(DeploymentHandle {
             id: "ecs-svc/rollback".into(),

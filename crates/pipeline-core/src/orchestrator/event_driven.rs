@@ -4,13 +4,14 @@
 //! inside the bake window rolls it back, and any later invocation finishes a release
 //! whose event never came. Every step is idempotent: events arrive at least once.
 
+use super::rollout::judge_rollout;
 use super::{env_timeout, Ending, Orchestrator, Run};
 use crate::model::{
     Concluding, DeployLock, DeployRecord, DeploymentHandle, ImageReference, InProgressPointer,
     LockHolder, RecordOutcome, ReleaseId, Revision, RolloutOutcome, VersionedRecord,
 };
 use crate::orchestrator::{DeployReport, DeployRequest, ReleaseSource};
-use crate::stages::{Notification, NotificationKind, RestoreRequest, StageErrorKind, WaitOptions};
+use crate::stages::{Notification, NotificationKind, RestoreRequest, StageErrorKind};
 use crate::EnvironmentConfig;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -678,23 +679,19 @@ impl Orchestrator {
         timeout: Duration,
     ) -> Option<String> {
         let target = env.target(&record.app, &record.environment);
-        let once = WaitOptions {
-            timeout: Duration::ZERO,
-            poll_interval: Duration::from_millis(1),
-        };
-        match self
-            .stages
-            .deployer
-            .wait_for_rollout(&target, &handle, &once, &self.events)
-            .await
-        {
-            Ok(RolloutOutcome::Completed) => None,
-            Ok(RolloutOutcome::TimedOut { .. }) => Some(format!(
-                "deployment {} did not finish within {}s",
-                handle.id,
-                timeout.as_secs()
-            )),
-            Ok(other) => Some(other.describe()),
+        // One look, judged by the same rule as the wait loop's; a look that finds it still
+        // going abandons nothing (the caller decides).
+        let mut watch = self.stages.deployer.watch_rollout(&target, &handle);
+        match watch.observe(&self.events).await {
+            Ok(observation) => match judge_rollout(&handle, &observation.state) {
+                Some(RolloutOutcome::Completed) => None,
+                Some(other) => Some(other.describe()),
+                None => Some(format!(
+                    "deployment {} did not finish within {}s",
+                    handle.id,
+                    timeout.as_secs()
+                )),
+            },
             Err(err) => Some(format!("could not look at the rollout: {}", err.message)),
         }
     }

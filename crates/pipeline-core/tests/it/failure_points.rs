@@ -519,7 +519,8 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[tokio::test]
+// Paused time: a rollout that times out is followed for its whole (virtual) timeout.
+#[tokio::test(start_paused = true)]
 async fn each_failure_point_ends_in_the_documented_state() {
     for case in cases() {
         let name = case.name;

@@ -9,9 +9,10 @@ use pipeline_core::{
     BuiltImage, CancellationToken, DeployLock, DeployRecord, DeployReport, DeployRequest,
     DeployTarget, Deployer, DeploymentHandle, Events, MockArtifactStore, MockDeployer,
     MockImageBuilder, MockNotifier, MockRegistry, MockSecretStore, MockServiceReader,
-    MockTestRunner, MockVerifier, NotificationKind, Orchestrator, PipelineEvent, RecordedEvents,
-    ReleaseSource, RestoreRequest, Revision, RolloutOutcome, SecretRef, Stage, StageError,
-    StageErrorKind, Stages, TestReport, UpdateRequest, WaitOptions,
+    MockTestRunner, MockVerifier, NotificationKind, ObservedEvent, Orchestrator, PipelineEvent,
+    RecordedEvents, ReleaseSource, RestoreRequest, Revision, RolloutObservation, RolloutOutcome,
+    RolloutProgress, RolloutState, RolloutWatch, SecretRef, Stage, StageError, StageErrorKind,
+    Stages, TestReport, UpdateRequest,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -174,15 +175,75 @@ fn answer(step: Result<(), StageErrorKind>, what: &str) -> Result<(), StageError
     step.map_err(|kind| StageError::new(kind, format!("{what} failed (scripted)")))
 }
 
-fn rollout_result(rollout: &Rollout) -> Result<RolloutOutcome, StageError> {
-    match rollout {
-        Rollout::Ends(outcome) => Ok(outcome.clone()),
-        Rollout::Unobservable => Err(StageError::unavailable(
-            "DescribeServices: connection refused",
-        )),
-        Rollout::CancelledMidway => Err(StageError::failed(
-            "the mock waiter cannot block; CancelDuringRollout handles this",
-        )),
+/// The mock platform's rollout: on the first look some progress and a service event,
+/// and the world's ending (a rollout that times out stays in progress).
+struct HarnessRollout {
+    deployment: DeploymentHandle,
+    ending: Rollout,
+    looked: bool,
+}
+
+#[async_trait]
+impl RolloutWatch for HarnessRollout {
+    async fn observe(&mut self, _events: &Events) -> Result<RolloutObservation, StageError> {
+        let outcome = match &self.ending {
+            Rollout::Ends(outcome) => outcome.clone(),
+            Rollout::Unobservable => {
+                return Err(StageError::unavailable(
+                    "DescribeServices: connection refused",
+                ))
+            }
+            Rollout::CancelledMidway => {
+                return Err(StageError::failed(
+                    "the mock waiter cannot block; CancelDuringRollout handles this",
+                ))
+            }
+        };
+        let state = match outcome {
+            RolloutOutcome::Completed => RolloutState::Completed {
+                revision: self.deployment.revision.clone(),
+            },
+            RolloutOutcome::Failed { reason } => RolloutState::Failed { reason },
+            RolloutOutcome::RolledBackByPlatform { reason } => {
+                RolloutState::RolledBackByPlatform { reason }
+            }
+            RolloutOutcome::Replaced { by } => RolloutState::Replaced { by },
+            RolloutOutcome::Gone => RolloutState::Gone,
+            RolloutOutcome::TimedOut { .. } => RolloutState::InProgress,
+        };
+        let first = !std::mem::replace(&mut self.looked, true);
+        Ok(RolloutObservation {
+            state,
+            progress: Some(RolloutProgress {
+                deployment: self.deployment.id.clone(),
+                state: "IN_PROGRESS".into(),
+                running: 1,
+                pending: 1,
+                desired: 2,
+                failed_tasks: 0,
+            }),
+            new_events: if first {
+                vec![ObservedEvent {
+                    at: pinned_time(),
+                    message: "(service cv-matcher-service) has reached a steady state.".into(),
+                }]
+            } else {
+                Vec::new()
+            },
+            waiting_for: None,
+        })
+    }
+}
+
+/// The release's rollout as `CancelDuringRollout` sees it: the run is cancelled, and the
+/// look never returns.
+struct CancelledWhileWatching(CancellationToken);
+
+#[async_trait]
+impl RolloutWatch for CancelledWhileWatching {
+    async fn observe(&mut self, _events: &Events) -> Result<RolloutObservation, StageError> {
+        self.0.cancel();
+        std::future::pending().await
     }
 }
 
@@ -323,25 +384,18 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         });
     let (release, rollback) = (world.rollout.clone(), world.rollback_rollout.clone());
     deployer
-        .expect_wait_for_rollout()
-        .returning(move |_, deployment, _, events| {
-            events.emit(PipelineEvent::RolloutProgress {
-                deployment: deployment.id.clone(),
-                state: "IN_PROGRESS".into(),
-                running: 1,
-                pending: 1,
-                desired: 2,
-                failed_tasks: 0,
-            });
-            events.emit(PipelineEvent::ServiceEvent {
-                at: pinned_time(),
-                message: "(service cv-matcher-service) has reached a steady state.".into(),
-            });
-            if deployment.id == RELEASE_DEPLOYMENT {
-                rollout_result(&release)
+        .expect_watch_rollout()
+        .returning(move |_, deployment| {
+            let ending = if deployment.id == RELEASE_DEPLOYMENT {
+                release.clone()
             } else {
-                rollout_result(&rollback)
-            }
+                rollback.clone()
+            };
+            Box::new(HarnessRollout {
+                deployment: deployment.clone(),
+                ending,
+                looked: false,
+            })
         });
     let result = world.roll_back;
     let seen_update = updated.clone();
@@ -418,6 +472,10 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         .expect_release_lock()
         .times(usize::from(lock_taken))
         .returning(|_| Ok(()));
+    // A rollout followed until its timeout outlives the lease: it is renewed.
+    artifacts
+        .expect_renew_lock()
+        .returning(|lock| Ok(lock.clone()));
     let (seen, order) = (records.clone(), journal.clone());
     artifacts.expect_put_record().returning(move |record| {
         lock(&order).push(format!("record {:?}", record.outcome));
@@ -525,20 +583,15 @@ impl Deployer for CancelDuringRollout {
         self.inner.update_service(target, request).await
     }
 
-    async fn wait_for_rollout(
+    fn watch_rollout(
         &self,
         target: &DeployTarget,
         deployment: &DeploymentHandle,
-        options: &WaitOptions,
-        events: &Events,
-    ) -> Result<RolloutOutcome, StageError> {
+    ) -> Box<dyn RolloutWatch> {
         if deployment.id == RELEASE_DEPLOYMENT {
-            self.cancel.cancel();
-            std::future::pending().await
+            Box::new(CancelledWhileWatching(self.cancel.clone()))
         } else {
-            self.inner
-                .wait_for_rollout(target, deployment, options, events)
-                .await
+            self.inner.watch_rollout(target, deployment)
         }
     }
 

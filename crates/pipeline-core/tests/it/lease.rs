@@ -9,7 +9,7 @@ use pipeline_core::{
     Artifact, ArtifactStore, CancellationToken, DeployLock, DeployRecord, DeployReport,
     DeployRequest, DeploymentHandle, Events, MockDeployer, MockRegistry, MockServiceReader,
     Orchestrator, Outcome, PipelineEvent, RecordOutcome, RecordedEvents, ReleaseId, ReleaseSource,
-    RolloutOutcome, SecretRef, SecretStore, SecretsSpec, StageError, StageErrorKind, Stages,
+    ScriptedRollout, SecretRef, SecretStore, SecretsSpec, StageError, StageErrorKind, Stages,
     Verifier, VerifyContext,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -211,8 +211,8 @@ async fn run(scenario: Scenario) -> Ran {
             })
         });
     deployer
-        .expect_wait_for_rollout()
-        .returning(|_, _, _, _| Ok(RolloutOutcome::Completed));
+        .expect_watch_rollout()
+        .returning(|_, deployment| ScriptedRollout::completing(&deployment.revision));
     let seen = updated.clone();
     deployer
         .expect_roll_back()

@@ -5,7 +5,8 @@ use crate::support::{cv_matcher, pinned_time, revision, FixedClock};
 use pipeline_core::{
     DeployLock, DeployRecord, DeploymentHandle, Events, GitInfo, MockArtifactStore, MockDeployer,
     MockRegistry, MockSecretStore, MockServiceReader, Orchestrator, Outcome, RecordOutcome,
-    ReleaseId, Revision, RollbackRequest, RollbackTo, RolloutOutcome, Stage, StageError, Stages,
+    ReleaseId, Revision, RollbackRequest, RollbackTo, RolloutOutcome, ScriptedRollout, Stage,
+    StageError, Stages,
 };
 use std::sync::{Arc, Mutex};
 
@@ -234,9 +235,11 @@ fn orchestrator(
         });
     deployer.expect_revision_active().returning(|_| Ok(true));
     deployer
-        .expect_wait_for_rollout()
+        .expect_watch_rollout()
         .times(runs)
-        .returning(move |_, _, _, _| Ok(rollback_rollout.clone()));
+        .returning(move |_, deployment| {
+            ScriptedRollout::ending(Ok(rollback_rollout.clone()), &deployment.revision)
+        });
     deployer.expect_register().times(0);
     deployer.expect_update_service().times(0);
 

@@ -1,14 +1,13 @@
 //! ECS service deployments (`Service.currentServiceDeployment`,
 //! `DescribeServiceDeployments`, `StopServiceDeployment`): the view the blue/green,
-//! canary and linear strategies report through, a pure judge over it, and the waiter
-//! that follows one service deployment to its end.
+//! canary and linear strategies report through, and its pure translation into the core's
+//! [`RolloutState`] (`observe.rs` holds the watch that follows one).
 //!
 //! moto does not model service deployments: a service without `currentServiceDeployment`
-//! is followed through its `deployments` array as before (see `ecs.rs`).
+//! is followed through its `deployments` array as before (see `observe.rs`).
 
-use crate::ecs::RolloutVerdict;
 use aws_sdk_ecs::types::ServiceDeployment;
-use pipeline_core::{Events, PipelineEvent, RolloutOutcome};
+use pipeline_core::{Revision, RolloutState};
 
 /// Whether the followed service deployment is a release or the rollback tugboat asked for
 /// (`StopServiceDeployment` ROLLBACK): for a rollback, `ROLLBACK_SUCCESSFUL` is the goal.
@@ -129,29 +128,32 @@ impl ServiceDeploymentView {
     }
 }
 
-/// The rule for service deployments: a release succeeds only on `SUCCESSFUL`; a rollback
-/// by ECS (alarm, circuit breaker, a failed lifecycle hook) is a failure naming its cause;
-/// `STOPPED` and `ROLLBACK_FAILED` are failures. A rollback tugboat asked for succeeds on
-/// `ROLLBACK_SUCCESSFUL`. Anything else is still going.
-pub fn judge_service_deployment(
+/// What a service deployment's status says: a release completes (on `revision`, the one
+/// it carries) only on `SUCCESSFUL`; a rollback by ECS (alarm, circuit breaker, a failed
+/// lifecycle hook) is rolled back by the platform, naming its cause; `STOPPED` and
+/// `ROLLBACK_FAILED` are failures. A rollback tugboat asked for completes (on `revision`,
+/// the one it restores) on `ROLLBACK_SUCCESSFUL`. Anything else is still going.
+pub fn observe_service_deployment(
     deployment: &ServiceDeploymentView,
     following: Following,
-) -> RolloutVerdict {
-    use RolloutOutcome as O;
-    let finished = |outcome| RolloutVerdict::Finished(outcome);
+    revision: &Revision,
+) -> RolloutState {
+    let completed = || RolloutState::Completed {
+        revision: revision.clone(),
+    };
     match (deployment.status.as_str(), following) {
-        ("SUCCESSFUL", Following::Release) => finished(O::Completed),
-        ("SUCCESSFUL", Following::Rollback) => finished(O::Failed {
+        ("SUCCESSFUL", Following::Release) => completed(),
+        ("SUCCESSFUL", Following::Rollback) => RolloutState::Failed {
             reason: format!(
                 "service deployment {} completed before the rollback took effect",
                 deployment.arn
             ),
-        }),
-        ("ROLLBACK_SUCCESSFUL", Following::Release) => finished(O::RolledBackByPlatform {
+        },
+        ("ROLLBACK_SUCCESSFUL", Following::Release) => RolloutState::RolledBackByPlatform {
             reason: deployment.failure_reason(),
-        }),
-        ("ROLLBACK_SUCCESSFUL", Following::Rollback) => finished(O::Completed),
-        ("ROLLBACK_FAILED", _) => finished(O::Failed {
+        },
+        ("ROLLBACK_SUCCESSFUL", Following::Rollback) => completed(),
+        ("ROLLBACK_FAILED", _) => RolloutState::Failed {
             reason: format!(
                 "{} — and ECS could not roll it back{}",
                 deployment.failure_reason(),
@@ -161,8 +163,8 @@ pub fn judge_service_deployment(
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             ),
-        }),
-        ("STOPPED", _) => finished(O::Failed {
+        },
+        ("STOPPED", _) => RolloutState::Failed {
             reason: format!(
                 "service deployment {} was stopped{}",
                 deployment.arn,
@@ -172,37 +174,8 @@ pub fn judge_service_deployment(
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             ),
-        }),
-        _ => RolloutVerdict::InProgress,
-    }
-}
-
-/// Reports a followed service deployment's changes of status, stage, counts and traffic.
-pub(crate) struct ServiceDeploymentReporter<'a> {
-    events: &'a Events,
-    last: Option<(String, u32, u32, u32)>,
-}
-
-impl<'a> ServiceDeploymentReporter<'a> {
-    pub(crate) fn new(events: &'a Events) -> Self {
-        Self { events, last: None }
-    }
-
-    pub(crate) fn look(&mut self, view: &ServiceDeploymentView) {
-        let state = view.state_text();
-        let now = (state.clone(), view.running, view.pending, view.desired);
-        if self.last.as_ref() == Some(&now) {
-            return;
-        }
-        self.events.emit(PipelineEvent::RolloutProgress {
-            deployment: view.arn.clone(),
-            state,
-            running: view.running,
-            pending: view.pending,
-            desired: view.desired,
-            failed_tasks: view.circuit_breaker_failures,
-        });
-        self.last = Some(now);
+        },
+        _ => RolloutState::InProgress,
     }
 }
 
@@ -238,6 +211,13 @@ pub(crate) fn can_be_rolled_back(status: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn revision() -> Revision {
+        Revision::new(
+            "arn:aws:ecs:us-east-1:123456789012:task-definition/app:2",
+            "app:2",
+        )
+    }
+
     fn view(status: &str) -> ServiceDeploymentView {
         ServiceDeploymentView {
             arn: "arn:aws:ecs:us-east-1:123456789012:service-deployment/c/s/abc".into(),
@@ -248,14 +228,14 @@ mod tests {
 
     #[test]
     fn each_status_is_judged_for_a_release() {
-        use RolloutOutcome as O;
-        let cases: Vec<(&str, ServiceDeploymentView, RolloutVerdict)> = vec![
-            ("pending", view("PENDING"), RolloutVerdict::InProgress),
-            ("in progress", view("IN_PROGRESS"), RolloutVerdict::InProgress),
-            ("stop requested", view("STOP_REQUESTED"), RolloutVerdict::InProgress),
-            ("rollback requested", view("ROLLBACK_REQUESTED"), RolloutVerdict::InProgress),
-            ("rollback in progress", view("ROLLBACK_IN_PROGRESS"), RolloutVerdict::InProgress),
-            ("successful", view("SUCCESSFUL"), RolloutVerdict::Finished(O::Completed)),
+        use RolloutState as O;
+        let cases: Vec<(&str, ServiceDeploymentView, RolloutState)> = vec![
+            ("pending", view("PENDING"), O::InProgress),
+            ("in progress", view("IN_PROGRESS"), O::InProgress),
+            ("stop requested", view("STOP_REQUESTED"), O::InProgress),
+            ("rollback requested", view("ROLLBACK_REQUESTED"), O::InProgress),
+            ("rollback in progress", view("ROLLBACK_IN_PROGRESS"), O::InProgress),
+            ("successful", view("SUCCESSFUL"), O::Completed { revision: revision() }),
             (
                 "rolled back by an alarm during bake",
                 ServiceDeploymentView {
@@ -264,9 +244,9 @@ mod tests {
                     rollback_reason: Some("Service deployment rolled back because of a triggered alarm.".into()),
                     ..view("ROLLBACK_SUCCESSFUL")
                 },
-                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                O::RolledBackByPlatform {
                     reason: "CloudWatch alarm cv-matcher-production-5xx went into ALARM; Service deployment rolled back because of a triggered alarm.".into(),
-                }),
+                },
             ),
             (
                 "rolled back by the circuit breaker",
@@ -276,9 +256,9 @@ mod tests {
                     circuit_breaker_threshold: 3,
                     ..view("ROLLBACK_SUCCESSFUL")
                 },
-                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                O::RolledBackByPlatform {
                     reason: "the deployment circuit breaker tripped (3 of 3 tasks failed)".into(),
-                }),
+                },
             ),
             (
                 "rolled back by a failed lifecycle hook",
@@ -286,9 +266,9 @@ mod tests {
                     rollback_reason: Some("Lifecycle hook arn:aws:lambda:us-east-1:123456789012:function:tugboat returned FAILED at POST_TEST_TRAFFIC_SHIFT".into()),
                     ..view("ROLLBACK_SUCCESSFUL")
                 },
-                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                O::RolledBackByPlatform {
                     reason: "Lifecycle hook arn:aws:lambda:us-east-1:123456789012:function:tugboat returned FAILED at POST_TEST_TRAFFIC_SHIFT".into(),
-                }),
+                },
             ),
             (
                 "the rollback itself failed",
@@ -299,9 +279,9 @@ mod tests {
                     status_reason: Some("old revision tasks failed to start".into()),
                     ..view("ROLLBACK_FAILED")
                 },
-                RolloutVerdict::Finished(O::Failed {
+                O::Failed {
                     reason: "the deployment circuit breaker tripped (2 of 2 tasks failed) — and ECS could not roll it back: old revision tasks failed to start".into(),
-                }),
+                },
             ),
             (
                 "stopped",
@@ -309,21 +289,21 @@ mod tests {
                     status_reason: Some("stopped by user".into()),
                     ..view("STOPPED")
                 },
-                RolloutVerdict::Finished(O::Failed {
+                O::Failed {
                     reason: "service deployment arn:aws:ecs:us-east-1:123456789012:service-deployment/c/s/abc was stopped: stopped by user".into(),
-                }),
+                },
             ),
             (
                 "rolled back, no cause given",
                 view("ROLLBACK_SUCCESSFUL"),
-                RolloutVerdict::Finished(O::RolledBackByPlatform {
+                O::RolledBackByPlatform {
                     reason: "service deployment ROLLBACK_SUCCESSFUL".into(),
-                }),
+                },
             ),
         ];
         for (name, deployment, expected) in cases {
             assert_eq!(
-                judge_service_deployment(&deployment, Following::Release),
+                observe_service_deployment(&deployment, Following::Release, &revision()),
                 expected,
                 "{name}"
             );
@@ -332,22 +312,32 @@ mod tests {
 
     #[test]
     fn a_rollback_tugboat_asked_for_succeeds_on_rollback_successful() {
-        use RolloutOutcome as O;
+        use RolloutState as O;
         assert_eq!(
-            judge_service_deployment(&view("ROLLBACK_SUCCESSFUL"), Following::Rollback),
-            RolloutVerdict::Finished(O::Completed)
+            observe_service_deployment(
+                &view("ROLLBACK_SUCCESSFUL"),
+                Following::Rollback,
+                &revision()
+            ),
+            O::Completed {
+                revision: revision()
+            }
         );
         assert_eq!(
-            judge_service_deployment(&view("ROLLBACK_IN_PROGRESS"), Following::Rollback),
-            RolloutVerdict::InProgress
+            observe_service_deployment(
+                &view("ROLLBACK_IN_PROGRESS"),
+                Following::Rollback,
+                &revision()
+            ),
+            O::InProgress
         );
         assert!(matches!(
-            judge_service_deployment(&view("SUCCESSFUL"), Following::Rollback),
-            RolloutVerdict::Finished(O::Failed { .. })
+            observe_service_deployment(&view("SUCCESSFUL"), Following::Rollback, &revision()),
+            O::Failed { .. }
         ));
         assert!(matches!(
-            judge_service_deployment(&view("ROLLBACK_FAILED"), Following::Rollback),
-            RolloutVerdict::Finished(O::Failed { .. })
+            observe_service_deployment(&view("ROLLBACK_FAILED"), Following::Rollback, &revision()),
+            O::Failed { .. }
         ));
     }
 
