@@ -14,8 +14,12 @@ fn workspace() -> PathBuf {
 
 /// The adapter files the Lambda uses, and the IAM service prefix of their calls.
 const ADAPTERS: &[(&str, &str)] = &[
-    ("ecs.rs", "ecs"),
-    ("service_deployments.rs", "ecs"),
+    ("ecs/mod.rs", "ecs"),
+    ("ecs/deployer.rs", "ecs"),
+    ("ecs/observe.rs", "ecs"),
+    ("ecs/service_deployment.rs", "ecs"),
+    ("ecs/status.rs", "ecs"),
+    ("ecs/strategy.rs", "ecs"),
     ("ecr.rs", "ecr"),
     ("ssm.rs", "ssm"),
     ("s3.rs", "s3"),
