@@ -670,6 +670,25 @@ pub trait ImagePusher: Send + Sync {
     ) -> Result<String, StageError>;
 }
 
+#[cfg(any(test, feature = "mocks"))]
+impl RolloutState {
+    /// The state a look shows for a rollout that ends as `outcome` on `revision`;
+    /// [`crate::model::RolloutOutcome::TimedOut`] is one that stays in progress.
+    pub fn ending_as(outcome: crate::model::RolloutOutcome, revision: &Revision) -> Self {
+        use crate::model::RolloutOutcome as O;
+        match outcome {
+            O::Completed => Self::Completed {
+                revision: revision.clone(),
+            },
+            O::Failed { reason } => Self::Failed { reason },
+            O::RolledBackByPlatform { reason } => Self::RolledBackByPlatform { reason },
+            O::Replaced { by } => Self::Replaced { by },
+            O::Gone => Self::Gone,
+            O::TimedOut { .. } => Self::InProgress,
+        }
+    }
+}
+
 /// A [`RolloutWatch`] that answers the same on every look: for tests of what happens
 /// around a rollout (mocks of [`Deployer::watch_rollout`]).
 #[cfg(any(test, feature = "mocks"))]
@@ -685,17 +704,7 @@ impl ScriptedRollout {
         outcome: Result<crate::model::RolloutOutcome, StageError>,
         revision: &Revision,
     ) -> Box<dyn RolloutWatch> {
-        use crate::model::RolloutOutcome as O;
-        let state = outcome.map(|outcome| match outcome {
-            O::Completed => RolloutState::Completed {
-                revision: revision.clone(),
-            },
-            O::Failed { reason } => RolloutState::Failed { reason },
-            O::RolledBackByPlatform { reason } => RolloutState::RolledBackByPlatform { reason },
-            O::Replaced { by } => RolloutState::Replaced { by },
-            O::Gone => RolloutState::Gone,
-            O::TimedOut { .. } => RolloutState::InProgress,
-        });
+        let state = outcome.map(|outcome| RolloutState::ending_as(outcome, revision));
         Box::new(Self(state.map(RolloutObservation::state)))
     }
 

@@ -199,18 +199,7 @@ impl RolloutWatch for HarnessRollout {
                 ))
             }
         };
-        let state = match outcome {
-            RolloutOutcome::Completed => RolloutState::Completed {
-                revision: self.deployment.revision.clone(),
-            },
-            RolloutOutcome::Failed { reason } => RolloutState::Failed { reason },
-            RolloutOutcome::RolledBackByPlatform { reason } => {
-                RolloutState::RolledBackByPlatform { reason }
-            }
-            RolloutOutcome::Replaced { by } => RolloutState::Replaced { by },
-            RolloutOutcome::Gone => RolloutState::Gone,
-            RolloutOutcome::TimedOut { .. } => RolloutState::InProgress,
-        };
+        let state = RolloutState::ending_as(outcome, &self.deployment.revision);
         let first = !std::mem::replace(&mut self.looked, true);
         Ok(RolloutObservation {
             state,
