@@ -26,8 +26,11 @@ use tokio::process::{Child, Command};
 const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/support/moto/tugboat_moto.py");
 const READY_PREFIX: &str = "tugboat-moto ready on ";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-const LOG_TAIL_LINES: usize = 60;
+// A control request answers in milliseconds; under a loaded CI machine a few seconds.
+// One that takes longer is a hang: the server is asked for its threads' stacks
+// (faulthandler on SIGUSR1) and they go into the error.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+const LOG_TAIL_LINES: usize = 150;
 
 type LogTail = Arc<Mutex<VecDeque<String>>>;
 
@@ -198,6 +201,23 @@ impl MotoServer {
         tail_text(&self.log_tail)
     }
 
+    /// What every thread of the server is doing (its faulthandler prints the stacks
+    /// to stderr on SIGUSR1), followed by the server's last log lines.
+    async fn stacks(&self) -> String {
+        let Some(pid) = self.child.id() else {
+            return format!("(the server has exited)\n{}", self.log_tail());
+        };
+        let signalled = Command::new("kill")
+            .args(["-USR1", &pid.to_string()])
+            .status()
+            .await
+            .is_ok_and(|status| status.success());
+        if signalled {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.log_tail()
+    }
+
     /// The server's process id, if it is still running.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -237,10 +257,13 @@ impl MotoServer {
             stream.read_to_end(&mut raw).await?;
             Ok::<_, std::io::Error>(raw)
         };
-        let raw = tokio::time::timeout(HTTP_TIMEOUT, exchange)
-            .await
-            .with_context(|| format!("{method} {path}: no answer within {HTTP_TIMEOUT:?}"))?
-            .with_context(|| format!("{method} {path} to {authority}"))?;
+        let raw = match tokio::time::timeout(HTTP_TIMEOUT, exchange).await {
+            Ok(answer) => answer.with_context(|| format!("{method} {path} to {authority}"))?,
+            Err(_) => bail!(
+                "{method} {path}: no answer within {HTTP_TIMEOUT:?}; the server's threads and log:\n{}",
+                self.stacks().await
+            ),
+        };
         parse_response(&raw).with_context(|| format!("{method} {path}"))
     }
 }

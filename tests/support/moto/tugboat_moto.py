@@ -881,6 +881,10 @@ def main() -> None:
     parser.add_argument("--exit-on-stdin-eof", action="store_true",
                         help="exit when stdin closes (the parent test process died)")
     args = parser.parse_args()
+    # A test whose control request hangs asks for every thread's stack (support/moto.rs).
+    import faulthandler
+    import signal
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does
     # ECS tests need no AMIs; loading ~1300 of them makes the first EC2 call 0.25 s slower.
     os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
