@@ -400,7 +400,7 @@ async fn concurrent_deploy_is_refused_by_the_lock() -> anyhow::Result<()> {
         lease_seconds: Some(120),
     };
     let held =
-        pipeline_core::ArtifactStore::acquire_lock(&store, "cv-matcher", cv::ENVIRONMENT, &other)
+        pipeline_core::DeployLocks::acquire_lock(&store, "cv-matcher", cv::ENVIRONMENT, &other)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     let revisions_before = cv.active_revisions().await?;
@@ -426,7 +426,7 @@ async fn concurrent_deploy_is_refused_by_the_lock() -> anyhow::Result<()> {
         "the held lock changed"
     );
 
-    pipeline_core::ArtifactStore::release_lock(&store, &held)
+    pipeline_core::DeployLocks::release_lock(&store, &held)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     assert_eq!(cv.stored_lock().await?, None);

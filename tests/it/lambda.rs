@@ -395,7 +395,7 @@ async fn the_same_push_twice_deploys_once() -> anyhow::Result<()> {
     assert_eq!(revisions.len(), 2, "one revision registered: {revisions:?}");
     let records = cv.artifact_store();
     let history =
-        pipeline_core::ArtifactStore::history(&records, &cv.target.app, cv::ENVIRONMENT, 10)
+        pipeline_core::ReleaseRecords::history(&records, &cv.target.app, cv::ENVIRONMENT, 10)
             .await?;
     assert_eq!(history.len(), 1, "one record: {history:?}");
     Ok(())

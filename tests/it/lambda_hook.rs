@@ -8,7 +8,7 @@ use anyhow::Context;
 use aws_adapters::{desired_infra, InfraReconciler};
 use aws_sdk_cloudwatch::types::StateValue;
 use pipeline_core::config::{LifecycleHookSettings, LifecycleStage};
-use pipeline_core::{ArtifactStore, DeployRecord};
+use pipeline_core::{DeployRecord, ReleaseRecords};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tugboat_lambda::{ConfigSource, Handler, LoadedConfig};

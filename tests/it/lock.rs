@@ -12,7 +12,7 @@ use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
-use pipeline_core::{ArtifactStore, DeployLock, LockHolder, ReleaseId, StageErrorKind};
+use pipeline_core::{DeployLock, DeployLocks, LockHolder, ReleaseId, StageErrorKind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -413,6 +413,7 @@ impl CvMatcher {
         let deployer = Arc::new(
             EcsDeployer::new(clients.ecs.clone()).with_autoscaling(clients.autoscaling.clone()),
         );
+        let store = Arc::new(self.artifact_store());
         Stages {
             test_runner: None,
             image_builder: None,
@@ -424,7 +425,9 @@ impl CvMatcher {
                 clients.ssm.clone(),
                 clients.sts.clone(),
             )),
-            artifacts: Arc::new(self.artifact_store()),
+            locks: store.clone(),
+            records: store.clone(),
+            artifacts: store,
             notifiers: Vec::new(),
         }
     }

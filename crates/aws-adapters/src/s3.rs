@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use chrono::Utc;
 use pipeline_core::{
-    Artifact, ArtifactStore, DeployLock, DeployRecord, InProgressPointer, LockHolder, ReleaseId,
-    StageError, StageErrorKind, VersionedRecord,
+    Artifact, ArtifactStore, DeployLock, DeployLocks, DeployRecord, InProgressPointer, LockHolder,
+    ReleaseId, ReleaseRecords, StageError, StageErrorKind, VersionedRecord,
 };
 use std::time::Duration;
 
@@ -202,7 +202,7 @@ impl HasStatus for aws_smithy_runtime_api::http::Response {
 }
 
 #[async_trait]
-impl ArtifactStore for S3ArtifactStore {
+impl DeployLocks for S3ArtifactStore {
     async fn acquire_lock(
         &self,
         app: &str,
@@ -363,7 +363,10 @@ impl ArtifactStore for S3ArtifactStore {
                 token,
             }))
     }
+}
 
+#[async_trait]
+impl ReleaseRecords for S3ArtifactStore {
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError> {
         let key = self.record_key(&record.app, &record.environment, &record.release_id);
         let body =
@@ -498,7 +501,10 @@ impl ArtifactStore for S3ArtifactStore {
         pipeline_core::sort_newest_first(&mut records);
         Ok(records)
     }
+}
 
+#[async_trait]
+impl ArtifactStore for S3ArtifactStore {
     async fn put_artifact(
         &self,
         app: &str,

@@ -12,7 +12,7 @@ use host_adapters::{
 };
 use pipeline_core::config::TargetKind;
 use pipeline_core::{
-    ArtifactStore, DeployTarget, Events, ImageReference, Project, SecretsSpec, ServiceReader,
+    DeployTarget, Events, ImageReference, Project, ReleaseStores, SecretsSpec, ServiceReader,
     Stages,
 };
 use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
@@ -36,20 +36,27 @@ fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
     Ok(project.target(environment)?)
 }
 
-fn artifact_store(
+/// The S3 records bucket when the environment names one, else `.tugboat/` here.
+fn release_stores(
     project: &Project,
     environment: &str,
     clients: &AwsClients,
-) -> Result<Arc<dyn ArtifactStore>, Exit> {
+) -> Result<ReleaseStores, Exit> {
     let env = project.environment(environment)?;
     Ok(match &env.records {
-        Some(records) => Arc::new(S3ArtifactStore::new(
+        Some(records) => ReleaseStores::all_in(Arc::new(S3ArtifactStore::new(
             clients.s3.clone(),
             &records.bucket,
             &records.prefix,
-        )),
-        None => Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
+        ))),
+        None => local_stores(project),
     })
+}
+
+fn local_stores(project: &Project) -> ReleaseStores {
+    ReleaseStores::all_in(Arc::new(FileArtifactStore::new(
+        project.root.join(".tugboat"),
+    )))
 }
 
 /// Whether an environment runs on this machine's Docker engine (`target = "local"`).
@@ -95,6 +102,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
     if let Some(server) = &env.local.registry {
         registry = registry.with_registry(server.clone());
     }
+    let stores = local_stores(project);
     Ok(Stages {
         test_runner: build.then(|| Arc::new(ShellTestRunner::new()) as _),
         image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
@@ -108,7 +116,9 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
                 .as_ref()
                 .map(|f| project.root.join(f)),
         )),
-        artifacts: Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
+        locks: stores.locks,
+        records: stores.records,
+        artifacts: stores.artifacts,
         notifiers: notifiers(env),
     })
 }
@@ -196,6 +206,7 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         host_adapters::check_credential_endpoint("TUGBOAT_SLACK_API_URL", &api)
             .map_err(Exit::bad_input)?;
     }
+    let stores = release_stores(project, environment, &clients)?;
     Ok(Stages {
         test_runner: build.then(|| Arc::new(ShellTestRunner::new()) as _),
         image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
@@ -207,35 +218,37 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
             clients.ssm.clone(),
             clients.sts.clone(),
         )),
-        artifacts: artifact_store(project, environment, &clients)?,
+        locks: stores.locks,
+        records: stores.records,
+        artifacts: stores.artifacts,
         notifiers: notifiers(env),
     })
 }
 
-/// The service reader and record store of an environment, without AWS for a local one.
+/// The service reader and record stores of an environment, without AWS for a local one.
 async fn reader_and_records(
     project: &Project,
     environment: &str,
-) -> Result<(Arc<dyn ServiceReader>, Arc<dyn ArtifactStore>), Exit> {
+) -> Result<(Arc<dyn ServiceReader>, ReleaseStores), Exit> {
     if is_local(project, environment)? {
         return Ok((
             Arc::new(local_deployer(project, environment)?),
-            Arc::new(FileArtifactStore::new(project.root.join(".tugboat"))),
+            local_stores(project),
         ));
     }
     let env = project.environment(environment)?;
     let clients = clients(env.region.clone()).await;
     Ok((
         Arc::new(EcsDeployer::new(clients.ecs.clone())),
-        artifact_store(project, environment, &clients)?,
+        release_stores(project, environment, &clients)?,
     ))
 }
 
 pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
     let target = target(project, environment)?;
-    let (reader, records) = reader_and_records(project, environment).await?;
+    let (reader, stores) = reader_and_records(project, environment).await?;
     let status = reader.status(&target).await?;
-    let records = records.history(&target.app, environment, 20).await?;
+    let records = stores.records.history(&target.app, environment, 20).await?;
     let release = records
         .iter()
         .find(|r| r.revision.is_some() && r.revision == status.revision);
@@ -292,8 +305,9 @@ pub async fn history(
     limit: usize,
     reporter: &Reporter,
 ) -> Result<(), Exit> {
-    let (_, records) = reader_and_records(project, environment).await?;
-    let records = records
+    let (_, stores) = reader_and_records(project, environment).await?;
+    let records = stores
+        .records
         .history(&project.config.app.name, environment, limit)
         .await?;
     let json =
@@ -334,8 +348,8 @@ pub async fn unlock(
     reporter: &Reporter,
 ) -> Result<u8, Exit> {
     let app = &project.config.app.name;
-    let (_, records) = reader_and_records(project, environment).await?;
-    let Some(lock) = records.read_lock(app, environment).await? else {
+    let (_, stores) = reader_and_records(project, environment).await?;
+    let Some(lock) = stores.locks.read_lock(app, environment).await? else {
         let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "removed": false, "holder": null}});
         reporter.finish(
             json,
@@ -390,7 +404,7 @@ pub async fn unlock(
             return Ok(1);
         }
     }
-    records.release_lock(&lock).await?;
+    stores.locks.release_lock(&lock).await?;
     let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "removed": true, "holder": holder}});
     reporter.finish(
         json,
@@ -497,7 +511,7 @@ pub async fn preflight(
     checks.push((
         "records".into(),
         stages
-            .artifacts
+            .records
             .history(&target.app, environment, 1)
             .await
             .map(|r| format!("readable ({} record(s) seen)", r.len()))

@@ -10,8 +10,8 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use pipeline_core::{
-    Artifact, ArtifactStore, DeployLock, DeployRecord, InProgressPointer, LockHolder, ReleaseId,
-    StageError, StageErrorKind, VersionedRecord,
+    Artifact, ArtifactStore, DeployLock, DeployLocks, DeployRecord, InProgressPointer, LockHolder,
+    ReleaseId, ReleaseRecords, StageError, StageErrorKind, VersionedRecord,
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -140,7 +140,7 @@ fn read_holder(path: &Path) -> Option<LockHolder> {
 }
 
 #[async_trait]
-impl ArtifactStore for FileArtifactStore {
+impl DeployLocks for FileArtifactStore {
     async fn acquire_lock(
         &self,
         app: &str,
@@ -240,7 +240,10 @@ impl ArtifactStore for FileArtifactStore {
             holder,
         }))
     }
+}
 
+#[async_trait]
+impl ReleaseRecords for FileArtifactStore {
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError> {
         let path = self
             .base(&record.app, &record.environment)
@@ -348,7 +351,10 @@ impl ArtifactStore for FileArtifactStore {
         records.truncate(limit);
         Ok(records)
     }
+}
 
+#[async_trait]
+impl ArtifactStore for FileArtifactStore {
     async fn put_artifact(
         &self,
         app: &str,

@@ -11,8 +11,8 @@ use crate::{hook, wiring, HandlerError};
 use aws_adapters::{AwsClients, ClientOptions};
 use pipeline_core::config::glob_match;
 use pipeline_core::{
-    ArtifactStore, CancellationToken, Config, DeployRequest, DeploymentResult, EventOutcome,
-    Events, GitInfo, ImageReference, Notifier, Orchestrator, Project, RecordOutcome, ReleaseSource,
+    CancellationToken, Config, DeployRequest, DeploymentResult, EventOutcome, Events, GitInfo,
+    ImageReference, Notifier, Orchestrator, Project, RecordOutcome, ReleaseRecords, ReleaseSource,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

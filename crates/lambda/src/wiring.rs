@@ -4,7 +4,9 @@
 
 use crate::HandlerError;
 use aws_adapters::{AwsClients, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore};
-use pipeline_core::{DeployTarget, EnvironmentConfig, Notifier, Stages, TaskDefinition, Verifier};
+use pipeline_core::{
+    DeployTarget, EnvironmentConfig, Notifier, ReleaseStores, Stages, TaskDefinition, Verifier,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +63,11 @@ pub fn stages(
             .with_strategy(env.strategy.clone())
             .with_autoscaling(clients.autoscaling.clone()),
     );
+    let stores = ReleaseStores::all_in(Arc::new(S3ArtifactStore::new(
+        clients.s3.clone(),
+        &records.bucket,
+        &records.prefix,
+    )));
     let mut notifiers = notifiers(environment, env, clients);
     notifiers.extend(extra_notifiers.iter().cloned());
     Ok(Stages {
@@ -74,11 +81,9 @@ pub fn stages(
             clients.ssm.clone(),
             clients.sts.clone(),
         )),
-        artifacts: Arc::new(S3ArtifactStore::new(
-            clients.s3.clone(),
-            &records.bucket,
-            &records.prefix,
-        )),
+        locks: stores.locks,
+        records: stores.records,
+        artifacts: stores.artifacts,
         notifiers,
     })
 }

@@ -4,7 +4,7 @@
 //! This crate does not talk to the outside world: no AWS SDK, no HTTP client, no
 //! process spawning. Every effect goes through a stage trait ([`TestRunner`],
 //! [`ImageBuilder`], [`Registry`], [`Deployer`], [`ServiceReader`], [`Verifier`],
-//! [`SecretStore`], [`ArtifactStore`], [`Notifier`]) implemented in an adapter crate.
+//! [`SecretStore`], [`DeployLocks`], [`ReleaseRecords`], [`ArtifactStore`], [`Notifier`]) implemented in an adapter crate.
 //!
 //! ```no_run
 //! # async fn example(stages: pipeline_core::Stages) -> Result<(), Box<dyn std::error::Error>> {

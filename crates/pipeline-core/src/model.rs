@@ -301,7 +301,7 @@ pub struct DeployRecord {
 }
 
 /// What the pointer at an environment's release in progress says
-/// ([`crate::ArtifactStore::in_progress`]).
+/// ([`crate::ReleaseRecords::in_progress`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InProgressPointer {
     /// No pointer is kept (a store written before there were pointers): look in the records.
@@ -321,14 +321,14 @@ pub struct Concluding {
 }
 
 /// A record as stored, with the version a conditional write compares
-/// ([`crate::ArtifactStore::put_record_if`]).
+/// ([`crate::ReleaseRecords::put_record_if`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct VersionedRecord {
     pub record: DeployRecord,
     pub version: String,
 }
 
-/// Puts records in the order [`crate::ArtifactStore::history`] promises: newest first
+/// Puts records in the order [`crate::ReleaseRecords::history`] promises: newest first
 /// (by start time, then release id).
 pub fn sort_newest_first(records: &mut [DeployRecord]) {
     records.sort_by(|a, b| {
@@ -396,7 +396,7 @@ impl LockHolder {
     }
 }
 
-/// The records of one service, newest first, as a [`crate::ArtifactStore`] returns them.
+/// The records of one service, newest first, as [`crate::ReleaseRecords`] returns them.
 /// The last release that succeeded, other than `excluding`.
 pub fn last_good_release<'a>(
     history: &'a [DeployRecord],
@@ -508,7 +508,7 @@ pub struct Artifact {
 /// Who holds a deploy lock, since when, and until when its lease runs.
 ///
 /// The lock is a lease: it runs out `lease_seconds` after `renewed_at` unless its holder
-/// renews it ([`crate::ArtifactStore::renew_lock`]). Locks written before leases existed
+/// renews it ([`crate::DeployLocks::renew_lock`]). Locks written before leases existed
 /// have neither field; they run out `lease_seconds` of the run that finds them after
 /// `since`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -528,7 +528,7 @@ pub struct LockHolder {
     pub lease_seconds: Option<u64>,
 }
 
-/// A held deploy lock; give it back to [`crate::ArtifactStore::release_lock`].
+/// A held deploy lock; give it back to [`crate::DeployLocks::release_lock`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeployLock {
     pub app: String,

@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use mockall::automock;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What kind of failure a stage met.
@@ -478,10 +479,11 @@ pub fn unchecked_secrets(value_froms: &[String]) -> String {
     )
 }
 
-/// Keeps deploy records, artifacts and the per-service deploy lock.
+/// The deploy lock of each app environment, kept as a lease: one run at a time changes
+/// an environment.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]
-pub trait ArtifactStore: Send + Sync {
+pub trait DeployLocks: Send + Sync {
     /// Takes the lock of one app environment as a lease of `holder.lease_seconds`
     /// from now (the store sets `renewed_at`). If another run holds it and its lease has
     /// not run out, the error is [`StageErrorKind::LockHeld`] naming the holder and when
@@ -508,13 +510,19 @@ pub trait ArtifactStore: Send + Sync {
     async fn release_lock(&self, lock: &DeployLock) -> Result<(), StageError>;
 
     /// The lock of one app environment as it is stored, `None` when there is none
-    /// (`tugboat unlock` shows it, then gives it to [`ArtifactStore::release_lock`]).
+    /// (`tugboat unlock` shows it, then gives it to [`DeployLocks::release_lock`]).
     async fn read_lock(
         &self,
         app: &str,
         environment: &str,
     ) -> Result<Option<DeployLock>, StageError>;
+}
 
+/// The deploy records of each app environment (one per release: who, what, how it
+/// ended) and the event-driven front end's pointer to its release in progress.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait ReleaseRecords: Send + Sync {
     /// Writes (or overwrites) the record of a release.
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError>;
 
@@ -573,7 +581,12 @@ pub trait ArtifactStore: Send + Sync {
         environment: &str,
         limit: usize,
     ) -> Result<Vec<DeployRecord>, StageError>;
+}
 
+/// Keeps the test artifacts (coverage, reports) of a release.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
     /// Stores a test artifact with the release; returns where it went.
     async fn put_artifact(
         &self,
@@ -582,6 +595,37 @@ pub trait ArtifactStore: Send + Sync {
         release_id: &ReleaseId,
         artifact: &Artifact,
     ) -> Result<String, StageError>;
+}
+
+/// Where an environment keeps its lock, records and artifacts. One store (an S3 bucket,
+/// a folder) usually keeps all three:
+///
+/// ```
+/// # use pipeline_core::{DeployLocks, ReleaseRecords, ArtifactStore, ReleaseStores};
+/// # fn example<S: DeployLocks + ReleaseRecords + ArtifactStore + 'static>(bucket: S) {
+/// let stores = ReleaseStores::all_in(std::sync::Arc::new(bucket));
+/// # let _ = stores;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ReleaseStores {
+    pub locks: Arc<dyn DeployLocks>,
+    pub records: Arc<dyn ReleaseRecords>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+}
+
+impl ReleaseStores {
+    /// One store for the lock, the records and the artifacts.
+    pub fn all_in<S>(store: Arc<S>) -> Self
+    where
+        S: DeployLocks + ReleaseRecords + ArtifactStore + 'static,
+    {
+        Self {
+            locks: store.clone(),
+            records: store.clone(),
+            artifacts: store,
+        }
+    }
 }
 
 /// What a notification is about.

@@ -4,7 +4,7 @@
 
 use crate::support::TempDir;
 use host_adapters::FileArtifactStore;
-use pipeline_core::{ArtifactStore, LockHolder, ReleaseId, StageErrorKind};
+use pipeline_core::{DeployLocks, LockHolder, ReleaseId, ReleaseRecords, StageErrorKind};
 use std::time::Duration;
 
 fn holder(who: &str, lease_seconds: u64) -> LockHolder {

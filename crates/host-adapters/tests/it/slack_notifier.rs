@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use host_adapters::{HttpCheck, HttpHealthCheck, SlackNotifier};
 use pipeline_core::{
     DeployLock, DeployRequest, DeploymentHandle, GitInfo, ImageReference, MockArtifactStore,
-    MockDeployer, MockRegistry, MockSecretStore, MockServiceReader, Notification, NotificationKind,
-    Notifier, Orchestrator, Outcome, PinnedImage, PipelineEvent, Project, ReleaseId, ReleaseSource,
-    Revision, ScriptedRollout, SecretRef, StageError, Stages,
+    MockDeployLocks, MockDeployer, MockRegistry, MockReleaseRecords, MockSecretStore,
+    MockServiceReader, Notification, NotificationKind, Notifier, Orchestrator, Outcome,
+    PinnedImage, PipelineEvent, Project, ReleaseId, ReleaseSource, Revision, ScriptedRollout,
+    SecretRef, StageError, Stages,
 };
 use serde_json::json;
 use std::path::Path;
@@ -371,8 +372,10 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
     });
     secrets.expect_ensure_exist().returning(|_| Ok(Vec::new()));
 
+    let mut locks = MockDeployLocks::new();
+    let mut record_store = MockReleaseRecords::new();
     let mut artifacts = MockArtifactStore::new();
-    artifacts
+    locks
         .expect_acquire_lock()
         .returning(|app, environment, holder| {
             Ok(DeployLock {
@@ -382,9 +385,9 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
                 token: "lock-1".into(),
             })
         });
-    artifacts.expect_release_lock().returning(|_| Ok(()));
-    artifacts.expect_put_record().returning(|_| Ok(()));
-    artifacts
+    locks.expect_release_lock().returning(|_| Ok(()));
+    record_store.expect_put_record().returning(|_| Ok(()));
+    record_store
         .expect_history()
         .returning(|_, _, _| Ok(Vec::new()));
     artifacts
@@ -404,6 +407,8 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
             window: Duration::from_secs(10),
         }))],
         secrets: Arc::new(secrets),
+        locks: Arc::new(locks),
+        records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: vec![notifier],
     }

@@ -23,7 +23,7 @@ impl Orchestrator {
         };
         self.notify(&run, NotificationKind::Started, None).await;
         let work = self.execute(&mut run, &env, &request);
-        let ending = lease::while_renewing(&lease, &*self.stages.artifacts, &self.events, work)
+        let ending = lease::while_renewing(&lease, &*self.stages.locks, &self.events, work)
             .await
             .with_lease(lease.lost());
         self.give_back(&lease.lock()).await;
@@ -176,7 +176,7 @@ impl Orchestrator {
         // The record says what is about to change before it changes: a run that dies
         // from here on leaves an in-progress record naming both revisions.
         run.record.outcome = RecordOutcome::InProgress;
-        if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
+        if let Err(err) = self.stages.records.put_record(&run.record).await {
             self.events.warn(format!(
                 "could not record release {} as in progress: {}",
                 run.record.release_id, err.message

@@ -90,7 +90,7 @@ impl Orchestrator {
     async fn recent(&self, environment: &str) -> Vec<DeployRecord> {
         match self
             .stages
-            .artifacts
+            .records
             .history(&self.project.config.app.name, environment, RECENT_RECORDS)
             .await
         {
@@ -320,8 +320,8 @@ impl Orchestrator {
     /// one started before there were pointers), with the record's version.
     async fn release_in_progress(&self, environment: &str) -> Option<VersionedRecord> {
         let app = &self.project.config.app.name;
-        let artifacts = &self.stages.artifacts;
-        let id = match artifacts.in_progress(app, environment).await {
+        let records = &self.stages.records;
+        let id = match records.in_progress(app, environment).await {
             Ok(InProgressPointer::Release(id)) => id,
             Ok(InProgressPointer::Nothing) => return None,
             Ok(InProgressPointer::Unknown) => {
@@ -339,7 +339,7 @@ impl Orchestrator {
                 return None;
             }
         };
-        match artifacts.read_record(app, environment, &id).await {
+        match records.read_record(app, environment, &id).await {
             Ok(found) => found.filter(|v| v.record.outcome == RecordOutcome::InProgress),
             Err(err) => {
                 self.events.warn(format!(
@@ -353,7 +353,7 @@ impl Orchestrator {
 
     /// Writes a release's in-progress record and points the environment at it.
     async fn record_in_progress(&self, record: &DeployRecord) {
-        if let Err(err) = self.stages.artifacts.put_record(record).await {
+        if let Err(err) = self.stages.records.put_record(record).await {
             self.events.warn(format!(
                 "could not record release {} as in progress: {}",
                 record.release_id, err.message
@@ -361,7 +361,7 @@ impl Orchestrator {
         }
         if let Err(err) = self
             .stages
-            .artifacts
+            .records
             .set_in_progress(
                 &record.app,
                 &record.environment,
@@ -390,7 +390,7 @@ impl Orchestrator {
         });
         match self
             .stages
-            .artifacts
+            .records
             .put_record_if(&record, &current.version)
             .await
         {
@@ -576,7 +576,7 @@ impl Orchestrator {
     /// Writes a claimed record; a version that changed meanwhile is a warning (the claim
     /// was taken over by the sweep).
     async fn write_claimed(&self, record: &DeployRecord, version: &str) {
-        match self.stages.artifacts.put_record_if(record, version).await {
+        match self.stages.records.put_record_if(record, version).await {
             Ok(Some(_)) => {}
             Ok(None) => self.events.warn(format!(
                 "the record of release {} changed while this invocation concluded it",
@@ -598,7 +598,7 @@ impl Orchestrator {
         self.write_claimed(&run.record, version).await;
         if let Err(err) = self
             .stages
-            .artifacts
+            .records
             .set_in_progress(&run.record.app, &run.record.environment, None)
             .await
         {

@@ -65,7 +65,7 @@ impl Orchestrator {
     ) -> Vec<DeployRecord> {
         match self
             .stages
-            .artifacts
+            .records
             .history(&target.app, &target.environment, limit)
             .await
         {
@@ -109,7 +109,7 @@ impl Orchestrator {
             };
             let history = self
                 .stages
-                .artifacts
+                .records
                 // The last `keep` good releases, with room for failed ones between them.
                 .history(
                     &target.app,

@@ -7,7 +7,7 @@
 
 use crate::events::Events;
 use crate::model::{DeployLock, LockHolder};
-use crate::stages::{ArtifactStore, StageErrorKind};
+use crate::stages::{DeployLocks, StageErrorKind};
 use std::convert::Infallible;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -95,7 +95,7 @@ impl Lease {
 
     /// Renews the lease every third of it, for as long as it is polled (the caller drops
     /// it when the run gives the lock back). Never ends on its own.
-    pub async fn keep(&self, artifacts: &dyn ArtifactStore, events: &Events) -> Infallible {
+    pub async fn keep(&self, locks: &dyn DeployLocks, events: &Events) -> Infallible {
         let lease = self.duration();
         let every = lease / 3;
         let retry = (every / 4).max(Duration::from_millis(250));
@@ -113,7 +113,7 @@ impl Lease {
             sleep_until(next).await;
             let attempt = Instant::now();
             let current = self.lock();
-            let renewal = artifacts.renew_lock(&current);
+            let renewal = locks.renew_lock(&current);
             tokio::pin!(renewal);
             let give_up = attempt + every;
             let result = loop {
@@ -175,12 +175,12 @@ impl Lease {
 /// Runs `work` while `lease` is renewed; the renewal stops when `work` ends.
 pub(super) async fn while_renewing<F: std::future::Future>(
     lease: &Lease,
-    artifacts: &dyn ArtifactStore,
+    locks: &dyn DeployLocks,
     events: &Events,
     work: F,
 ) -> F::Output {
     tokio::select! {
         output = work => output,
-        never = lease.keep(artifacts, events) => match never {},
+        never = lease.keep(locks, events) => match never {},
     }
 }

@@ -49,14 +49,14 @@ impl Orchestrator {
             lease_seconds: Some(lease.as_secs().max(1)),
         };
         self.stages
-            .artifacts
+            .locks
             .acquire_lock(&run.target.app, &run.target.environment, &holder)
             .await
     }
 
     /// Releases a deploy lock; a failure is a warning (the lease runs out on its own).
     pub(super) async fn give_back(&self, lock: &DeployLock) {
-        if let Err(err) = self.stages.artifacts.release_lock(lock).await {
+        if let Err(err) = self.stages.locks.release_lock(lock).await {
             self.events.warn(format!(
                 "could not release the deploy lock of {}/{}: {}; its lease runs out on its own, or run `tugboat unlock --env {}`",
                 lock.app, lock.environment, err.message, lock.environment

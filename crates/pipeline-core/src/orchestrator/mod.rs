@@ -10,9 +10,10 @@ use crate::model::{
     RolloutOutcome, Stage, StageTiming,
 };
 use crate::stages::{
-    ArtifactStore, BuildSpec, Deployer, ImageBuilder, Notification, NotificationKind, Notifier,
-    Registry, RestoreRequest, SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind,
-    TestRunner, TestSpec, UpdateRequest, Verifier, VerifyContext, WaitOptions,
+    ArtifactStore, BuildSpec, DeployLocks, Deployer, ImageBuilder, Notification, NotificationKind,
+    Notifier, Registry, ReleaseRecords, RestoreRequest, SecretStore, SecretsSpec, ServiceReader,
+    StageError, StageErrorKind, TestRunner, TestSpec, UpdateRequest, Verifier, VerifyContext,
+    WaitOptions,
 };
 use crate::task_definition::{self, ReleaseInputs, RenderedTaskDefinition, ResourceTag};
 use chrono::{DateTime, Utc};
@@ -76,6 +77,11 @@ pub struct Stages {
     pub service_reader: Arc<dyn ServiceReader>,
     pub verifiers: Vec<Arc<dyn Verifier>>,
     pub secrets: Arc<dyn SecretStore>,
+    /// The deploy lock of each environment.
+    pub locks: Arc<dyn DeployLocks>,
+    /// The deploy records (often the same store as `locks` and `artifacts`).
+    pub records: Arc<dyn ReleaseRecords>,
+    /// Where test artifacts go.
     pub artifacts: Arc<dyn ArtifactStore>,
     pub notifiers: Vec<Arc<dyn Notifier>>,
 }
@@ -326,7 +332,7 @@ impl Orchestrator {
         run.record.outcome = ending.outcome;
         run.record.reason = ending.reason.clone();
         run.record.finished_at = Some(self.clock.now());
-        if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
+        if let Err(err) = self.stages.records.put_record(&run.record).await {
             self.events.warn(format!(
                 "could not write the deploy record of {}: {}",
                 run.record.release_id, err.message

@@ -149,7 +149,7 @@ impl Orchestrator {
         self.events.warn(rolling_back.clone());
         run.record.outcome = RecordOutcome::RolledBack;
         run.record.reason = Some(rolling_back.clone());
-        if let Err(err) = self.stages.artifacts.put_record(&run.record).await {
+        if let Err(err) = self.stages.records.put_record(&run.record).await {
             self.events.warn(format!(
                 "could not record the cancellation of {}: {}",
                 run.record.release_id, err.message

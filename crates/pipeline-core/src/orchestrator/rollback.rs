@@ -24,7 +24,7 @@ impl Orchestrator {
         };
         let history = match self
             .stages
-            .artifacts
+            .records
             .history(&target.app, &target.environment, 100)
             .await
         {
@@ -219,8 +219,7 @@ impl Orchestrator {
         });
         let from = run.record.previous_revision.clone();
         let work = self.roll_back_and_wait(&run.target, &revision, from.as_ref(), env, &run.cancel);
-        let result =
-            lease::while_renewing(&lease, &*self.stages.artifacts, &self.events, work).await;
+        let result = lease::while_renewing(&lease, &*self.stages.locks, &self.events, work).await;
         self.end(run, Stage::Rollback, started, result.is_ok());
         self.give_back(&lease.lock()).await;
         Ok(result.map(|restored| {

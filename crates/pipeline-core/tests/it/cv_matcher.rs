@@ -5,9 +5,9 @@
 use crate::harness::{harness, Calls, World};
 use crate::support::{cv_matcher, pinned_image, read_data, revision, FixedClock};
 use pipeline_core::{
-    Events, GitInfo, ImageReference, MockArtifactStore, MockDeployer, MockRegistry,
-    MockSecretStore, MockServiceReader, Orchestrator, Outcome, ReleaseSource, SecretRef, Stages,
-    TaskDefinition,
+    Events, GitInfo, ImageReference, MockArtifactStore, MockDeployLocks, MockDeployer,
+    MockRegistry, MockReleaseRecords, MockSecretStore, MockServiceReader, Orchestrator, Outcome,
+    ReleaseSource, SecretRef, Stages, TaskDefinition,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -125,6 +125,8 @@ fn plan_stages(current: Option<u32>) -> Stages {
         verifiers: Vec::new(),
         secrets: Arc::new(secrets),
         // No expectations: a plan that takes the lock or writes a record fails here.
+        locks: Arc::new(MockDeployLocks::new()),
+        records: Arc::new(MockReleaseRecords::new()),
         artifacts: Arc::new(MockArtifactStore::new()),
         notifiers: Vec::new(),
     }

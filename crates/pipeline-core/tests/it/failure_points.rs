@@ -8,10 +8,10 @@
 use crate::harness::{harness, lock, Calls, Rollout, World};
 use crate::support::{cv_matcher, develop_commit, pinned_image, revision};
 use pipeline_core::{
-    DeployRequest, Events, Finding, ImageReference, MockArtifactStore, MockDeployer,
-    MockImageBuilder, MockRegistry, MockSecretStore, MockServiceReader, MockTestRunner,
-    NotificationKind, Orchestrator, Outcome, PipelineEvent, RecordOutcome, ReleaseSource,
-    RolloutOutcome, Severity, Stage, StageErrorKind, Stages,
+    DeployRequest, Events, Finding, ImageReference, MockArtifactStore, MockDeployLocks,
+    MockDeployer, MockImageBuilder, MockRegistry, MockReleaseRecords, MockSecretStore,
+    MockServiceReader, MockTestRunner, NotificationKind, Orchestrator, Outcome, PipelineEvent,
+    RecordOutcome, ReleaseSource, RolloutOutcome, Severity, Stage, StageErrorKind, Stages,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -662,6 +662,8 @@ async fn an_unknown_environment_is_refused_before_anything_runs() {
         service_reader: Arc::new(MockServiceReader::new()),
         verifiers: Vec::new(),
         secrets: Arc::new(MockSecretStore::new()),
+        locks: Arc::new(MockDeployLocks::new()),
+        records: Arc::new(MockReleaseRecords::new()),
         artifacts: Arc::new(MockArtifactStore::new()),
         notifiers: Vec::new(),
     };

@@ -7,12 +7,12 @@ use async_trait::async_trait;
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
     BuiltImage, CancellationToken, DeployLock, DeployRecord, DeployReport, DeployRequest,
-    DeployTarget, Deployer, DeploymentHandle, Events, MockArtifactStore, MockDeployer,
-    MockImageBuilder, MockNotifier, MockRegistry, MockSecretStore, MockServiceReader,
-    MockTestRunner, MockVerifier, NotificationKind, ObservedEvent, Orchestrator, PipelineEvent,
-    RecordedEvents, ReleaseSource, RestoreRequest, Revision, RolloutObservation, RolloutOutcome,
-    RolloutProgress, RolloutState, RolloutWatch, SecretRef, Stage, StageError, StageErrorKind,
-    Stages, TestReport, UpdateRequest,
+    DeployTarget, Deployer, DeploymentHandle, Events, MockArtifactStore, MockDeployLocks,
+    MockDeployer, MockImageBuilder, MockNotifier, MockRegistry, MockReleaseRecords,
+    MockSecretStore, MockServiceReader, MockTestRunner, MockVerifier, NotificationKind,
+    ObservedEvent, Orchestrator, PipelineEvent, RecordedEvents, ReleaseSource, RestoreRequest,
+    Revision, RolloutObservation, RolloutOutcome, RolloutProgress, RolloutState, RolloutWatch,
+    SecretRef, Stage, StageError, StageErrorKind, Stages, TestReport, UpdateRequest,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -435,9 +435,11 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
             })
         });
 
+    let mut locks = MockDeployLocks::new();
+    let mut record_store = MockReleaseRecords::new();
     let mut artifacts = MockArtifactStore::new();
     let result = world.lock;
-    artifacts
+    locks
         .expect_acquire_lock()
         .times(1)
         .returning(move |app, environment, holder| {
@@ -457,16 +459,14 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
                     )
                 })
         });
-    artifacts
+    locks
         .expect_release_lock()
         .times(usize::from(lock_taken))
         .returning(|_| Ok(()));
     // A rollout followed until its timeout outlives the lease: it is renewed.
-    artifacts
-        .expect_renew_lock()
-        .returning(|lock| Ok(lock.clone()));
+    locks.expect_renew_lock().returning(|lock| Ok(lock.clone()));
     let (seen, order) = (records.clone(), journal.clone());
-    artifacts.expect_put_record().returning(move |record| {
+    record_store.expect_put_record().returning(move |record| {
         lock(&order).push(format!("record {:?}", record.outcome));
         // One record per run: a later write of the same release replaces it.
         let mut records = lock(&seen);
@@ -480,7 +480,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         Ok(())
     });
     let unfinished = world.unfinished_release;
-    artifacts
+    record_store
         .expect_history()
         .returning(move |app, environment, _| {
             Ok(if unfinished {
@@ -522,6 +522,8 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         service_reader: Arc::new(service_reader),
         verifiers: vec![Arc::new(verifier)],
         secrets: Arc::new(secrets),
+        locks: Arc::new(locks),
+        records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: vec![Arc::new(notifier)],
     };

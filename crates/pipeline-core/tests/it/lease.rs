@@ -6,11 +6,11 @@
 use crate::support::{cv_matcher, develop_commit, pinned_image, revision, serving_status};
 use async_trait::async_trait;
 use pipeline_core::{
-    Artifact, ArtifactStore, CancellationToken, DeployLock, DeployRecord, DeployReport,
-    DeployRequest, DeploymentHandle, Events, MockDeployer, MockRegistry, MockServiceReader,
-    Orchestrator, Outcome, PipelineEvent, RecordOutcome, RecordedEvents, ReleaseId, ReleaseSource,
-    ScriptedRollout, SecretRef, SecretStore, SecretsSpec, StageError, StageErrorKind, Stages,
-    Verifier, VerifyContext,
+    Artifact, ArtifactStore, CancellationToken, DeployLock, DeployLocks, DeployRecord,
+    DeployReport, DeployRequest, DeploymentHandle, Events, MockDeployer, MockRegistry,
+    MockServiceReader, Orchestrator, Outcome, PipelineEvent, RecordOutcome, RecordedEvents,
+    ReleaseId, ReleaseRecords, ReleaseSource, ScriptedRollout, SecretRef, SecretStore, SecretsSpec,
+    StageError, StageErrorKind, Stages, Verifier, VerifyContext,
 };
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,7 @@ struct LeaseStore {
 }
 
 #[async_trait]
-impl ArtifactStore for LeaseStore {
+impl DeployLocks for LeaseStore {
     async fn acquire_lock(
         &self,
         app: &str,
@@ -76,7 +76,10 @@ impl ArtifactStore for LeaseStore {
     async fn read_lock(&self, _: &str, _: &str) -> Result<Option<DeployLock>, StageError> {
         Ok(None)
     }
+}
 
+#[async_trait]
+impl ReleaseRecords for LeaseStore {
     async fn put_record(&self, record: &DeployRecord) -> Result<(), StageError> {
         crate::harness::lock(&self.records).push(record.clone());
         Ok(())
@@ -85,7 +88,10 @@ impl ArtifactStore for LeaseStore {
     async fn history(&self, _: &str, _: &str, _: usize) -> Result<Vec<DeployRecord>, StageError> {
         Ok(Vec::new())
     }
+}
 
+#[async_trait]
+impl ArtifactStore for LeaseStore {
     async fn put_artifact(
         &self,
         _: &str,
@@ -254,6 +260,8 @@ async fn run(scenario: Scenario) -> Ran {
         secrets: Arc::new(SlowSecrets {
             delay: scenario.secrets_take,
         }),
+        locks: store.clone(),
+        records: store.clone(),
         artifacts: store.clone(),
         notifiers: Vec::new(),
     };

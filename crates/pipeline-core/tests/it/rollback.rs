@@ -3,10 +3,10 @@
 use crate::harness::lock;
 use crate::support::{cv_matcher, pinned_time, revision, FixedClock};
 use pipeline_core::{
-    DeployLock, DeployRecord, DeploymentHandle, Events, GitInfo, MockArtifactStore, MockDeployer,
-    MockRegistry, MockSecretStore, MockServiceReader, Orchestrator, Outcome, RecordOutcome,
-    ReleaseId, Revision, RollbackRequest, RollbackTo, RolloutOutcome, ScriptedRollout, Stage,
-    StageError, Stages,
+    DeployLock, DeployRecord, DeploymentHandle, Events, GitInfo, MockArtifactStore,
+    MockDeployLocks, MockDeployer, MockRegistry, MockReleaseRecords, MockSecretStore,
+    MockServiceReader, Orchestrator, Outcome, RecordOutcome, ReleaseId, Revision, RollbackRequest,
+    RollbackTo, RolloutOutcome, ScriptedRollout, Stage, StageError, Stages,
 };
 use std::sync::{Arc, Mutex};
 
@@ -184,11 +184,13 @@ fn orchestrator(
     rollback_rollout: RolloutOutcome,
 ) -> (Orchestrator, Arc<Mutex<Vec<DeployRecord>>>) {
     let runs = usize::from(rolls_back_to.is_some());
-    let mut artifacts = MockArtifactStore::new();
-    artifacts
+    let mut locks = MockDeployLocks::new();
+    let mut record_store = MockReleaseRecords::new();
+    let artifacts = MockArtifactStore::new();
+    record_store
         .expect_history()
         .returning(move |_, _, _| Ok(history.clone()));
-    artifacts
+    locks
         .expect_acquire_lock()
         .times(runs)
         .returning(|app, environment, holder| {
@@ -199,13 +201,13 @@ fn orchestrator(
                 token: "t".into(),
             })
         });
-    artifacts
+    locks
         .expect_release_lock()
         .times(runs)
         .returning(|_| Ok(()));
     let records = Arc::new(Mutex::new(Vec::new()));
     let seen = records.clone();
-    artifacts
+    record_store
         .expect_put_record()
         .times(runs)
         .returning(move |record| {
@@ -251,6 +253,8 @@ fn orchestrator(
         service_reader: Arc::new(registered_revisions_1_to_9()),
         verifiers: Vec::new(),
         secrets: Arc::new(MockSecretStore::new()),
+        locks: Arc::new(locks),
+        records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: Vec::new(),
     };
@@ -379,23 +383,22 @@ async fn a_rollback_that_does_not_complete_is_not_restored() {
 
 #[tokio::test]
 async fn a_rollback_under_a_held_lock_is_refused_and_recorded() {
-    let mut artifacts = MockArtifactStore::new();
-    artifacts
+    let mut locks = MockDeployLocks::new();
+    let mut record_store = MockReleaseRecords::new();
+    let artifacts = MockArtifactStore::new();
+    record_store
         .expect_history()
         .returning(|_, _, _| Ok(history()));
-    artifacts
-        .expect_acquire_lock()
-        .times(1)
-        .returning(|_, _, _| {
-            Err(StageError::new(
-                pipeline_core::StageErrorKind::LockHeld,
-                "held by bob since 14:00",
-            ))
-        });
-    artifacts.expect_release_lock().times(0);
+    locks.expect_acquire_lock().times(1).returning(|_, _, _| {
+        Err(StageError::new(
+            pipeline_core::StageErrorKind::LockHeld,
+            "held by bob since 14:00",
+        ))
+    });
+    locks.expect_release_lock().times(0);
     let records = Arc::new(Mutex::new(Vec::new()));
     let seen = records.clone();
-    artifacts
+    record_store
         .expect_put_record()
         .times(1)
         .returning(move |record| {
@@ -415,6 +418,8 @@ async fn a_rollback_under_a_held_lock_is_refused_and_recorded() {
         service_reader: Arc::new(MockServiceReader::new()),
         verifiers: Vec::new(),
         secrets: Arc::new(MockSecretStore::new()),
+        locks: Arc::new(locks),
+        records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: Vec::new(),
     };
