@@ -369,7 +369,7 @@ impl Handler {
                         clients.cloudwatch.clone(),
                         &env.verify,
                     ) {
-                        None => hook::AlarmFindings::default(),
+                        None => pipeline_core::AlarmFindings::default(),
                         Some(watch) => {
                             let states = match watch.current_states().await {
                                 Ok(states) => states,
@@ -383,7 +383,7 @@ impl Handler {
                                     ));
                                 }
                             };
-                            hook::judge_alarms(
+                            pipeline_core::judge_alarms(
                                 watch.names(),
                                 &states,
                                 release_started,

@@ -9,6 +9,7 @@
 //! value; `StateUpdatedTimestamp` also moves when only the reason is updated).
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use std::collections::BTreeMap;
 
 /// One watched alarm as CloudWatch shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +93,51 @@ pub fn firing_before_release_warning(alarm: &AlarmState) -> String {
     )
 }
 
+/// What the watched alarms say about a release, all at once (the Lambda's lifecycle hook
+/// judges every look this way).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlarmFindings {
+    /// Each fails the deployment: a missing alarm, one that went into ALARM after the
+    /// release started.
+    pub failures: Vec<String>,
+    /// Alarms in ALARM since before the release started.
+    pub warnings: Vec<String>,
+}
+
+/// Judges each of `names` (`verify.alarms`) by its state with [`judge_alarm`]; a name
+/// CloudWatch does not know is a failure. `release_started` in Unix seconds.
+pub fn judge_alarms(
+    names: &[String],
+    states: &BTreeMap<String, AlarmState>,
+    release_started: u64,
+    strict: bool,
+) -> AlarmFindings {
+    let started = i64::try_from(release_started)
+        .ok()
+        .and_then(|secs| DateTime::<Utc>::from_timestamp(secs, 0))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let mut findings = AlarmFindings::default();
+    for name in names {
+        match states.get(name) {
+            None => findings
+                .failures
+                .push(format!("CloudWatch has no alarm {name} (verify.alarms)")),
+            Some(state) => match judge_alarm(state, started, strict) {
+                AlarmVerdict::Quiet => {}
+                AlarmVerdict::FiringSinceBeforeRelease => {
+                    findings.warnings.push(firing_before_release_warning(state))
+                }
+                AlarmVerdict::Fired => findings.failures.push(format!(
+                    "alarm {name} is in ALARM (since {}): {}",
+                    state.since_text(),
+                    state.reason.trim_end_matches('.')
+                )),
+            },
+        }
+    }
+    findings
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -151,6 +197,57 @@ mod tests {
         assert_eq!(
             warning,
             "alarm cv-matcher-5xx-rate was already in ALARM when the release started (since 2026-11-26T09:40:00Z): Threshold Crossed: 1 datapoint [4.2] was greater than the threshold (1.0); it fails the release only if it goes OK and back into ALARM"
+        );
+    }
+
+    fn state(state: &str, since: i64) -> AlarmState {
+        AlarmState {
+            name: "cv-matcher-5xx-rate".into(),
+            state: state.into(),
+            reason: "Threshold Crossed.".into(),
+            since: DateTime::<Utc>::from_timestamp(since, 0),
+        }
+    }
+
+    #[test]
+    fn alarms_are_judged_against_the_release_start_by_the_core_rule() {
+        let names = vec![
+            "cv-matcher-5xx-rate".to_string(),
+            "cv-matcher-cpu-high".to_string(),
+        ];
+        let judge = |s: AlarmState, strict| {
+            let states = BTreeMap::from([
+                (s.name.clone(), s),
+                (
+                    "cv-matcher-cpu-high".to_string(),
+                    AlarmState {
+                        name: "cv-matcher-cpu-high".into(),
+                        ..state("OK", 900)
+                    },
+                ),
+            ]);
+            judge_alarms(&names, &states, 1_000, strict)
+        };
+
+        let before = judge(state("ALARM", 999), false);
+        assert!(before.failures.is_empty(), "{before:?}");
+        assert_eq!(before.warnings.len(), 1);
+        assert!(before.warnings[0].starts_with("alarm cv-matcher-5xx-rate was already in ALARM"));
+
+        let after = judge(state("ALARM", 1_000), false);
+        assert_eq!(
+            after.failures,
+            ["alarm cv-matcher-5xx-rate is in ALARM (since 1970-01-01T00:16:40Z): Threshold Crossed"]
+        );
+        assert!(after.warnings.is_empty());
+
+        assert_eq!(judge(state("ALARM", 999), true).failures.len(), 1);
+        assert_eq!(
+            judge_alarms(&names, &BTreeMap::new(), 1_000, false).failures,
+            [
+                "CloudWatch has no alarm cv-matcher-5xx-rate (verify.alarms)",
+                "CloudWatch has no alarm cv-matcher-cpu-high (verify.alarms)"
+            ]
         );
     }
 }

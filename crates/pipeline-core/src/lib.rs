@@ -32,7 +32,10 @@ pub mod orchestrator;
 pub mod stages;
 pub mod task_definition;
 
-pub use alarms::{firing_before_release_warning, judge_alarm, AlarmState, AlarmVerdict};
+pub use alarms::{
+    firing_before_release_warning, judge_alarm, judge_alarms, AlarmFindings, AlarmState,
+    AlarmVerdict,
+};
 pub use config::{Config, ConfigError, EnvironmentConfig, Project};
 pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
