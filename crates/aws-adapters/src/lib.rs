@@ -2,7 +2,8 @@
 //! ([`EcsDeployer`]), Parameter Store ([`ParameterStore`]), S3 ([`S3ArtifactStore`]),
 //! the verifiers [`AlarmWatch`] (CloudWatch alarms during the bake time) and
 //! [`TargetHealthCheck`] (load balancer targets), and monitoring and scaling as code
-//! ([`desired_infra`], [`InfraReconciler`]).
+//! ([`desired_infra`], [`InfraReconciler`]). [`environment_stages`] wires an
+//! environment's stages for every front end.
 //!
 //! Adapters are thin: they translate between `pipeline-core`'s types and the SDK's.
 //! Every client comes from [`AwsClients`], which honours the usual AWS configuration
@@ -18,6 +19,7 @@ mod raw;
 mod s3;
 mod ssm;
 mod targets;
+mod wire;
 
 pub use alarms::{AlarmState, AlarmWatch};
 pub use clients::{AwsClients, ClientOptions};
@@ -33,3 +35,4 @@ pub use infra::{
 pub use s3::S3ArtifactStore;
 pub use ssm::ParameterStore;
 pub use targets::{judge_targets, TargetHealthCheck, TargetView, TargetsVerdict};
+pub use wire::{bucket_stores, ecs_deployer, environment_stages, verifiers, HostStages};

@@ -2,10 +2,7 @@
 
 use crate::output::{OutputFormat, Reporter};
 use crate::Exit;
-use aws_adapters::{
-    AlarmWatch, AwsClients, ClientOptions, EcrRegistry, EcsDeployer, ParameterStore,
-    S3ArtifactStore, TargetHealthCheck,
-};
+use aws_adapters::{AwsClients, ClientOptions, EcsDeployer, HostStages};
 use host_adapters::{
     DockerEnginePusher, DockerHost, DockerImageBuilder, FileArtifactStore, HttpHealthCheck,
     LocalDeployer, LocalRegistry, LocalSecretStore, ShellTestRunner, SlackNotifier,
@@ -18,7 +15,6 @@ use pipeline_core::{
 use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub fn events(reporter: Arc<Reporter>) -> Events {
     Events::new().with(reporter)
@@ -43,14 +39,7 @@ fn release_stores(
     clients: &AwsClients,
 ) -> Result<ReleaseStores, Exit> {
     let env = project.environment(environment)?;
-    Ok(match &env.records {
-        Some(records) => ReleaseStores::all_in(Arc::new(S3ArtifactStore::new(
-            clients.s3.clone(),
-            &records.bucket,
-            &records.prefix,
-        ))),
-        None => local_stores(project),
-    })
+    Ok(aws_adapters::bucket_stores(env, clients).unwrap_or_else(|| local_stores(project)))
 }
 
 fn local_stores(project: &Project) -> ReleaseStores {
@@ -109,7 +98,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         registry: Arc::new(registry),
         deployer: deployer.clone(),
         service_reader: deployer,
-        verifiers: verifiers(env, None),
+        verifiers: host_checks(env),
         secrets: Arc::new(LocalSecretStore::new(
             env.local
                 .secrets_file
@@ -150,27 +139,13 @@ pub async fn stop(project: &Project, environment: &str, reporter: &Reporter) -> 
     Ok(())
 }
 
-/// The checks a release of `env` must pass after its rollout, cheapest first: load
-/// balancer targets, the HTTP health check, then the alarms over the bake time.
-pub fn verifiers(env: &EnvironmentConfig, clients: Option<&AwsClients>) -> Vec<Arc<dyn Verifier>> {
-    let mut checks: Vec<Arc<dyn Verifier>> = Vec::new();
-    let window = Duration::from_secs(env.verify.timeout_seconds);
-    if let (Some(clients), true) = (clients, env.verify.target_health) {
-        checks.push(Arc::new(TargetHealthCheck::new(
-            clients.ecs.clone(),
-            clients.elbv2.clone(),
-            window,
-        )));
-    }
-    if let Some(http) = HttpHealthCheck::from_settings(&env.verify) {
-        checks.push(Arc::new(http));
-    }
-    if let Some(clients) = clients {
-        if let Some(alarms) = AlarmWatch::for_settings(clients.cloudwatch.clone(), &env.verify) {
-            checks.push(Arc::new(alarms));
-        }
-    }
-    checks
+/// The host's checks of a release (the HTTP health check); the AWS ones come from
+/// [`aws_adapters::verifiers`].
+fn host_checks(env: &EnvironmentConfig) -> Vec<Arc<dyn Verifier>> {
+    HttpHealthCheck::from_settings(&env.verify)
+        .map(|http| Arc::new(http) as Arc<dyn Verifier>)
+        .into_iter()
+        .collect()
 }
 
 /// Slack, when `SLACK_BOT_TOKEN` and a channel are set.
@@ -189,40 +164,36 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         return local_stages(project, environment, build);
     }
     let clients = clients(env.region.clone()).await;
-    let ecs = Arc::new(
-        EcsDeployer::new(clients.ecs.clone())
-            .with_strategy(env.strategy.clone())
-            .with_autoscaling(clients.autoscaling.clone()),
-    );
-    let mut registry =
-        EcrRegistry::new(clients.ecr.clone()).with_pusher(Arc::new(DockerEnginePusher::from_env()));
     // A registry on this machine standing in for ECR's data plane (tests, rehearsals).
-    if let Ok(server) = std::env::var("TUGBOAT_ECR_DATA_PLANE") {
-        host_adapters::check_credential_endpoint("TUGBOAT_ECR_DATA_PLANE", &server)
-            .map_err(Exit::bad_input)?;
-        registry = registry.with_data_plane(server);
-    }
+    let data_plane = match std::env::var("TUGBOAT_ECR_DATA_PLANE") {
+        Ok(server) => {
+            host_adapters::check_credential_endpoint("TUGBOAT_ECR_DATA_PLANE", &server)
+                .map_err(Exit::bad_input)?;
+            Some(server)
+        }
+        Err(_) => None,
+    };
     if let Ok(api) = std::env::var("TUGBOAT_SLACK_API_URL") {
         host_adapters::check_credential_endpoint("TUGBOAT_SLACK_API_URL", &api)
             .map_err(Exit::bad_input)?;
     }
-    let stores = release_stores(project, environment, &clients)?;
-    Ok(Stages {
+    let host = HostStages {
         test_runner: build.then(|| Arc::new(ShellTestRunner::new()) as _),
         image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
-        registry: Arc::new(registry),
-        deployer: ecs.clone(),
-        service_reader: ecs,
-        verifiers: verifiers(env, Some(&clients)),
-        secrets: Arc::new(ParameterStore::new(
-            clients.ssm.clone(),
-            clients.sts.clone(),
-        )),
-        locks: stores.locks,
-        records: stores.records,
-        artifacts: stores.artifacts,
+        pusher: Some(Arc::new(DockerEnginePusher::from_env())),
+        data_plane,
+        checks: host_checks(env),
         notifiers: notifiers(env),
-    })
+        stores_without_bucket: Some(local_stores(project)),
+        bake_alarms: true,
+        target_health_cap: None,
+    };
+    Ok(aws_adapters::environment_stages(
+        environment,
+        env,
+        &clients,
+        host,
+    )?)
 }
 
 /// The service reader and record stores of an environment, without AWS for a local one.
@@ -239,7 +210,7 @@ async fn reader_and_records(
     let env = project.environment(environment)?;
     let clients = clients(env.region.clone()).await;
     Ok((
-        Arc::new(EcsDeployer::new(clients.ecs.clone())),
+        Arc::new(aws_adapters::ecs_deployer(env, &clients)),
         release_stores(project, environment, &clients)?,
     ))
 }
