@@ -8,10 +8,7 @@ use host_adapters::{
     LocalDeployer, LocalRegistry, LocalSecretStore, ShellTestRunner, SlackNotifier,
 };
 use pipeline_core::config::TargetKind;
-use pipeline_core::{
-    DeployTarget, Events, ImageReference, Project, ReleaseStores, SecretsSpec, ServiceReader,
-    Stages,
-};
+use pipeline_core::{DeployTarget, Events, Project, ReleaseStores, ServiceReader, Stages};
 use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
 use std::path::Path;
 use std::sync::Arc;
@@ -385,7 +382,7 @@ pub async fn unlock(
     Ok(0)
 }
 
-/// Preflight checks before a first deploy; each is ok or says how to fix it.
+/// Preflight checks before a first deploy ([`pipeline_core::preflight`]), printed.
 pub async fn preflight(
     project: &Project,
     environment: &str,
@@ -393,122 +390,12 @@ pub async fn preflight(
     image: Option<&str>,
     reporter: &Reporter,
 ) -> Result<u8, Exit> {
-    let env = project.environment(environment)?;
-    let target = target(project, environment)?;
-    let mut checks: Vec<(String, Result<String, String>)> = Vec::new();
-    let fix = |e: pipeline_core::StageError| match e.help {
-        Some(help) => format!("{} (fix: {help})", e.message),
-        None => e.message,
-    };
-    checks.push((
-        "service".into(),
-        stages
-            .service_reader
-            .status(&target)
-            .await
-            .map(|s| format!("{target} exists, running {}/{}", s.running, s.desired))
-            .map_err(fix),
-    ));
-    checks.push((
-        "image".into(),
-        match image {
-            Some(image) => stages
-                .registry
-                .resolve(
-                    &project.config.image.repository,
-                    &ImageReference::parse(image),
-                )
-                .await
-                .map(|p| p.reference())
-                .map_err(fix),
-            None => Ok("not checked (pass --image TAG to check one)".into()),
-        },
-    ));
-    let secrets = match &env.secrets_path {
-        Some(path) => stages
-            .secrets
-            .resolve(&SecretsSpec {
-                path: path.clone(),
-                names: env.secrets.clone(),
-            })
-            .await
-            .map(|refs| format!("{} parameter(s) under {path} exist", refs.len()))
-            .map_err(fix),
-        None => Ok("no secrets_path configured".into()),
-    };
-    checks.push(("parameters".into(), secrets));
-    let sources = project.task_definition.secret_sources();
-    if !sources.is_empty() {
-        checks.push((
-            "task definition secrets".into(),
-            stages
-                .secrets
-                .ensure_exist(&sources)
-                .await
-                .map(|unchecked| {
-                    let checked = sources.len() - unchecked.len();
-                    if unchecked.is_empty() {
-                        format!("{checked} exist")
-                    } else {
-                        format!(
-                            "{checked} exist; warning: {}",
-                            pipeline_core::unchecked_secrets(&unchecked)
-                        )
-                    }
-                })
-                .map_err(fix),
-        ));
-    }
-    let has_role = project
-        .task_definition
-        .extra
-        .contains_key("executionRoleArn")
-        || env.execution_role_arn.is_some();
-    // Local environments have no IAM: the engine gets the secrets' values itself.
-    let needs_role = env.target == TargetKind::Aws
-        && (env.secrets_path.is_some()
-            || !sources.is_empty()
-            || project.task_definition.to_json_pretty().contains("awslogs"));
-    checks.push((
-        "execution role".into(),
-        if has_role || !needs_role {
-            Ok("set".into())
-        } else {
-            Err(format!(
-                "the task needs an execution role (it reads secrets or writes awslogs) (fix: set environments.{environment}.execution_role_arn or \"executionRoleArn\" in the task definition)"
-            ))
-        },
-    ));
-    checks.push((
-        "records".into(),
-        stages
-            .records
-            .history(&target.app, environment, 1)
-            .await
-            .map(|r| format!("readable ({} record(s) seen)", r.len()))
-            .map_err(fix),
-    ));
-    let log_group = project
-        .task_definition
-        .container_definitions
-        .iter()
-        .find_map(|c| {
-            c.extra
-                .get("logConfiguration")?
-                .get("options")?
-                .get("awslogs-group")?
-                .as_str()
-                .map(str::to_string)
-        });
-    checks.push((
-        "log group".into(),
-        Ok(match log_group {
-            Some(group) => {
-                format!("{group} is named; its existence is not checked by this version")
-            }
-            None => "no awslogs group configured".into(),
-        }),
-    ));
+    let checks: Vec<(String, Result<String, String>)> =
+        pipeline_core::preflight(project, environment, stages, image)
+            .await?
+            .into_iter()
+            .map(|check| (check.name, check.result))
+            .collect();
     let failed = checks.iter().filter(|(_, r)| r.is_err()).count();
     let mut text = String::new();
     for (name, result) in &checks {

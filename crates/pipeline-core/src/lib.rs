@@ -29,6 +29,7 @@ pub mod config;
 pub mod events;
 pub mod model;
 pub mod orchestrator;
+pub mod preflight;
 pub mod stages;
 pub mod task_definition;
 
@@ -44,6 +45,7 @@ pub use orchestrator::{
     EventOutcome, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo, Stages,
     SystemClock,
 };
+pub use preflight::{preflight, PreflightCheck};
 pub use stages::*;
 pub use task_definition::{TaskDefinition, TaskDefinitionError};
 pub use tokio_util::sync::CancellationToken;
