@@ -4,6 +4,7 @@
 //! before; 2 bad input (config, task definition, flags) or lock held, nothing changed;
 //! 3 failed and NOT restored (the message says what state the service is in).
 
+mod commands;
 mod git;
 mod output;
 mod signals;
@@ -310,7 +311,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            wiring::infra(&project, &env, action == InfraAction::Apply, &reporter).await?;
+            commands::infra::infra(&project, &env, action == InfraAction::Apply, &reporter).await?;
             Ok(0)
         }
         Command::Completions { shell } => {
@@ -330,7 +331,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             repository,
             name,
         } => {
-            wiring::init(
+            commands::init::init(
                 &global.config,
                 &cluster,
                 &service,
@@ -420,20 +421,21 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let git = git::current();
             let env = environment(&global, &project, &git)?;
             let stages = wiring::stages(&project, &env, false).await?;
-            wiring::preflight(&project, &env, &stages, image.as_deref(), &reporter).await
+            commands::preflight::preflight(&project, &env, &stages, image.as_deref(), &reporter)
+                .await
         }
         Command::Status => {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            wiring::status(&project, &env, &reporter).await?;
+            commands::status::status(&project, &env, &reporter).await?;
             Ok(0)
         }
         Command::Stop => {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            wiring::stop(&project, &env, &reporter).await?;
+            commands::stop::stop(&project, &env, &reporter).await?;
             Ok(0)
         }
         Command::Proxy {
@@ -445,13 +447,13 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            wiring::unlock(&project, &env, yes, &reporter).await
+            commands::unlock::unlock(&project, &env, yes, &reporter).await
         }
         Command::History { limit } => {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            wiring::history(&project, &env, limit, &reporter).await?;
+            commands::history::history(&project, &env, limit, &reporter).await?;
             Ok(0)
         }
     }

@@ -1,8 +1,8 @@
 //! Builds the stages an environment runs with, and the read-only commands.
 
-use crate::output::{OutputFormat, Reporter};
+use crate::output::Reporter;
 use crate::Exit;
-use aws_adapters::{AwsClients, ClientOptions, EcsDeployer, HostStages};
+use aws_adapters::{AwsClients, ClientOptions, HostStages};
 use host_adapters::{
     DockerEnginePusher, DockerHost, DockerImageBuilder, FileArtifactStore, HttpHealthCheck,
     LocalDeployer, LocalRegistry, LocalSecretStore, ShellTestRunner, SlackNotifier,
@@ -10,14 +10,13 @@ use host_adapters::{
 use pipeline_core::config::TargetKind;
 use pipeline_core::{DeployTarget, Events, Project, ReleaseStores, ServiceReader, Stages};
 use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
-use std::path::Path;
 use std::sync::Arc;
 
 pub fn events(reporter: Arc<Reporter>) -> Events {
     Events::new().with(reporter)
 }
 
-async fn clients(region: Option<String>) -> AwsClients {
+pub async fn clients(region: Option<String>) -> AwsClients {
     AwsClients::load(&ClientOptions {
         region,
         profile: None,
@@ -25,7 +24,7 @@ async fn clients(region: Option<String>) -> AwsClients {
     .await
 }
 
-fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
+pub fn target(project: &Project, environment: &str) -> Result<DeployTarget, Exit> {
     Ok(project.target(environment)?)
 }
 
@@ -109,33 +108,6 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
     })
 }
 
-/// `tugboat stop`: a local environment's containers and proxy, gone.
-pub async fn stop(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
-    if !is_local(project, environment)? {
-        return Err(Exit::bad_input(format!(
-            "environment {environment} is not local; `tugboat stop` only stops local environments (target = \"local\")"
-        )));
-    }
-    let target = target(project, environment)?;
-    let summary = local_deployer(project, environment)?.stop(&target).await?;
-    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0,
-        "containers_removed": summary.containers_removed, "proxy_stopped": summary.proxy_stopped}});
-    reporter.finish(
-        json,
-        &format!(
-            "stopped {target}: {} container(s) removed, proxy {}",
-            summary.containers_removed,
-            if summary.proxy_stopped {
-                "stopped"
-            } else {
-                "was not running"
-            }
-        ),
-        false,
-    );
-    Ok(())
-}
-
 /// The host's checks of a release (the HTTP health check); the AWS ones come from
 /// [`aws_adapters::verifiers`].
 fn host_checks(env: &EnvironmentConfig) -> Vec<Arc<dyn Verifier>> {
@@ -194,7 +166,7 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
 }
 
 /// The service reader and record stores of an environment, without AWS for a local one.
-async fn reader_and_records(
+pub async fn reader_and_records(
     project: &Project,
     environment: &str,
 ) -> Result<(Arc<dyn ServiceReader>, ReleaseStores), Exit> {
@@ -210,310 +182,4 @@ async fn reader_and_records(
         Arc::new(aws_adapters::ecs_deployer(env, &clients)),
         release_stores(project, environment, &clients)?,
     ))
-}
-
-pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
-    let target = target(project, environment)?;
-    let (reader, stores) = reader_and_records(project, environment).await?;
-    let status = reader.status(&target).await?;
-    let records = stores.records.history(&target.app, environment, 20).await?;
-    let release = records
-        .iter()
-        .find(|r| r.revision.is_some() && r.revision == status.revision);
-    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "status": status, "release": release}});
-    let mut text = format!(
-        "{} ({}): revision {}, running {}/{} (pending {})\nrelease: {}\ndeployments:\n",
-        target,
-        environment,
-        status
-            .revision
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| "none".into()),
-        status.running,
-        status.desired,
-        status.pending,
-        release
-            .map(|r| format!(
-                "{} ({}, {})",
-                r.release_id,
-                r.git.short_sha(),
-                r.git.git_ref
-            ))
-            .unwrap_or_else(|| "not deployed by tugboat".into()),
-    );
-    for d in &status.deployments {
-        text.push_str(&format!(
-            "  {} {} {} {} running {}/{} pending {} failed {}\n",
-            d.id,
-            d.status,
-            d.rollout_state.as_deref().unwrap_or("-"),
-            d.revision,
-            d.running,
-            d.desired,
-            d.pending,
-            d.failed_tasks
-        ));
-    }
-    text.push_str("events:\n");
-    for e in status.events.iter().take(10) {
-        text.push_str(&format!(
-            "  {} {}\n",
-            e.at.format("%Y-%m-%dT%H:%M:%SZ"),
-            e.message
-        ));
-    }
-    reporter.finish(json, text.trim_end(), false);
-    Ok(())
-}
-
-pub async fn history(
-    project: &Project,
-    environment: &str,
-    limit: usize,
-    reporter: &Reporter,
-) -> Result<(), Exit> {
-    let (_, stores) = reader_and_records(project, environment).await?;
-    let records = stores
-        .records
-        .history(&project.config.app.name, environment, limit)
-        .await?;
-    let json =
-        serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "records": records}});
-    let mut text = String::from("RELEASE                    OUTCOME          REVISION            IMAGE                 BY\n");
-    for r in &records {
-        text.push_str(&format!(
-            "{:<26} {:<16} {:<19} {:<21} {}\n",
-            r.release_id.0,
-            serde_json::to_value(r.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            r.revision
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "-".into()),
-            r.image
-                .as_ref()
-                .map(|i| i.digest.chars().take(19).collect::<String>())
-                .unwrap_or_else(|| "-".into()),
-            r.actor
-        ));
-    }
-    if records.is_empty() {
-        text.push_str("(no releases recorded yet)\n");
-    }
-    reporter.finish(json, text.trim_end(), false);
-    Ok(())
-}
-
-/// `tugboat unlock`: shows the deploy lock's holder and removes the lock, after asking on
-/// a terminal (or with `--yes`). Without a terminal and without `--yes` it refuses.
-pub async fn unlock(
-    project: &Project,
-    environment: &str,
-    yes: bool,
-    reporter: &Reporter,
-) -> Result<u8, Exit> {
-    let app = &project.config.app.name;
-    let (_, stores) = reader_and_records(project, environment).await?;
-    let Some(lock) = stores.locks.read_lock(app, environment).await? else {
-        let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "removed": false, "holder": null}});
-        reporter.finish(
-            json,
-            &format!("{app}/{environment} has no deploy lock; nothing to remove"),
-            false,
-        );
-        return Ok(0);
-    };
-    let lease = project.environment(environment)?.lock_lease();
-    let holder = &lock.holder;
-    let secs =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let ends = holder.lease_ends_at(lease);
-    let now = chrono::Utc::now();
-    let lease_state = if ends < now {
-        format!("ran out at {} (that run stopped renewing it)", secs(ends))
-    } else {
-        format!(
-            "runs out at {} (in {}s) unless that run renews it",
-            secs(ends),
-            (ends - now).num_seconds()
-        )
-    };
-    let description = format!(
-        "deploy lock of {app}/{environment}:\n  held by      {}\n  release      {}\n  since        {}\n  last renewal {}\n  lease        {lease_state}",
-        holder.who,
-        holder.release_id,
-        secs(holder.since),
-        holder.renewed_at.map_or_else(|| "never (an old lock)".to_string(), secs),
-    );
-    if !yes {
-        use std::io::{BufRead, IsTerminal, Write};
-        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-            return Err(Exit::bad_input(format!(
-                "{description}\nnot removing the deploy lock without confirmation and there is no terminal to ask on: pass --yes (tugboat unlock --env {environment} --yes)"
-            )));
-        }
-        let mut stderr = std::io::stderr();
-        let _ = write!(
-            stderr,
-            "{description}\nIf that run is still going, removing its lock lets another run deploy over it.\nRemove the lock? [y/N] "
-        );
-        let _ = stderr.flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut answer)
-            .map_err(|e| Exit::bad_input(format!("cannot read the answer: {e}")))?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            let json = serde_json::json!({"result": {"outcome": "failed", "exit_code": 1, "removed": false, "holder": holder}});
-            reporter.finish(json, "left the deploy lock in place", true);
-            return Ok(1);
-        }
-    }
-    stores.locks.release_lock(&lock).await?;
-    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "removed": true, "holder": holder}});
-    reporter.finish(
-        json,
-        &format!("{description}\nremoved the deploy lock of {app}/{environment}"),
-        false,
-    );
-    Ok(0)
-}
-
-/// Preflight checks before a first deploy ([`pipeline_core::preflight`]), printed.
-pub async fn preflight(
-    project: &Project,
-    environment: &str,
-    stages: &Stages,
-    image: Option<&str>,
-    reporter: &Reporter,
-) -> Result<u8, Exit> {
-    let checks: Vec<(String, Result<String, String>)> =
-        pipeline_core::preflight(project, environment, stages, image)
-            .await?
-            .into_iter()
-            .map(|check| (check.name, check.result))
-            .collect();
-    let failed = checks.iter().filter(|(_, r)| r.is_err()).count();
-    let mut text = String::new();
-    for (name, result) in &checks {
-        match result {
-            Ok(ok) => text.push_str(&format!("ok    {name}: {ok}\n")),
-            Err(err) => text.push_str(&format!("FAIL  {name}: {err}\n")),
-        }
-    }
-    let code = if failed == 0 { 0 } else { 2 };
-    let json = serde_json::json!({"result": {"outcome": if failed == 0 { "succeeded" } else { "bad_input" }, "exit_code": code,
-        "checks": checks.iter().map(|(n, r)| serde_json::json!({"check": n, "ok": r.is_ok(), "detail": r.as_ref().unwrap_or_else(|e| e)})).collect::<Vec<_>>()}});
-    if reporter.format() == OutputFormat::Json || failed == 0 {
-        reporter.finish(json, text.trim_end(), false);
-    } else {
-        reporter.finish(
-            json,
-            &format!("{}\n{failed} check(s) failed", text.trim_end()),
-            true,
-        );
-    }
-    Ok(code)
-}
-
-/// Writes tugboat.toml and `.aws/task-definition.json` from an existing service.
-pub async fn init(
-    config: &Path,
-    cluster: &str,
-    service: &str,
-    region: Option<String>,
-    app: &str,
-    repository: &str,
-    name: &str,
-) -> Result<(), Exit> {
-    let root = config
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let task_file = root.join(".aws/task-definition.json");
-    for path in [config, task_file.as_path()] {
-        if path.exists() {
-            return Err(Exit::bad_input(format!(
-                "{} exists already; init does not overwrite files\n  help: move it away or pass --config to write elsewhere",
-                path.display()
-            )));
-        }
-    }
-    let clients = clients(region.clone()).await;
-    let ecs = EcsDeployer::new(clients.ecs.clone());
-    let target = DeployTarget {
-        app: app.to_string(),
-        environment: name.to_string(),
-        cluster: cluster.to_string(),
-        service: service.to_string(),
-        region: region.clone(),
-    };
-    let status = ecs.status(&target).await?;
-    let revision = status.revision.ok_or_else(|| {
-        Exit::bad_input(format!(
-            "service {service} has no task definition to start from"
-        ))
-    })?;
-    let definition = ecs.registered_definition(&revision).await?;
-    let containers: Vec<String> = definition
-        .container_definitions
-        .iter()
-        .map(|c| format!("{:?}", c.name))
-        .collect();
-    std::fs::create_dir_all(root.join(".aws"))
-        .map_err(|e| anyhow::anyhow!("creating .aws: {e}"))?;
-    std::fs::write(&task_file, definition.to_json_pretty() + "\n")
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", task_file.display()))?;
-    let region_line = region
-        .map(|r| format!("region = \"{r}\"\n"))
-        .unwrap_or_default();
-    let toml = format!(
-        "[app]\nname = \"{app}\"\n\n[image]\nrepository = \"{repository}\"\n\n[task_definition]\nfile = \".aws/task-definition.json\"\ncontainers = [{}]\n\n[environments.{name}]\ncluster = \"{cluster}\"\nservice = \"{service}\"\n{region_line}",
-        containers.first().cloned().unwrap_or_default()
-    );
-    std::fs::write(config, toml)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", config.display()))?;
-    Ok(())
-}
-
-/// `tugboat infra plan|apply`: the monitoring and scaling of an environment reconciled
-/// with tugboat.toml; only what differs is written.
-pub async fn infra(
-    project: &Project,
-    environment: &str,
-    apply: bool,
-    reporter: &Reporter,
-) -> Result<(), Exit> {
-    let env = project.environment(environment)?;
-    if env.target == TargetKind::Local {
-        return Err(Exit::bad_input(format!(
-            "environment {environment} runs on the local Docker engine: it has no CloudWatch alarms or auto scaling"
-        )));
-    }
-    let target = project.target(environment)?;
-    let clients = clients(env.region.clone()).await;
-    let desired = aws_adapters::desired_infra(&project.config.app.name, &target, env);
-    let reconciler = aws_adapters::InfraReconciler::new(&clients);
-    let changes = if apply {
-        reconciler.apply(&desired).await?
-    } else {
-        reconciler.plan(&desired).await?
-    };
-    let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
-    let verb = if apply { "applied" } else { "would change" };
-    let human = if lines.is_empty() {
-        format!("{target} ({environment}): monitoring and scaling match tugboat.toml; nothing to change")
-    } else {
-        format!(
-            "{target} ({environment}): {verb} {}:\n{}",
-            lines.len(),
-            lines.join("\n")
-        )
-    };
-    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "applied": apply, "changes": changes}});
-    reporter.finish(json, &human, false);
-    Ok(())
 }

@@ -1,0 +1,10 @@
+//! One file per command that is not a release (deploy, rollback and plan are in
+//! main.rs, around the orchestrator).
+
+pub mod history;
+pub mod infra;
+pub mod init;
+pub mod preflight;
+pub mod status;
+pub mod stop;
+pub mod unlock;
