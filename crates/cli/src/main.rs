@@ -522,12 +522,12 @@ async fn run_proxy(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let options = host_adapters::ProxyOptions {
+    let options = local_target::ProxyOptions {
         listen,
         control,
         state_file,
     };
-    host_adapters::run_proxy(options, shutdown).await?;
+    local_target::run_proxy(options, shutdown).await?;
     Ok(0)
 }
 

@@ -5,8 +5,9 @@ use crate::Exit;
 use aws_adapters::{AwsClients, ClientOptions, HostStages};
 use host_adapters::{
     DockerEnginePusher, DockerHost, DockerImageBuilder, FileArtifactStore, HttpHealthCheck,
-    LocalDeployer, LocalRegistry, LocalSecretStore, ShellTestRunner, SlackNotifier,
+    ShellTestRunner, SlackNotifier,
 };
+use local_target::{LocalDeployer, LocalRegistry, LocalSecretStore, ProxyCommand};
 use pipeline_core::config::TargetKind;
 use pipeline_core::{DeployTarget, Events, Project, ReleaseStores, ServiceReader, Stages};
 use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
@@ -67,8 +68,22 @@ pub fn local_deployer(project: &Project, environment: &str) -> Result<LocalDeplo
                     .map(|f| project.root.join(f)),
             )
             .with_health_path(Some(env.verify.health_path.clone()))
-            .with_front_container(project.config.task_definition.containers.first().cloned()),
+            .with_front_container(project.config.task_definition.containers.first().cloned())
+            .with_proxy_command(proxy_command()?),
     )
+}
+
+/// The local proxy is this executable with its hidden `__proxy` subcommand.
+fn proxy_command() -> Result<ProxyCommand, Exit> {
+    let program = std::env::current_exe().map_err(|err| {
+        Exit::bad_input(format!(
+            "cannot find this program's executable to start the local proxy with: {err}"
+        ))
+    })?;
+    Ok(ProxyCommand {
+        program,
+        args: vec!["__proxy".into()],
+    })
 }
 
 /// The URL a local environment serves on.

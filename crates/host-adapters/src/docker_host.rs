@@ -28,7 +28,7 @@ pub struct DockerHost {
 
 /// How to open a connection to the engine API.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum EngineEndpoint {
+pub enum EngineEndpoint {
     Unix(PathBuf),
     /// `host:port`, plain HTTP.
     Tcp(String),
@@ -106,7 +106,7 @@ impl DockerHost {
     }
 
     /// The engine API endpoint. Only `unix://` and plain `tcp://` are supported.
-    pub(crate) fn endpoint(&self) -> Result<EngineEndpoint, StageError> {
+    pub fn endpoint(&self) -> Result<EngineEndpoint, StageError> {
         let unsupported = || {
             StageError::bad_input(format!(
                 "unsupported Docker engine address {}: expected unix:///path/to/docker.sock or tcp://host:port",

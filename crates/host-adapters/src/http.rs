@@ -18,11 +18,11 @@ const MAX_CONTROL_LINE: u64 = 8 * 1024;
 const MAX_BODY_LINE: usize = 1024 * 1024;
 
 /// A byte stream a request can go over: a unix socket, a TCP or TLS stream.
-pub(crate) trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Connection for T {}
 
 #[derive(Debug)]
-pub(crate) struct Request<'a> {
+pub struct Request<'a> {
     pub method: &'a str,
     /// Path and query, already percent-encoded.
     pub target: &'a str,
@@ -31,7 +31,7 @@ pub(crate) struct Request<'a> {
 }
 
 #[derive(Debug)]
-pub(crate) struct Response<S> {
+pub struct Response<S> {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Body<S>,
@@ -61,7 +61,7 @@ enum Framing {
 
 /// A response body, decoded as it is read.
 #[derive(Debug)]
-pub(crate) struct Body<S> {
+pub struct Body<S> {
     reader: BufReader<S>,
     framing: Framing,
     /// Bytes read past the last full line by [`Body::next_line`].
@@ -73,16 +73,13 @@ fn invalid(message: impl Into<String>) -> io::Error {
 }
 
 /// Writes `request` (with an empty body) and reads the response head.
-pub(crate) async fn send<S: Connection>(
-    stream: S,
-    request: &Request<'_>,
-) -> io::Result<Response<S>> {
+pub async fn send<S: Connection>(stream: S, request: &Request<'_>) -> io::Result<Response<S>> {
     send_with_body(stream, request, None).await
 }
 
 /// Writes `request` with `body` (the caller sets its `Content-Type`) and reads the
 /// response head.
-pub(crate) async fn send_with_body<S: Connection>(
+pub async fn send_with_body<S: Connection>(
     mut stream: S,
     request: &Request<'_>,
     body: Option<&[u8]>,
@@ -122,7 +119,7 @@ pub(crate) async fn send_with_body<S: Connection>(
 }
 
 /// Reads a response head from `stream`; the body is left to read.
-pub(crate) async fn read_response<S: AsyncRead + Unpin>(
+pub async fn read_response<S: AsyncRead + Unpin>(
     stream: S,
     head_request: bool,
 ) -> io::Result<Response<S>> {
@@ -380,7 +377,7 @@ fn unexpected_end() -> io::Error {
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
 /// A request target is a path (starting with `/`) and an optional query, both without
 /// control bytes, spaces, DEL or `#`, and the path without `.` or `..` segments.
-pub(crate) fn check_target(target: &str) -> io::Result<()> {
+pub fn check_target(target: &str) -> io::Result<()> {
     let refuse = |why: &str| {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -492,7 +489,7 @@ pub fn check_credential_endpoint(variable: &str, endpoint: &str) -> Result<(), S
     }
 }
 
-pub(crate) fn encode_query_value(value: &str) -> String {
+pub fn encode_query_value(value: &str) -> String {
     let mut encoded = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {

@@ -11,19 +11,20 @@
 //!   URL, with retries and backoff, until it answers as expected or the window closes.
 //! - [`SlackNotifier`] ([`pipeline_core::Notifier`]): release messages through Slack's
 //!   `chat.postMessage`, the bot token in a header only.
-//! - [`local_target`]: [`LocalRegistry`], [`LocalSecretStore`] and [`LocalDeployer`], the
-//!   whole pipeline on this machine's Docker engine behind a local proxy.
+//! - [`docker_host`] and [`http`]: the one Docker Engine client (where the engine is, and
+//!   HTTP/1.1 over its socket with every request target checked), shared by the pusher,
+//!   the builder and the `local-target` crate.
 //!
 //! The Docker adapters respect `DOCKER_HOST` ([`DockerHost::from_env`]) and return
 //! [`pipeline_core::StageError`]s whose message says what was tried and what came back.
+//! The local deploy target is its own crate, `local-target`.
 
 mod docker_engine_pusher;
-mod docker_host;
+pub mod docker_host;
 mod docker_image_builder;
 mod file_artifact_store;
-mod http;
+pub mod http;
 mod http_health_check;
-pub mod local_target;
 mod process;
 mod shell_test_runner;
 mod slack_notifier;
@@ -35,8 +36,5 @@ pub use docker_image_builder::DockerImageBuilder;
 pub use file_artifact_store::FileArtifactStore;
 pub use http::{check_credential_endpoint, check_image_reference};
 pub use http_health_check::{HttpCheck, HttpHealthCheck};
-pub use local_target::{
-    run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyCommand, ProxyOptions,
-};
 pub use shell_test_runner::{test_environment, ShellTestRunner};
 pub use slack_notifier::{SlackNotifier, DEFAULT_SLACK_API};

@@ -8,7 +8,6 @@ mod docker_image_builder;
 mod file_artifact_store;
 mod http_health_check;
 mod local_http;
-mod local_target;
 mod shell_test_runner;
 mod slack_notifier;
 mod support;

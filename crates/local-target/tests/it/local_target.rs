@@ -5,7 +5,7 @@
 //! CLI (with the proxy process) is in `crates/cli/tests/cli/local_target.rs`.
 
 use crate::support::{docker, error_text, recorded, require_docker, unique, Images, TempDir};
-use host_adapters::{run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyOptions};
+use local_target::{run_proxy, LocalDeployer, LocalRegistry, LocalSecretStore, ProxyOptions};
 use pipeline_core::config::LocalSettings;
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{

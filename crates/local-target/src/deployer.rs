@@ -9,10 +9,10 @@ use super::state::{
     revision, revision_number, DeployedContainer, DeploymentState, LocalDeployment, Serving,
     StateDir,
 };
-use crate::docker_host::DockerHost;
-use crate::http::{self, Request};
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use host_adapters::docker_host::DockerHost;
+use host_adapters::http::{self, Request};
 use pipeline_core::config::LocalSettings;
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
@@ -156,9 +156,8 @@ pub(super) enum Progress {
 impl LocalDeployer {
     /// A deployer for the environment whose files live in `state_dir`
     /// (`<project>/.tugboat/<app>/<env>`), with the environment's local settings. The
-    /// proxy is started as `<this executable> __proxy` unless
-    /// [`LocalDeployer::with_proxy_command`] says otherwise; `secrets_file` must be
-    /// resolved against the project folder by the caller.
+    /// front end says how to start the proxy ([`LocalDeployer::with_proxy_command`]);
+    /// `secrets_file` must be resolved against the project folder by the caller.
     pub fn new(host: DockerHost, state_dir: impl Into<PathBuf>, settings: &LocalSettings) -> Self {
         // Absolute, so that the proxy (started from here, living on) and later runs
         // from other folders agree on its files.
@@ -865,7 +864,11 @@ impl LocalDeployer {
         }
         let command = match &self.proxy {
             Some(command) => command.clone(),
-            None => ProxyCommand::current_exe()?,
+            None => {
+                return Err(StageError::failed(
+                    "no command to start the local proxy with: the front end gives one (LocalDeployer::with_proxy_command)",
+                ))
+            }
         };
         let options = ProxyOptions {
             listen: self.listen(),

@@ -1,8 +1,8 @@
 //! The few Docker Engine API calls the local target needs (images, containers, networks,
 //! events), over the adapters' own HTTP client: one request per connection, JSON bodies.
 
-use crate::docker_host::{DockerHost, EngineEndpoint};
-use crate::http::{self, encode_query_value, Connection, Request};
+use host_adapters::docker_host::{DockerHost, EngineEndpoint};
+use host_adapters::http::{self, encode_query_value, Connection, Request};
 use pipeline_core::StageError;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -191,7 +191,7 @@ impl Engine {
         body: Option<&Value>,
         timeout: Option<Duration>,
     ) -> Result<(u16, Vec<u8>), StageError> {
-        crate::http::check_target(target).map_err(|err| {
+        host_adapters::http::check_target(target).map_err(|err| {
             StageError::bad_input(format!("{err}; nothing was sent to the Docker engine"))
         })?;
         let endpoint = self.host.endpoint()?;
@@ -283,7 +283,7 @@ impl Engine {
 
     /// The image a name, id or digest reference names, `None` when the engine has none.
     pub async fn image(&self, reference: &str) -> Result<Option<ImageInfo>, StageError> {
-        crate::http::check_image_reference(reference).map_err(|why| {
+        host_adapters::http::check_image_reference(reference).map_err(|why| {
             StageError::bad_input(format!("{why}; nothing was sent to the Docker engine"))
                 .with_help("fix the image in the task definition or --image")
         })?;

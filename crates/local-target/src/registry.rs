@@ -2,9 +2,9 @@
 //! registry on loopback, pushed there by [`DockerEnginePusher`].
 
 use super::engine::Engine;
-use crate::docker_engine_pusher::DockerEnginePusher;
-use crate::docker_host::DockerHost;
 use async_trait::async_trait;
+use host_adapters::docker_host::DockerHost;
+use host_adapters::DockerEnginePusher;
 use pipeline_core::{
     BuiltImage, Events, ImagePusher, ImageReference, PinnedImage, Registry, RegistryCredentials,
     StageError,
@@ -21,7 +21,7 @@ use pipeline_core::{
 ///
 /// ```no_run
 /// # async fn example(image: pipeline_core::BuiltImage) -> Result<(), pipeline_core::StageError> {
-/// use host_adapters::LocalRegistry;
+/// use local_target::LocalRegistry;
 /// use pipeline_core::{Events, Registry};
 /// let registry = LocalRegistry::from_env();
 /// let pinned = registry.push(&image, "cv_matcher", &["0123abc".into()], &Events::new()).await?;

@@ -69,26 +69,12 @@ pub(crate) struct ProxyRecord {
     pub control: PathBuf,
 }
 
-/// The command that starts a proxy process; the deployer appends [`ProxyOptions::to_args`].
+/// The command that starts a proxy process, given by the front end (the CLI: itself with
+/// its hidden `__proxy` subcommand); the deployer appends [`ProxyOptions::to_args`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyCommand {
     pub program: PathBuf,
     pub args: Vec<OsString>,
-}
-
-impl ProxyCommand {
-    /// This very executable with the `__proxy` subcommand (the `tugboat` CLI).
-    pub fn current_exe() -> Result<Self, StageError> {
-        let program = std::env::current_exe().map_err(|err| {
-            StageError::failed(format!(
-                "cannot find this program's executable to start the local proxy: {err}"
-            ))
-        })?;
-        Ok(Self {
-            program,
-            args: vec!["__proxy".into()],
-        })
-    }
 }
 
 /// The control socket of a state folder: `control/proxy.sock` in it (the folder 0700,

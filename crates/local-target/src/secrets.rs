@@ -20,7 +20,7 @@ pub const LOCAL_SECRET_PREFIX: &str = "local:";
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), pipeline_core::StageError> {
-/// use host_adapters::LocalSecretStore;
+/// use local_target::LocalSecretStore;
 /// use pipeline_core::{SecretStore, SecretsSpec};
 /// let store = LocalSecretStore::new(Some("examples/cv-matcher/local-secrets.env".into()));
 /// let spec = SecretsSpec { path: "/cv-matcher/local/".into(), names: Some(vec!["JWT_SECRET_KEY".into()]) };
