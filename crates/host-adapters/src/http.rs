@@ -4,6 +4,10 @@
 //!
 //! A full client would be more code to compile than this is to read; the engine API is
 //! reached over a unix socket, which general clients do not speak anyway.
+//!
+//! Why one file of ~700 lines: the request writer, the response reader and their caps
+//! are one protocol, and the checks on what may reach a request line sit next to the
+//! writer they guard; a third of it is tests.
 
 use std::io;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

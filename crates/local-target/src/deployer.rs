@@ -1,4 +1,9 @@
 //! [`LocalDeployer`]: releases as Docker containers behind a local proxy.
+//!
+//! Why one file of ~1,560 lines: the `Deployer` and `ServiceReader` of the local target
+//! (register, start, health-gate, switch, drain, stop, status) over one state folder;
+//! containers, engine calls, observation, proxy and state are already their own files.
+//! Splitting the switch-and-drain half out is the next step.
 
 use super::containers::{container_specs, create_body, Condition, ContainerSpec, CreateInputs};
 use super::engine::{ContainerInfo, Engine};

@@ -5,6 +5,10 @@
 //! Every method returns [`StageError`] on failure. Its [`StageErrorKind`] tells the
 //! orchestrator whether the input was wrong (nothing was changed, exit 2) or the world
 //! failed (exit 1 or 3, depending on what had already changed).
+//!
+//! Why one file of ~770 lines: every stage trait of the core, with the small types each
+//! takes and returns, side by side, so that a new adapter reads one file; each trait is
+//! a few methods.
 
 use crate::events::Events;
 use crate::model::{

@@ -3,6 +3,9 @@
 //! ECS deployment event finishes it (verify, record, notify, release the lock), an alarm
 //! inside the bake window rolls it back, and any later invocation finishes a release
 //! whose event never came. Every step is idempotent: events arrive at least once.
+//!
+//! Why one file of ~950 lines: the four event steps share the in-progress pointer and
+//! the conditional conclusion of a record; split, each file would re-explain both.
 
 use super::rollout::judge_rollout;
 use super::{env_timeout, Ending, Orchestrator, Run};
