@@ -26,6 +26,7 @@
 
 pub mod alarms;
 pub mod config;
+pub mod diagnosis;
 pub mod events;
 pub mod model;
 pub mod orchestrator;
@@ -34,6 +35,9 @@ pub mod task_definition;
 
 pub use alarms::{firing_before_release_warning, judge_alarm, AlarmState, AlarmVerdict};
 pub use config::{Config, ConfigError, EnvironmentConfig, Project};
+pub use diagnosis::{
+    FailureDiagnosis, LogLine, LogStream, OneOffTaskRun, StoppedContainer, StoppedTask,
+};
 pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
 pub use orchestrator::{
