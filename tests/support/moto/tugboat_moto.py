@@ -50,8 +50,8 @@ TUGBOAT_MOTO_SCAN_DELAY_SECONDS (default 0) after the image's push; POST
 never)}`` sets it per image or repository.  After the delay a repository with scan on
 push has a scan (stock moto only knows scans from start_image_scan).
 
-GET /tugboat-moto/default-network returns moto's default VPC and subnets in us-east-1
-(``{"vpcId", "subnetIds"}``; ``?region=`` for another), for ELBv2 resources that need
+GET /tugboat-moto/default-network returns moto's default VPC, subnets and security group
+in us-east-1 (``{"vpcId", "subnetIds", "securityGroupIds"}``; ``?region=`` for another), for ELBv2 resources that need
 a VPC, since the tests have no EC2 client.
 
 Startup tweaks (moto behaviour otherwise unchanged): MOTO_EC2_LOAD_DEFAULT_AMIS
@@ -1164,7 +1164,8 @@ def rpc_v2_cbor_call(moto_app: Any, environ: dict[str, Any], start_response: Any
 
 
 def default_network(query: str) -> dict[str, Any]:
-    """The default VPC of a region and its default subnets (moto makes them with random ids)."""
+    """The default VPC of a region, its default subnets and its default security group
+    (moto makes them with random ids)."""
     from urllib.parse import parse_qs
     from moto.ec2.models import ec2_backends
 
@@ -1174,7 +1175,9 @@ def default_network(query: str) -> dict[str, Any]:
     backend = ec2_backends[account][region]
     vpc = backend.default_vpc
     subnets = sorted(s.id for s in backend.describe_subnets(filters={"vpc-id": [vpc.id]}))
-    return {"vpcId": vpc.id, "subnetIds": subnets}
+    groups = sorted(g.id for g in backend.describe_security_groups(
+        filters={"vpc-id": [vpc.id], "group-name": ["default"]}))
+    return {"vpcId": vpc.id, "subnetIds": subnets, "securityGroupIds": groups}
 
 
 _s3_conditional_lock = threading.Lock()
