@@ -474,7 +474,7 @@ async fn a_replayed_client_token_gets_the_same_task() -> anyhow::Result<()> {
     assert_eq!(messages(&lines), ["once"], "its lines are read again");
     assert_eq!(
         jobs.stopped_tasks("tugboat/r-replay").await?,
-        [first.task_arn.clone()],
+        std::slice::from_ref(&first.task_arn),
         "one task only"
     );
 
