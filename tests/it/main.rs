@@ -4,6 +4,7 @@
 
 mod architecture;
 mod deploy;
+mod diagnose;
 mod ecr_push;
 mod faults;
 mod infra;

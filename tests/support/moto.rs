@@ -39,6 +39,8 @@ type LogTail = Arc<Mutex<VecDeque<String>>>;
 pub struct DefaultNetwork {
     pub vpc_id: String,
     pub subnet_ids: Vec<String>,
+    /// The VPC's `default` security group.
+    pub security_group_ids: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -158,8 +160,8 @@ impl MotoServer {
         serde_json::from_slice(&body).context("parsing /tugboat-moto/transitions")
     }
 
-    /// moto's default VPC in us-east-1 and its default subnets (moto gives them random
-    /// ids): `GET /tugboat-moto/default-network`. For resources that need a VPC (ELBv2
+    /// moto's default VPC in us-east-1, its default subnets and security group (moto
+    /// gives them random ids): `GET /tugboat-moto/default-network`. For resources that need a VPC (ELBv2
     /// target groups and load balancers) without an EC2 client in the tests.
     pub async fn default_network(&self) -> anyhow::Result<DefaultNetwork> {
         let body = self.http("GET", "/tugboat-moto/default-network").await?;
@@ -175,7 +177,17 @@ impl MotoServer {
             .iter()
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
-        Ok(DefaultNetwork { vpc_id, subnet_ids })
+        let security_group_ids = value["securityGroupIds"]
+            .as_array()
+            .context("no securityGroupIds in /tugboat-moto/default-network")?
+            .iter()
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect();
+        Ok(DefaultNetwork {
+            vpc_id,
+            subnet_ids,
+            security_group_ids,
+        })
     }
 
     /// Wipes all of moto's state (and the transitions log): `POST /moto-api/reset`.

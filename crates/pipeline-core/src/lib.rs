@@ -26,6 +26,7 @@
 
 pub mod alarms;
 pub mod config;
+pub mod diagnosis;
 pub mod events;
 pub mod model;
 pub mod orchestrator;
@@ -38,6 +39,9 @@ pub use alarms::{
     AlarmVerdict,
 };
 pub use config::{Config, ConfigError, EnvironmentConfig, Project};
+pub use diagnosis::{
+    FailureDiagnosis, LogLine, LogStream, OneOffTaskRun, StoppedContainer, StoppedTask,
+};
 pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
 pub use orchestrator::{

@@ -50,16 +50,21 @@ TUGBOAT_MOTO_SCAN_DELAY_SECONDS (default 0) after the image's push; POST
 never)}`` sets it per image or repository.  After the delay a repository with scan on
 push has a scan (stock moto only knows scans from start_image_scan).
 
-GET /tugboat-moto/default-network returns moto's default VPC and subnets in us-east-1
-(``{"vpcId", "subnetIds"}``; ``?region=`` for another), for ELBv2 resources that need
+GET /tugboat-moto/default-network returns moto's default VPC, subnets and security group
+in us-east-1 (``{"vpcId", "subnetIds", "securityGroupIds"}``; ``?region=`` for another), for ELBv2 resources that need
 a VPC, since the tests have no EC2 client.
 
 Startup tweaks (moto behaviour otherwise unchanged): MOTO_EC2_LOAD_DEFAULT_AMIS
 defaults to false here, and moto's import-time region lookups share one botocore
 session (about 1.0 s -> 0.65 s to the ready line).
 
-Not modelled: tasks (list_tasks/describe_tasks know nothing of deployment
-tasks), load balancers/health check grace, minimumHealthyPercent/maximumPercent
+Tasks (see "ECS tasks" below): every failed attempt of a crashloop deployment is a
+STOPPED task ("Essential container in task exited", exit code 1) that wrote lines to its
+awslogs stream (POST /tugboat-moto/crash-logs seeds them); RunTask tasks run their
+command minimally (``sh -c "echo a; sleep 2; exit 3"``), StopTask stops them, and
+clientToken makes RunTask idempotent.
+
+Not modelled: tasks of healthy or hanging deployments, load balancers/health check grace, minimumHealthyPercent/maximumPercent
 (old tasks run until the new deployment completes, then vanish), draining,
 capacity providers, task sets / CODE_DEPLOY / EXTERNAL controllers, deployment
 alarms, other update_service fields triggering a deployment, and EventBridge.
@@ -77,6 +82,7 @@ import math
 import os
 import random
 import re
+import shlex
 import struct
 import sys
 import threading
@@ -120,13 +126,7 @@ def _kind(backend: Any, task_definition: str | None) -> str:
         td = backend.describe_task_definition(task_definition)
     except Exception:
         return "ok"
-    images = [str(c.get("image", "")) for c in td.container_definitions]
-    # Releases pin images by digest: look the digest up in ECR and judge by its tags.
-    images += [tag for image in images if "@sha256:" in image for tag in _ecr_tags(image)]
-    for kind in ("crashloop", "hang"):
-        if any(kind in image for image in images):
-            return kind
-    return "ok"
+    return _kind_of_images(backend, [str(c.get("image", "")) for c in td.container_definitions])
 
 
 def _ecr_tags(image: str) -> list[str]:
@@ -348,7 +348,8 @@ def _tick(svc: Any, now: float | None = None) -> None:
         previous = dep["failedTasks"]
         for k in range(max(previous + 1, failed - 20), failed + 1):  # bounded event burst
             t = start + k * FAIL_SECONDS
-            _event(svc, t, f"{name} (task {uuid.uuid4().hex}) failed container health checks.")
+            task = _crash_task(svc, dep, t - FAIL_SECONDS, t)
+            _event(svc, t, f"{name} (task {task.id}) failed container health checks.")
             if threshold is None or k < threshold:
                 _event(svc, t, f"{name} has started 1 tasks: (task {uuid.uuid4().hex}).")
         if previous == 0 and dep["_started"] == 0:
@@ -536,18 +537,406 @@ def patch_ecs() -> None:
         tick_everything()
         return orig_describe_clusters(self, *args, **kwargs)
 
-    orig_run_task = B.run_task
-
-    def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
-        _refuse_inactive(self, task_definition_str)
-        return orig_run_task(self, cluster_str, task_definition_str, *args, **kwargs)
-
-    B.run_task = run_task
     B.create_service, B.update_service = create_service, update_service
     B.describe_services, B.list_services = describe_services, list_services
     B.describe_clusters = describe_clusters
     responses.EC2ContainerServiceResponse.create_service = create_service_response
 
+
+
+# --- ECS tasks: a crashloop's stopped tasks, RunTask commands, awslogs streams ------
+#
+# Stock moto keeps a RunTask task RUNNING until it is described a few times (then it
+# walks to STOPPED whatever it runs), has no tasks for a service's deployments, ignores
+# clientToken and writes no logs.  Here:
+#
+# * every failed attempt of a `crashloop` deployment is a STOPPED task (startedBy the
+#   deployment id, group service:NAME) with stoppedReason "Essential container in task
+#   exited", stopCode EssentialContainerExited, the crashing container's exitCode (1) and
+#   the lines it logged in the awslogs stream its task definition names
+#   (`<awslogs-stream-prefix>/<container>/<task id>` in `awslogs-group`, `awslogs-region`);
+#   POST /tugboat-moto/crash-logs {"lines", "exitCode", "reason"} seeds what they log;
+# * a RunTask task is RUNNING at once and runs its container's command (the override's,
+#   else the definition's): `sh -c "echo a; sleep 2; exit 3"` logs "a", runs 2 s and stops
+#   with exit code 3; StopTask stops it (UserInitiated, exit code 137);
+# * RunTask with a clientToken already used in the cluster answers the first call's tasks
+#   (ConflictException if the other parameters differ), as ECS does;
+# * ListTasks defaults to desiredStatus RUNNING and honours serviceName, as ECS does.
+#
+# Time is lazy here too: tasks move and log lines appear when ECS or Logs is read.
+
+CRASH_EXIT_CODE = 1
+STOPPED_TASKS_KEPT = 50  # per deployment (ECS keeps stopped tasks about an hour)
+_crash: dict[str, Any] = {}
+_sim_tasks: list[Any] = []  # tasks whose lives this module drives
+_client_tokens: dict[tuple[str, str, str], tuple[str, list[Any]]] = {}
+_SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash", "ash", "/bin/ash"}
+
+
+def set_crash_logs(body: dict[str, Any]) -> dict[str, Any]:
+    """``{"lines": ["..."], "exitCode": 1, "reason": "..."}``: what the crashing container
+    of every crashloop task stopped from now on logs, exits with and gives as reason."""
+    lines = body.get("lines")
+    if lines is not None and not (isinstance(lines, list) and all(isinstance(x, str) for x in lines)):
+        raise ValueError("lines must be a list of strings")
+    with _lock:
+        _crash.clear()
+        _crash.update({
+            "lines": lines,
+            "exitCode": int(body.get("exitCode", CRASH_EXIT_CODE)),
+            "reason": body.get("reason"),
+        })
+        return dict(_crash)
+
+
+def interpret_command(argv: list[str]) -> tuple[list[tuple[float, str]], float, int]:
+    """What a container's command does, minimally: (lines logged at offsets in seconds,
+    running time, exit code).  `sh -c SCRIPT` runs SCRIPT's statements (split on ; && ||
+    and newlines): `echo X` logs X, `sleep N` waits N seconds (`infinity`: until stopped),
+    `exit N` exits, `false` fails; anything else succeeds at once."""
+    if len(argv) >= 3 and argv[0] in _SHELLS and argv[1] == "-c":
+        script = argv[2]
+    else:
+        script = " ".join(shlex.quote(a) for a in argv)
+    lines: list[tuple[float, str]] = []
+    offset, status = 0.0, 0
+    for statement in re.split(r"\s*(?:;|&&|\|\||\n)\s*", script):
+        try:
+            words = shlex.split(statement)
+        except ValueError:
+            words = statement.split()
+        if not words:
+            continue
+        command, args = os.path.basename(words[0]), words[1:]
+        if command == "echo":
+            lines.append((offset, " ".join(args)))
+            status = 0
+        elif command == "sleep":
+            try:
+                offset += math.inf if args and args[0] in ("infinity", "inf") else float(args[0])
+            except (IndexError, ValueError):
+                pass
+            status = 0
+        elif command == "exit":
+            try:
+                return lines, offset, (int(args[0]) if args else status) & 0xFF
+            except ValueError:
+                return lines, offset, 2
+        elif command == "false":
+            status = 1
+        else:
+            status = 0
+    return lines, offset, status
+
+
+class _SimContainer:
+    """A task's container as DescribeTasks shows it (the serializer picks the members)."""
+
+    def __init__(self, task: Any, definition: dict[str, Any]) -> None:
+        self.container_arn = f"arn:aws:ecs:{task.region_name}:{task._account_id}:container/{task.cluster_name}/{task.id}/{uuid.uuid4()}"
+        self.task_arn = task.task_arn
+        self.name = definition.get("name")
+        self.image = definition.get("image")
+        self.last_status = "RUNNING"
+        self.exit_code: int | None = None
+        self.reason: str | None = None
+        self.health_status = "UNKNOWN" if not definition.get("healthCheck") else "HEALTHY"
+        self.runtime_id = uuid.uuid4().hex
+        self.essential = definition.get("essential", True) is not False
+        self._log = _awslogs_stream(definition, task)
+        self._end_at = math.inf
+        self._exit = 0
+
+
+def _awslogs_stream(definition: dict[str, Any], task: Any) -> tuple[str, str, str] | None:
+    """(region, group, stream) of a container with the awslogs driver and a stream prefix."""
+    config = definition.get("logConfiguration") or {}
+    options = config.get("options") or {}
+    if config.get("logDriver") != "awslogs" or not options.get("awslogs-group"):
+        return None
+    prefix = options.get("awslogs-stream-prefix")
+    if not prefix:
+        return None  # EC2 tasks without a prefix name the stream by Docker container id
+    region = options.get("awslogs-region") or task.region_name
+    return region, options["awslogs-group"], f"{prefix}/{definition.get('name')}/{task.id}"
+
+
+def _put_logs(account: str, where: tuple[str, str, str], events: list[tuple[int, str]]) -> None:
+    """Creates the group (as awslogs-create-group would) and the stream, then writes."""
+    from moto.logs.models import logs_backends
+
+    region, group, stream = where
+    backend = logs_backends[account][region]
+    if group not in backend.groups:
+        backend.create_log_group(group, {})
+    if stream not in backend.groups[group].streams:
+        backend.create_log_stream(group, stream)
+    if events:
+        backend.put_log_events(group, stream, [{"timestamp": t, "message": m} for t, m in sorted(events)])
+
+
+def _simulate(task: Any, definitions: list[dict[str, Any]], start: float) -> None:
+    """Makes `task` one of ours: RUNNING from `start`, with a container per definition."""
+    task._tug_status = "RUNNING"
+    task.desired_status = "RUNNING"
+    task.created_at = _dt(start)
+    task.started_at = _dt(start)
+    task.health_status = "UNKNOWN"
+    task.stop_code = None
+    task._tug_stop_at = math.inf
+    task._tug_pending: list[tuple[int, tuple[str, str, str], str]] = []
+    task.containers = [_SimContainer(task, d) for d in definitions]
+    for container in task.containers:
+        if container._log is not None:
+            _put_logs(task._account_id, container._log, [])
+    _sim_tasks.append(task)
+
+
+def _plan_lines(task: Any, container: Any, lines: list[tuple[float, str]], start: float) -> None:
+    if container._log is None:
+        return
+    for offset, text in lines:
+        if start + offset <= container._end_at:
+            task._tug_pending.append((int((start + offset) * 1000), container._log, text))
+    task._tug_pending.sort(key=lambda e: e[0])
+
+
+def _stop(task: Any, at: float, stop_code: str, reason: str) -> None:
+    """The task stops at `at`: containers still running are killed (137)."""
+    task._tug_status = "STOPPED"
+    task.desired_status = "STOPPED"
+    task.stop_code = stop_code
+    task.stopped_reason = reason
+    task.stopping_at = task.execution_stopped_at = task.stopped_at = _dt(at)
+    task._tug_stop_at = at
+    for container in task.containers:
+        container.last_status = "STOPPED"
+        if container.exit_code is None:
+            container.exit_code = container._exit if container._end_at <= at else 137
+    cut = int(at * 1000)
+    _flush(task, cut)
+    task._tug_pending = []
+
+
+def _flush(task: Any, now_ms: int) -> None:
+    due = [e for e in task._tug_pending if e[0] <= now_ms]
+    if not due:
+        return
+    task._tug_pending = [e for e in task._tug_pending if e[0] > now_ms]
+    by_stream: dict[tuple[str, str, str], list[tuple[int, str]]] = {}
+    for t, where, text in due:
+        by_stream.setdefault(where, []).append((t, text))
+    for where, events in by_stream.items():
+        _put_logs(task._account_id, where, events)
+
+
+def advance_tasks(now: float | None = None) -> None:
+    """Moves every simulated task to `now`: due log lines written, due stops made."""
+    if now is None:
+        now = time.time()
+    with _lock:
+        for task in list(_sim_tasks):
+            if task._tug_status == "STOPPED":
+                continue
+            if task._tug_stop_at <= now:
+                _stop(task, task._tug_stop_at, "EssentialContainerExited", "Essential container in task exited")
+            else:
+                _flush(task, int(now * 1000))
+
+
+def _crash_task(svc: Any, dep: dict[str, Any], created: float, stopped: float) -> Any:
+    """One failed attempt of a crashloop deployment, already STOPPED at `stopped`."""
+    from moto.ecs.models import Task
+    from moto.moto_api._internal.managed_state_model import ManagedState
+
+    backend = svc._backend
+    cluster = backend.clusters.get(svc.cluster_name)
+    td = backend.describe_task_definition(dep["taskDefinition"])
+    task = Task.__new__(Task)
+    ManagedState.__init__(task, model_name="ecs::task", transitions=[("RUNNING", "STOPPED")])
+    task.id = str(uuid.uuid4())
+    task.cluster_name, task.cluster_arn = cluster.name, cluster.arn
+    task.container_instance_arn = None
+    task.task_definition_arn = td.arn
+    task.overrides = {}
+    task.started_by = dep["id"]
+    task.tags = []
+    task.launch_type = dep.get("launchType") or svc.launch_type
+    task.capacity_provider_name = None
+    task.platform_version = dep.get("platformVersion")
+    task.stopped_reason = ""
+    task.resource_requirements = None
+    task.region_name = cluster.region_name
+    task._account_id = backend.account_id
+    task._backend = backend
+    task.attachments = []
+    task.group = f"service:{svc.name}"
+    task.network_configuration = svc.network_configuration or None
+    definitions = list(td.container_definitions)
+    _simulate(task, definitions, created)
+    crashing = [c for c, d in zip(task.containers, definitions)
+                if _kind_of_images(backend, [str(d.get("image", ""))]) == "crashloop"]
+    crashing = crashing or [c for c in task.containers if c.essential]
+    exit_code = int(_crash.get("exitCode", CRASH_EXIT_CODE))
+    for container in task.containers:
+        container._end_at = stopped
+        container._exit = exit_code if container in crashing else 143  # the others: SIGTERM
+        if container.health_status == "HEALTHY":  # it has a health check, and failed it
+            container.health_status = task.health_status = "UNHEALTHY"
+        if container in crashing:
+            container.reason = _crash.get("reason")
+            lines = _crash.get("lines")
+            if lines is None:
+                lines = [f"{container.name}: starting", f"{container.name}: fatal error, exiting with status {exit_code}"]
+            span = max(0.0, stopped - created)
+            _plan_lines(task, container, [(span * (i + 1) / (len(lines) + 1), text) for i, text in enumerate(lines)], created)
+    _stop(task, stopped, "EssentialContainerExited", "Essential container in task exited")
+    backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+    kept = dep.setdefault("_tasks", [])
+    kept.append(task)
+    while len(kept) > STOPPED_TASKS_KEPT:
+        old = kept.pop(0)
+        backend.tasks.get(old.cluster_name, {}).pop(old.task_arn, None)
+        if old in _sim_tasks:
+            _sim_tasks.remove(old)
+    return task
+
+
+def _run_commands(task: Any, td: Any, overrides: dict[str, Any] | None, start: float) -> None:
+    """A RunTask task runs each container's command (the override's, else its own)."""
+    definitions = list(td.container_definitions)
+    _simulate(task, definitions, start)
+    by_name = {o.get("name"): o for o in (overrides or {}).get("containerOverrides") or []}
+    for container, definition in zip(task.containers, definitions):
+        override = by_name.get(container.name) or {}
+        command = override.get("command") or definition.get("command") or []
+        argv = list(definition.get("entryPoint") or []) + list(command)
+        kind = _kind_of_images(task._backend, [str(definition.get("image", ""))])
+        if kind == "hang":
+            lines, duration, exit_code = [], math.inf, 0
+        elif kind == "crashloop":
+            lines, duration, exit_code = [], FAIL_SECONDS, int(_crash.get("exitCode", CRASH_EXIT_CODE))
+        else:
+            lines, duration, exit_code = interpret_command(argv)
+        container._end_at, container._exit = start + duration, exit_code
+        _plan_lines(task, container, lines, start)
+    ends = [c._end_at for c in task.containers if c.essential] or [c._end_at for c in task.containers]
+    task._tug_stop_at = min(ends) if ends else start
+
+
+def _kind_of_images(backend: Any, images: list[str]) -> str:
+    """'crashloop', 'hang' or 'ok': releases pin images by digest, so the digest is looked
+    up in ECR and judged by its tags too."""
+    images = images + [tag for image in images if "@sha256:" in image for tag in _ecr_tags(image)]
+    for kind in ("crashloop", "hang"):
+        if any(kind in image for image in images):
+            return kind
+    return "ok"
+
+
+def patch_ecs_tasks() -> None:
+    from moto.core.responses import ActionResult
+    from moto.ecs import models, responses
+    from moto.ecs.exceptions import ECSException
+    from moto.logs.models import LogsBackend
+
+    Task = models.Task
+    original_status = Task.last_status
+
+    def get_status(self: Any) -> Any:
+        if hasattr(self, "_tug_status"):
+            return self._tug_status
+        return original_status.fget(self)
+
+    def set_status(self: Any, value: str) -> None:
+        if hasattr(self, "_tug_status"):
+            self._tug_status = value
+        else:
+            original_status.fset(self, value)
+
+    Task.last_status = property(get_status, set_status)  # type: ignore[assignment]
+
+    B = models.EC2ContainerServiceBackend
+    orig_run, orig_list, orig_describe, orig_stop = B.run_task, B.list_tasks, B.describe_tasks, B.stop_task
+
+    def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
+        with _lock:
+            _refuse_inactive(self, task_definition_str)
+            tasks = orig_run(self, cluster_str, task_definition_str, *args, **kwargs)
+            overrides = args[1] if len(args) > 1 else kwargs.get("overrides")
+            td = self.describe_task_definition(task_definition_str)
+            now = time.time()
+            for task in tasks:
+                _run_commands(task, td, overrides, now)
+            advance_tasks(now)
+            return tasks
+
+    def list_tasks(self: Any, cluster_str: str | None = None, container_instance: str | None = None,
+                   family: str | None = None, started_by: str | None = None,
+                   service_name: str | None = None, desiredStatus: str | None = None) -> Any:
+        tick_everything()
+        with _lock:
+            advance_tasks()
+            tasks = orig_list(self, cluster_str, container_instance, family, started_by,
+                              service_name, desiredStatus or "RUNNING")
+            if service_name:
+                name = service_name.split("/")[-1]
+                tasks = [t for t in tasks if t.group == f"service:{name}"]
+            return tasks
+
+    def describe_tasks(self: Any, cluster_str: str, tasks: list[str]) -> Any:
+        tick_everything()
+        with _lock:
+            advance_tasks()
+            return orig_describe(self, cluster_str, tasks)
+
+    def stop_task(self: Any, cluster_str: str, task_str: str, reason: str) -> Any:
+        with _lock:
+            advance_tasks()
+            cluster = self._get_cluster(cluster_str)
+            task_id = task_str.split("/")[-1]
+            for arn, task in (self.tasks.get(cluster.name) or {}).items():
+                if arn.endswith(task_id) and hasattr(task, "_tug_status"):
+                    if task._tug_status != "STOPPED":
+                        _stop(task, time.time(), "UserInitiated", reason or "Task stopped by user")
+                    return task
+            return orig_stop(self, cluster_str, task_str, reason)
+
+    B.run_task, B.list_tasks, B.describe_tasks, B.stop_task = run_task, list_tasks, describe_tasks, stop_task
+
+    orig_run_response = responses.EC2ContainerServiceResponse.run_task
+
+    def run_task_response(self: Any) -> Any:
+        token = self._get_param("clientToken")
+        if not token:
+            return orig_run_response(self)
+        cluster = self.ecs_backend._get_cluster(self._get_param("cluster", "default"))
+        params = {k: v for k, v in json.loads(self.body or "{}").items() if k != "clientToken"}
+        fingerprint = json.dumps(params, sort_keys=True)
+        key = (self.current_account, cluster.arn, token)
+        with _lock:
+            seen = _client_tokens.get(key)
+            if seen is not None:
+                if seen[0] != fingerprint:
+                    raise ECSException("ConflictException",
+                                       "The client token was used before with different parameters.")
+                advance_tasks()
+                return ActionResult({"tasks": seen[1], "failures": []})
+            result = orig_run_response(self)
+            _client_tokens[key] = (fingerprint, list(result.result["tasks"]))
+            return result
+
+    responses.EC2ContainerServiceResponse.run_task = run_task_response
+
+    for name in ("get_log_events", "filter_log_events", "describe_log_streams"):
+        original = getattr(LogsBackend, name)
+
+        def read(self: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with _lock:
+                advance_tasks()
+            return _original(self, *args, **kwargs)
+
+        setattr(LogsBackend, name, read)
 
 # --- Smithy RPC v2 CBOR -> moto's JSON protocol ------------------------------------
 #
@@ -775,7 +1164,8 @@ def rpc_v2_cbor_call(moto_app: Any, environ: dict[str, Any], start_response: Any
 
 
 def default_network(query: str) -> dict[str, Any]:
-    """The default VPC of a region and its default subnets (moto makes them with random ids)."""
+    """The default VPC of a region, its default subnets and its default security group
+    (moto makes them with random ids)."""
     from urllib.parse import parse_qs
     from moto.ec2.models import ec2_backends
 
@@ -785,7 +1175,9 @@ def default_network(query: str) -> dict[str, Any]:
     backend = ec2_backends[account][region]
     vpc = backend.default_vpc
     subnets = sorted(s.id for s in backend.describe_subnets(filters={"vpc-id": [vpc.id]}))
-    return {"vpcId": vpc.id, "subnetIds": subnets}
+    groups = sorted(g.id for g in backend.describe_security_groups(
+        filters={"vpc-id": [vpc.id], "group-name": ["default"]}))
+    return {"vpcId": vpc.id, "subnetIds": subnets, "securityGroupIds": groups}
 
 
 _s3_conditional_lock = threading.Lock()
@@ -849,10 +1241,22 @@ class TugboatApp:
             served = rpc_v2_cbor_call(self.moto_app, environ, start_response)
             if served is not None:
                 return served
+        if path == "/tugboat-moto/crash-logs" and method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                answer, status = set_crash_logs(json.loads(environ["wsgi.input"].read(length) or b"{}")), "200 OK"
+            except (ValueError, TypeError) as err:
+                answer, status = {"error": str(err)}, "400 BAD REQUEST"
+            body = json.dumps(answer).encode()
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/moto-api/reset" and method == "POST":
             with _lock:
                 _transitions.clear()
                 _scan_delays.clear()
+                _crash.clear()
+                _sim_tasks.clear()
+                _client_tokens.clear()
         return self.moto_app(environ, start_response)
 
 
@@ -896,6 +1300,7 @@ def main() -> None:
     )
 
     patch_ecs()
+    patch_ecs_tasks()
     patch_autoscaling()
     patch_ecr()
     patch_ecr_scans()

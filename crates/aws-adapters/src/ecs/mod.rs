@@ -14,12 +14,16 @@
 //! [`RolloutState`]: pipeline_core::RolloutState
 
 mod deployer;
+mod diagnose;
 mod observe;
+mod run_task;
 mod service_deployment;
 mod status;
 mod strategy;
 
+pub use diagnose::TaskDiagnoser;
 pub use observe::{observe_deployments, DeploymentView};
+pub use run_task::{OneOffTask, Placement, TaskRunner};
 pub use service_deployment::{
     is_service_deployment_arn, observe_service_deployment, Following, ServiceDeploymentView,
 };
