@@ -15,7 +15,7 @@
 //!     .deploy(DeployRequest {
 //!         environment: "staging".into(),
 //!         source: ReleaseSource::Build,
-//!         git: GitInfo { sha: "0123abc".into(), git_ref: "refs/heads/develop".into() },
+//!         git: GitInfo { sha: "0123abc".into(), git_ref: "refs/heads/develop".into(), committed_at: None },
 //!         actor: "me".into(),
 //!         cancel: Default::default(),
 //!     })

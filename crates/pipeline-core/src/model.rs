@@ -124,6 +124,11 @@ pub struct GitInfo {
     pub sha: String,
     /// `refs/heads/develop`, `refs/tags/v1.2.0`, or a bare branch or tag name.
     pub git_ref: String,
+    /// When the commit was authored (`git log -1 --format=%aI`): where a change's lead
+    /// time starts. `None` when it is not known (the Lambda knows only an image tag, and
+    /// records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 impl GitInfo {
@@ -580,6 +585,7 @@ mod tests {
         let git = GitInfo {
             sha: "abc1234def".into(),
             git_ref: "refs/heads/develop".into(),
+            committed_at: None,
         };
         assert_eq!(ReleaseId::new(at, &git).0, "r20261126-141500-abc1234");
     }
