@@ -29,6 +29,7 @@ pub mod config;
 pub mod events;
 pub mod model;
 pub mod orchestrator;
+pub mod report;
 pub mod stages;
 pub mod task_definition;
 
