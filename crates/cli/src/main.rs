@@ -4,6 +4,7 @@
 //! before; 2 bad input (config, task definition, flags) or lock held, nothing changed;
 //! 3 failed and NOT restored (the message says what state the service is in).
 
+mod commands;
 mod git;
 mod output;
 mod signals;
@@ -162,6 +163,9 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// The delivery report: DORA metrics and the release timeline from the deploy records.
+    #[command(after_help = commands::report::EXAMPLES)]
+    Report(commands::report::ReportArgs),
     /// Shell completions.
     #[command(
         after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat"
@@ -447,6 +451,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let env = environment(&global, &project, &git)?;
             wiring::unlock(&project, &env, yes, &reporter).await
         }
+        Command::Report(args) => commands::report::run(&global, args, &reporter).await,
         Command::History { limit } => {
             let project = load(&global)?;
             let git = git::current();

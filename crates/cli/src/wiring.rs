@@ -231,6 +231,14 @@ async fn reader_and_records(
     ))
 }
 
+/// The record store of an environment (`tugboat report`), without AWS for a local one.
+pub async fn record_store(
+    project: &Project,
+    environment: &str,
+) -> Result<Arc<dyn ArtifactStore>, Exit> {
+    Ok(reader_and_records(project, environment).await?.1)
+}
+
 pub async fn status(project: &Project, environment: &str, reporter: &Reporter) -> Result<(), Exit> {
     let target = target(project, environment)?;
     let (reader, records) = reader_and_records(project, environment).await?;

@@ -1,0 +1,2 @@
+pub mod report;
+mod report_html;
