@@ -9,7 +9,9 @@ use pipeline_core::report::{Band, DeliveryReport, ReleaseRow, ReportRequest, Run
 use pipeline_core::{Project, RecordOutcome};
 use std::path::PathBuf;
 
-pub const EXAMPLES: &str = "Examples:
+pub const EXAMPLES: &str = "Without --env the report covers every environment of tugboat.toml.
+
+Examples:
   tugboat report --env production                    # the last 30 days
   tugboat report --env production --since 2026-10-01
   tugboat report --since 12w --output json           # every environment, 12 weeks
