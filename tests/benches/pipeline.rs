@@ -8,21 +8,26 @@
 //!   the unchanged image is skipped.
 //! - Rollout: the delay between moto's deployment turning COMPLETED (its transitions
 //!   log) and [`pipeline_core::follow_rollout`] on [`EcsDeployer`] returning, polling every 0.2 s and 1 s.
+//! - Report: `tugboat report`'s work over 1,000 deploy records in moto's S3
+//!   ([`ArtifactStore::records_since`]: list, then 16 `GetObject`s at a time; then
+//!   [`DeliveryReport::compute`]). `cargo xtask bench report` runs only this one.
 //!
 //! Every back end must be there (`.ci/setup-backends`); a missing one is an error.
 
 use anyhow::{bail, ensure, Context};
-use aws_adapters::{EcrRegistry, EcsDeployer};
+use aws_adapters::{EcrRegistry, EcsDeployer, S3ArtifactStore};
 use host_adapters::DockerEnginePusher;
+use pipeline_core::report::{DeliveryReport, ReportRequest};
 use pipeline_core::{
     BuiltImage, Deployer, Events, PipelineEvent, RecordedEvents, Registry, RegistryCredentials,
-    Revision, RolloutOutcome, UpdateRequest, WaitOptions,
+    ReleaseRecords, Revision, RolloutOutcome, UpdateRequest, WaitOptions,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tugboat_tests::aws::AwsFixture;
 use tugboat_tests::cv_matcher::{self as cv, CvMatcher};
 use tugboat_tests::docker::{build_image, example_copy, require_docker, unique, Images};
+use tugboat_tests::records::{put_records, sample_records};
 use tugboat_tests::registry::LocalRegistry;
 
 /// Pushes of each kind (each to a fresh registry).
@@ -31,6 +36,9 @@ const PUSH_REPETITIONS: usize = 3;
 const ROLLOUT_REPETITIONS: usize = 4;
 const POLL_INTERVALS: [f64; 2] = [0.2, 1.0];
 const REPOSITORY: &str = "cv_matcher";
+/// Records the report reads, and how often it is timed.
+const REPORT_RECORDS: u32 = 1_000;
+const REPORT_REPETITIONS: usize = 3;
 
 /// Timings of one measurement, with what the registry saw.
 struct Row {
@@ -308,10 +316,67 @@ async fn bench_rollouts() -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// `tugboat report`'s reading and computing over [`REPORT_RECORDS`] records in S3, all
+/// inside the 30-day window (one every 40 minutes).
+async fn bench_report() -> anyhow::Result<Vec<Row>> {
+    let aws = AwsFixture::start().await?;
+    let bucket = "cv-matcher-deployments";
+    aws.clients.s3.create_bucket().bucket(bucket).send().await?;
+    let store = Arc::new(S3ArtifactStore::new(
+        aws.clients.s3.clone(),
+        bucket,
+        "tugboat",
+    ));
+    let now = chrono::Utc::now();
+    let records = sample_records(
+        "cv-matcher",
+        "production",
+        REPORT_RECORDS,
+        now - chrono::Duration::minutes(5),
+        chrono::Duration::minutes(40),
+    );
+    eprintln!("bench: writing {REPORT_RECORDS} records to moto's S3");
+    put_records(store.clone(), records, 16).await?;
+    let request = ReportRequest {
+        app: "cv-matcher".into(),
+        environments: vec!["production".into()],
+        since: now - chrono::Duration::days(30),
+        until: now,
+    };
+    let mut row = Row::new(format!(
+        "report over {REPORT_RECORDS} records in moto's S3 (list, 16 GetObjects at a time, compute)"
+    ));
+    for repetition in 1..=REPORT_REPETITIONS {
+        eprintln!("bench: report {repetition}/{REPORT_REPETITIONS}");
+        let started = Instant::now();
+        let read = store
+            .records_since("cv-matcher", "production", request.since)
+            .await
+            .map_err(|err| anyhow::anyhow!("records_since: {err}"))?;
+        let report = DeliveryReport::compute(&request, &read);
+        row.times.push(started.elapsed());
+        ensure!(
+            report.counts.releases == REPORT_RECORDS as usize,
+            "the report counted {} releases of {REPORT_RECORDS}",
+            report.counts.releases
+        );
+    }
+    Ok(vec![row])
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench` (and any filter): there is one benchmark, run it.
-    // Each table is printed as soon as it is measured.
+    // `cargo bench` passes `--bench` (and any filter): `report` runs only the report's
+    // row, anything else every benchmark. Each table is printed as soon as it is measured.
+    let report = bench_report().await?;
+    print_table(
+        &format!("tugboat report over {REPORT_RECORDS} deploy records, {REPORT_REPETITIONS} runs"),
+        &report,
+        false,
+    );
+    if std::env::args().any(|arg| arg == "report") {
+        return Ok(());
+    }
     let pushes = bench_pushes().await?;
     print_table(
         &format!(

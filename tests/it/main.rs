@@ -13,6 +13,7 @@ mod lambda_hook;
 mod lambda_template;
 mod lock;
 mod measure;
+mod records;
 mod release_safety;
 mod revisions;
 mod scan_gate;

@@ -69,6 +69,7 @@ async fn deploy(
             git: GitInfo {
                 sha: "5ca1ab1e".into(),
                 git_ref: format!("refs/tags/{tag}"),
+                committed_at: None,
             },
             actor: "tugboat-tests".into(),
             cancel: CancellationToken::new(),

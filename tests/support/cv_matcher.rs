@@ -510,6 +510,7 @@ impl CvMatcher {
                 git: GitInfo {
                     sha: git_sha.to_string(),
                     git_ref: format!("refs/tags/{tag}"),
+                    committed_at: None,
                 },
                 actor: "tugboat-tests".to_string(),
                 cancel: CancellationToken::new(),

@@ -3,7 +3,8 @@
 //! counter ([`calls`]), the CV Matcher example set up on it ([`cv_matcher`]), a real
 //! Docker registry standing in for ECR's data plane ([`registry`]) and the example
 //! image built with the Docker engine ([`docker`]), and a proxy that injects faults
-//! between the clients and moto ([`fault_proxy`]).
+//! between the clients and moto ([`fault_proxy`]); made-up deploy records for the
+//! delivery report ([`records`]).
 
 pub mod aws;
 pub mod calls;
@@ -11,4 +12,5 @@ pub mod cv_matcher;
 pub mod docker;
 pub mod fault_proxy;
 pub mod moto;
+pub mod records;
 pub mod registry;

@@ -10,7 +10,7 @@
 use crate::errors::stage_error;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pipeline_core::{
     Artifact, ArtifactStore, DeployLock, DeployLocks, DeployRecord, InProgressPointer, LockHolder,
     ReleaseId, ReleaseRecords, StageError, StageErrorKind, VersionedRecord,
@@ -52,6 +52,60 @@ impl S3ArtifactStore {
         } else {
             format!("{}/{app}/{environment}", self.prefix)
         }
+    }
+
+    /// The keys of an environment's records, newest first: release ids start with their
+    /// UTC start time, so that is reverse key order.
+    async fn record_keys(&self, app: &str, environment: &str) -> Result<Vec<String>, StageError> {
+        let prefix = format!("{}/records/", self.base(app, environment));
+        let pages: Vec<_> = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|err| stage_error("ListObjectsV2", &err))?;
+        let mut keys: Vec<String> = pages
+            .iter()
+            .flat_map(|page| page.contents())
+            .filter_map(|o| o.key().map(str::to_string))
+            .filter(|key| key.ends_with(".json"))
+            .collect();
+        keys.sort_by(|a, b| b.cmp(a));
+        Ok(keys)
+    }
+
+    /// Reads records, [`CONCURRENT_READS`] `GetObject`s at a time; one tugboat cannot
+    /// parse is skipped with a warning, a failed read fails them all. Newest first.
+    async fn read_records(&self, keys: Vec<String>) -> Result<Vec<DeployRecord>, StageError> {
+        let mut pending = keys.into_iter();
+        let mut reads = tokio::task::JoinSet::new();
+        let mut records = Vec::new();
+        loop {
+            while reads.len() < CONCURRENT_READS {
+                let Some(key) = pending.next() else { break };
+                let client = self.client.clone();
+                let bucket = self.bucket.clone();
+                reads.spawn(async move {
+                    let bytes = read_bytes(&client, &bucket, &key).await;
+                    (key, bytes)
+                });
+            }
+            let Some(joined) = reads.join_next().await else {
+                break;
+            };
+            let (key, bytes) =
+                joined.map_err(|e| StageError::failed(format!("reading a record: {e}")))?;
+            match serde_json::from_slice::<DeployRecord>(&bytes?) {
+                Ok(record) => records.push(record),
+                Err(err) => tracing::warn!(key, %err, "skipping a record tugboat cannot read"),
+            }
+        }
+        pipeline_core::sort_newest_first(&mut records);
+        Ok(records)
     }
 
     fn record_key(&self, app: &str, environment: &str, release_id: &ReleaseId) -> String {
@@ -179,6 +233,36 @@ struct InProgress {
 
 /// The lease that applies to a lock recording none (written before leases): the one
 /// this run asks for.
+/// `GetObject`s in flight at once when reading many records: enough to hide S3's latency,
+/// few enough to stay clear of its request rate limits and the client's connection pool.
+const CONCURRENT_READS: usize = 16;
+
+/// The release id a record's key names (`…/records/<release id>.json`).
+fn release_of_key(key: &str) -> ReleaseId {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    ReleaseId(name.strip_suffix(".json").unwrap_or(name).to_string())
+}
+
+async fn read_bytes(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Vec<u8>, StageError> {
+    let output = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(|err| stage_error("GetObject", &err))?;
+    let bytes = output
+        .body
+        .collect()
+        .await
+        .map_err(|e| StageError::failed(format!("reading s3://{bucket}/{key}: {e}")))?;
+    Ok(bytes.into_bytes().to_vec())
+}
+
 fn fallback_lease(holder: &LockHolder) -> Duration {
     Duration::from_secs(
         holder
@@ -457,48 +541,25 @@ impl ReleaseRecords for S3ArtifactStore {
         environment: &str,
         limit: usize,
     ) -> Result<Vec<DeployRecord>, StageError> {
-        let prefix = format!("{}/records/", self.base(app, environment));
-        let objects: Vec<_> = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&prefix)
-            .into_paginator()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|err| stage_error("ListObjectsV2", &err))?;
-        let mut keys: Vec<String> = objects
-            .iter()
-            .flat_map(|page| page.contents())
-            .filter_map(|o| o.key().map(str::to_string))
+        let mut keys = self.record_keys(app, environment).await?;
+        keys.truncate(limit);
+        self.read_records(keys).await
+    }
+
+    async fn records_since(
+        &self,
+        app: &str,
+        environment: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DeployRecord>, StageError> {
+        let keys: Vec<String> = self
+            .record_keys(app, environment)
+            .await?
+            .into_iter()
+            .filter(|key| !release_of_key(key).started_before(since))
             .collect();
-        // Release ids start with their UTC start time: newest first is reverse key order.
-        keys.sort_by(|a, b| b.cmp(a));
-        let mut records = Vec::new();
-        for key in keys.into_iter().take(limit) {
-            let output = self
-                .client
-                .get_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .send()
-                .await
-                .map_err(|err| stage_error("GetObject", &err))?;
-            let bytes = output
-                .body
-                .collect()
-                .await
-                .map_err(|e| {
-                    StageError::failed(format!("reading s3://{}/{key}: {e}", self.bucket))
-                })?
-                .into_bytes();
-            match serde_json::from_slice::<DeployRecord>(&bytes) {
-                Ok(record) => records.push(record),
-                Err(err) => tracing::warn!(key, %err, "skipping a record tugboat cannot read"),
-            }
-        }
-        pipeline_core::sort_newest_first(&mut records);
+        let mut records = self.read_records(keys).await?;
+        records.retain(|record| record.started_at >= since);
         Ok(records)
     }
 }

@@ -20,7 +20,11 @@
 //!     .deploy(DeployRequest {
 //!         environment: "staging".into(),
 //!         source: ReleaseSource::Image(ImageReference::parse("v1.2.0")),
-//!         git: GitInfo { sha: "0123abc".into(), git_ref: "refs/tags/v1.2.0".into() },
+//!         git: GitInfo {
+//!             sha: "0123abc".into(),
+//!             git_ref: "refs/tags/v1.2.0".into(),
+//!             committed_at: None,
+//!         },
 //!         actor: "release-bot".into(),
 //!         cancel: Default::default(),
 //!     })

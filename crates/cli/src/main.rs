@@ -163,6 +163,9 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// The delivery report: DORA metrics and the release timeline from the deploy records.
+    #[command(after_help = commands::report::EXAMPLES)]
+    Report(commands::report::ReportArgs),
     /// Shell completions.
     #[command(
         after_help = "Example:\n  tugboat completions bash > /etc/bash_completion.d/tugboat"
@@ -449,6 +452,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let env = environment(&global, &project, &git)?;
             commands::unlock::unlock(&project, &env, yes, &reporter).await
         }
+        Command::Report(args) => commands::report::run(&global, args, &reporter).await,
         Command::History { limit } => {
             let project = load(&global)?;
             let git = git::current();

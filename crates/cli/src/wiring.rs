@@ -198,3 +198,11 @@ pub async fn reader_and_records(
         release_stores(project, environment, &clients)?,
     ))
 }
+
+/// The deploy records of an environment (`tugboat report`), without AWS for a local one.
+pub async fn record_store(
+    project: &Project,
+    environment: &str,
+) -> Result<Arc<dyn pipeline_core::ReleaseRecords>, Exit> {
+    Ok(reader_and_records(project, environment).await?.1.records)
+}

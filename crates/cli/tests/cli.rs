@@ -18,6 +18,8 @@ mod local_target;
 mod plain_output;
 #[path = "cli/read_only.rs"]
 mod read_only;
+#[path = "cli/report.rs"]
+mod report;
 #[path = "cli/signals.rs"]
 mod signals;
 #[path = "cli/test_environment.rs"]
@@ -341,6 +343,7 @@ async fn help_of_every_subcommand() {
         "rollback",
         "status",
         "history",
+        "report",
         "diff",
         "render",
         "verify",

@@ -8,7 +8,7 @@
 //! hold it.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use pipeline_core::{
     Artifact, ArtifactStore, DeployLock, DeployLocks, DeployRecord, InProgressPointer, LockHolder,
     ReleaseId, ReleaseRecords, StageError, StageErrorKind, VersionedRecord,
@@ -33,6 +33,40 @@ impl FileArtifactStore {
 
     fn lock_path(&self, app: &str, environment: &str) -> PathBuf {
         self.base(app, environment).join("lock.json")
+    }
+
+    /// The records of an environment, newest first; unreadable ones skipped, and with
+    /// `since`, those whose file name says they started earlier are not read.
+    fn read_records(
+        &self,
+        app: &str,
+        environment: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DeployRecord>, StageError> {
+        let dir = self.base(app, environment).join("records");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(Self::io_error("read", &dir, &err)),
+        };
+        let mut records: Vec<DeployRecord> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|path| path.extension().is_some_and(|x| x == "json"))
+            .filter(|path| {
+                let release = path
+                    .file_stem()
+                    .map(|s| ReleaseId(s.to_string_lossy().into()));
+                match (since, release) {
+                    (Some(since), Some(release)) => !release.started_before(since),
+                    _ => true,
+                }
+            })
+            .filter_map(|path| std::fs::read(path).ok())
+            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
+            .collect();
+        pipeline_core::sort_newest_first(&mut records);
+        Ok(records)
     }
 
     fn io_error(action: &str, path: &Path, err: &std::io::Error) -> StageError {
@@ -335,20 +369,19 @@ impl ReleaseRecords for FileArtifactStore {
         environment: &str,
         limit: usize,
     ) -> Result<Vec<DeployRecord>, StageError> {
-        let dir = self.base(app, environment).join("records");
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(err) => return Err(Self::io_error("read", &dir, &err)),
-        };
-        let mut records: Vec<DeployRecord> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|bytes| serde_json::from_slice(&bytes).ok())
-            .collect();
-        pipeline_core::sort_newest_first(&mut records);
+        let mut records = self.read_records(app, environment, None)?;
         records.truncate(limit);
+        Ok(records)
+    }
+
+    async fn records_since(
+        &self,
+        app: &str,
+        environment: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DeployRecord>, StageError> {
+        let mut records = self.read_records(app, environment, Some(since))?;
+        records.retain(|record| record.started_at >= since);
         Ok(records)
     }
 }

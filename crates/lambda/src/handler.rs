@@ -905,6 +905,8 @@ pub fn git_of_tag(config: &Config, tag: &str) -> GitInfo {
         } else {
             tag.to_string()
         },
+        // An image tag tells no commit time: lead time needs the CLI's record.
+        committed_at: None,
     }
 }
 
@@ -941,6 +943,7 @@ mod tests {
         GitInfo {
             sha: sha.into(),
             git_ref: git_ref.into(),
+            committed_at: None,
         }
     }
 

@@ -15,7 +15,7 @@
 //!     .deploy(DeployRequest {
 //!         environment: "staging".into(),
 //!         source: ReleaseSource::Build,
-//!         git: GitInfo { sha: "0123abc".into(), git_ref: "refs/heads/develop".into() },
+//!         git: GitInfo { sha: "0123abc".into(), git_ref: "refs/heads/develop".into(), committed_at: None },
 //!         actor: "me".into(),
 //!         cancel: Default::default(),
 //!     })
@@ -31,6 +31,7 @@ pub mod events;
 pub mod model;
 pub mod orchestrator;
 pub mod preflight;
+pub mod report;
 pub mod stages;
 pub mod task_definition;
 

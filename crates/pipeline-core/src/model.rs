@@ -124,6 +124,11 @@ pub struct GitInfo {
     pub sha: String,
     /// `refs/heads/develop`, `refs/tags/v1.2.0`, or a bare branch or tag name.
     pub git_ref: String,
+    /// When the commit was authored (`git log -1 --format=%aI`): where a change's lead
+    /// time starts. `None` when it is not known (the Lambda knows only an image tag, and
+    /// records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<DateTime<Utc>>,
 }
 
 impl GitInfo {
@@ -149,6 +154,21 @@ impl ReleaseId {
         let sha = git.short_sha();
         let sha = if sha.is_empty() { "nosha" } else { sha };
         Self(format!("r{}-{}", at.format("%Y%m%d-%H%M%S"), sha))
+    }
+
+    /// The start time the id was made from (to the second), for an id of that form.
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        let stamp = self.0.strip_prefix('r')?.get(..15)?;
+        chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d-%H%M%S")
+            .ok()
+            .map(|at| at.and_utc())
+    }
+
+    /// Whether the run certainly started before `since`, from its id alone: a store
+    /// skips reading such a record. An id of another form never is.
+    pub fn started_before(&self, since: DateTime<Utc>) -> bool {
+        self.started_at()
+            .is_some_and(|at| at + chrono::Duration::seconds(1) <= since)
     }
 }
 
@@ -580,7 +600,14 @@ mod tests {
         let git = GitInfo {
             sha: "abc1234def".into(),
             git_ref: "refs/heads/develop".into(),
+            committed_at: None,
         };
         assert_eq!(ReleaseId::new(at, &git).0, "r20261126-141500-abc1234");
+        let id = ReleaseId::new(at + chrono::Duration::milliseconds(700), &git);
+        assert_eq!(id.started_at(), Some(at));
+        // The id keeps whole seconds: a run of 14:15:00.7 did not start before 14:15:00.5.
+        assert!(!id.started_before(at + chrono::Duration::milliseconds(500)));
+        assert!(id.started_before(at + chrono::Duration::seconds(1)));
+        assert!(!ReleaseId("manual-1".into()).started_before(at));
     }
 }

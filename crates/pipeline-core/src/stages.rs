@@ -585,6 +585,21 @@ pub trait ReleaseRecords: Send + Sync {
         environment: &str,
         limit: usize,
     ) -> Result<Vec<DeployRecord>, StageError>;
+
+    /// Every record of one app environment whose run started at or after `since`, newest
+    /// first (the delivery report's input). Stores with many records read them with
+    /// bounded concurrency and skip, by name, those that started earlier. Records the
+    /// store cannot read are skipped, as [`ReleaseRecords::history`] does.
+    async fn records_since(
+        &self,
+        app: &str,
+        environment: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DeployRecord>, StageError> {
+        let mut records = self.history(app, environment, usize::MAX).await?;
+        records.retain(|record| record.started_at >= since);
+        Ok(records)
+    }
 }
 
 /// Keeps the test artifacts (coverage, reports) of a release.

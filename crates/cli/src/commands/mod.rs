@@ -5,6 +5,8 @@ pub mod history;
 pub mod infra;
 pub mod init;
 pub mod preflight;
+pub mod report;
+mod report_html;
 pub mod status;
 pub mod stop;
 pub mod unlock;

@@ -110,3 +110,47 @@ async fn a_record_is_concluded_by_one_conditional_write() -> Result<(), pipeline
     );
     Ok(())
 }
+
+fn record_started(release: &str, started_at: &str) -> pipeline_core::DeployRecord {
+    let mut record = in_progress_record(release);
+    record.outcome = pipeline_core::RecordOutcome::Succeeded;
+    record.started_at = chrono::DateTime::parse_from_rfc3339(started_at)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|err| panic!("{started_at}: {err}"));
+    record
+}
+
+#[tokio::test]
+async fn records_since_reads_the_window_newest_first() -> Result<(), pipeline_core::StageError> {
+    let dir = TempDir::new("file-records-since");
+    let store = FileArtifactStore::new(dir.path());
+    let (app, env) = ("cv-matcher", "local");
+    for (id, at) in [
+        ("r20261101-100000-aaa", "2026-11-01T10:00:00Z"),
+        ("r20261110-100000-bbb", "2026-11-10T10:00:00Z"),
+        ("r20261120-100000-ccc", "2026-11-20T10:00:00Z"),
+        // An id that tells no time: read, and kept by its start time.
+        ("manual-ddd", "2026-11-15T10:00:00Z"),
+    ] {
+        store.put_record(&record_started(id, at)).await?;
+    }
+    // Its file name says it started before the window: not even read.
+    let mut misnamed = record_started("r20261020-100000-eee", "2026-11-25T10:00:00Z");
+    misnamed.release_id = ReleaseId("r20261020-100000-eee".into());
+    store.put_record(&misnamed).await?;
+
+    let since = chrono::DateTime::parse_from_rfc3339("2026-11-05T00:00:00Z")
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default();
+    let ids: Vec<String> = store
+        .records_since(app, env, since)
+        .await?
+        .into_iter()
+        .map(|r| r.release_id.0)
+        .collect();
+    assert_eq!(
+        ids,
+        ["r20261120-100000-ccc", "manual-ddd", "r20261110-100000-bbb"]
+    );
+    Ok(())
+}

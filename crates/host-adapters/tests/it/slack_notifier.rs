@@ -439,6 +439,7 @@ async fn a_broken_slack_does_not_fail_the_deploy_and_never_shows_the_token() {
             git: GitInfo {
                 sha: "abc1234def5678".into(),
                 git_ref: "refs/heads/develop".into(),
+                committed_at: None,
             },
             actor: "alice".into(),
             cancel: Default::default(),

@@ -139,6 +139,7 @@ async fn the_plan_for_a_pushed_image_shows_the_steps_and_the_diff() {
     let git = GitInfo {
         sha: "abc1234def5678".into(),
         git_ref: "refs/tags/v1.2.0".into(),
+        committed_at: None,
     };
     let source = ReleaseSource::Image(ImageReference::Tag("v1.2.0".into()));
     let plan = orchestrator
@@ -171,6 +172,7 @@ async fn the_plan_for_a_first_release_built_here_shows_the_whole_definition() {
     let git = GitInfo {
         sha: "abc1234def5678".into(),
         git_ref: "refs/tags/v1.2.0".into(),
+        committed_at: None,
     };
     let plan = orchestrator
         .plan("production", &ReleaseSource::Build, &git)

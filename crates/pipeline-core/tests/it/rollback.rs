@@ -19,6 +19,7 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         git: GitInfo {
             sha: format!("{n:0>7}"),
             git_ref: "refs/heads/develop".into(),
+            committed_at: None,
         },
         image: None,
         revision: Some(revision(rev)),

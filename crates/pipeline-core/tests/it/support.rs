@@ -106,6 +106,7 @@ pub fn develop_commit() -> GitInfo {
     GitInfo {
         sha: "abc1234def5678".to_string(),
         git_ref: "refs/heads/develop".to_string(),
+        committed_at: None,
     }
 }
 
