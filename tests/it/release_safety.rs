@@ -452,6 +452,19 @@ async fn a_circuit_breaker_rollback_restores_the_completed_revision() -> anyhow:
         bad.record()?.previous_revision.as_ref(),
         Some(&good_revision)
     );
+    // The failure says why the tasks stopped (issue 17): the stopped reason and the
+    // container's exit code, in the report and the record alike.
+    for told in [
+        bad.report.message.clone(),
+        bad.record()?.reason.clone().unwrap_or_default(),
+    ] {
+        assert!(
+            told.contains("Essential container in task exited")
+                && told.contains("exit code 1")
+                && told.contains("fatal error"),
+            "{told}"
+        );
+    }
     tugboat_tests::cv_matcher::eventually(Duration::from_secs(10), || async {
         let service = cv.service().await?;
         Ok(service.task_definition() == Some(good_revision.id.as_str()))

@@ -407,7 +407,8 @@ impl CvMatcher {
     }
 
     /// tugboat's stages on the fixture's clients: ECR, ECS, Parameter Store and the
-    /// records bucket; no test runner, builder, verifier or notifier.
+    /// records bucket and the failure diagnosis; no test runner, builder, verifier or
+    /// notifier.
     pub fn stages(&self) -> Stages {
         let clients = &self.aws.clients;
         let deployer = Arc::new(
@@ -429,6 +430,10 @@ impl CvMatcher {
             records: store.clone(),
             artifacts: store,
             notifiers: Vec::new(),
+            diagnostics: Some(Arc::new(aws_adapters::TaskDiagnoser::new(
+                clients.ecs.clone(),
+                clients.logs.clone(),
+            ))),
         }
     }
 

@@ -36,7 +36,7 @@
 
 use crate::{
     AlarmWatch, AwsClients, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore,
-    TargetHealthCheck,
+    TargetHealthCheck, TaskDiagnoser,
 };
 use pipeline_core::{
     EnvironmentConfig, ImageBuilder, ImagePusher, Notifier, ReleaseStores, StageError, Stages,
@@ -177,5 +177,9 @@ pub fn environment_stages(
         records: stores.records,
         artifacts: stores.artifacts,
         notifiers: host.notifiers,
+        diagnostics: Some(Arc::new(TaskDiagnoser::new(
+            clients.ecs.clone(),
+            clients.logs.clone(),
+        ))),
     })
 }

@@ -120,6 +120,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         records: stores.records,
         artifacts: stores.artifacts,
         notifiers: notifiers(env),
+        diagnostics: None,
     })
 }
 

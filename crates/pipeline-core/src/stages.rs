@@ -350,6 +350,19 @@ pub trait RolloutWatch: Send {
     }
 }
 
+/// Says why the tasks of a failed deployment stopped: stopped reasons, exit codes, the
+/// last lines each failed container logged. Best effort: what cannot be read is a note
+/// in the diagnosis, never an error, so a diagnosis never changes how a release ends.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait FailureDiagnostics: Send + Sync {
+    async fn diagnose(
+        &self,
+        target: &DeployTarget,
+        deployment: &DeploymentHandle,
+    ) -> crate::diagnosis::FailureDiagnosis;
+}
+
 /// Rolls releases out to a service and back.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]

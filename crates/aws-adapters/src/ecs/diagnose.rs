@@ -8,12 +8,13 @@
 //! failing fails the diagnosis; a log stream that cannot be read only leaves a note.
 
 use crate::errors::stage_error;
+use async_trait::async_trait;
 use aws_sdk_ecs::types::{ContainerDefinition, DesiredStatus, LogDriver, Task};
 use pipeline_core::diagnosis::{
     FailureDiagnosis, LogLine, LogStream, StoppedContainer, StoppedTask, DEFAULT_LOG_LINES,
     DIAGNOSED_TASKS,
 };
-use pipeline_core::StageError;
+use pipeline_core::{DeployTarget, DeploymentHandle, FailureDiagnostics, StageError};
 use std::collections::HashMap;
 
 use super::{revision_label, to_chrono};
@@ -250,6 +251,26 @@ pub fn stopped_task(task: &Task) -> StoppedTask {
                 log_lines: Vec::new(),
             })
             .collect(),
+    }
+}
+
+/// The orchestrator's view: the tasks the deployment started (`startedBy` its id). A
+/// diagnosis that cannot be read is a note, never an error.
+#[async_trait]
+impl FailureDiagnostics for TaskDiagnoser {
+    async fn diagnose(
+        &self,
+        target: &DeployTarget,
+        deployment: &DeploymentHandle,
+    ) -> FailureDiagnosis {
+        match TaskDiagnoser::diagnose(self, &target.cluster, &deployment.id).await {
+            Ok(diagnosis) => diagnosis,
+            Err(err) => FailureDiagnosis {
+                started_by: deployment.id.clone(),
+                notes: vec![format!("could not read the stopped tasks: {}", err.message)],
+                ..FailureDiagnosis::default()
+            },
+        }
     }
 }
 

@@ -411,6 +411,7 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
         records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: vec![notifier],
+        diagnostics: None,
     }
 }
 

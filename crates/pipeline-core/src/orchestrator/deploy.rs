@@ -88,6 +88,7 @@ impl Orchestrator {
             waited = follow_rollout(self.stages.deployer.as_ref(), &run.target, &started.deployment, &options, &self.events) => Some(waited),
             () = cancel.cancelled() => None,
         };
+        let platform_ended_it = matches!(waited, Some(Ok(_)));
         let failure = match waited {
             Some(Ok(RolloutOutcome::Completed)) => None,
             Some(Ok(outcome)) => Some(outcome.describe()),
@@ -96,6 +97,12 @@ impl Orchestrator {
         };
         self.end(run, Stage::Deploy, started.clock, failure.is_none());
         if let Some(reason) = failure {
+            // A rollout that failed or ran out of time: why its tasks stopped.
+            let reason = if platform_ended_it {
+                self.with_diagnosis(run, &started.deployment, reason).await
+            } else {
+                reason
+            };
             return self
                 .recover(
                     run,
@@ -106,6 +113,26 @@ impl Orchestrator {
                 .await;
         }
         self.after_rollout(run, env, cancel).await
+    }
+
+    /// `reason` followed by why the deployment's tasks stopped, when the stages can tell;
+    /// the whole diagnosis goes to the events (the terminal, the JSON events).
+    async fn with_diagnosis(
+        &self,
+        run: &Run,
+        deployment: &crate::model::DeploymentHandle,
+        reason: String,
+    ) -> String {
+        let Some(diagnostics) = &self.stages.diagnostics else {
+            return reason;
+        };
+        let diagnosis = diagnostics.diagnose(&run.target, deployment).await;
+        if diagnosis.is_empty() {
+            return reason;
+        }
+        self.events
+            .warn(format!("why the tasks stopped:\n{diagnosis}"));
+        format!("{reason}; {}", diagnosis.summary())
     }
 
     /// Everything up to and including the service update: the image (tested, built and

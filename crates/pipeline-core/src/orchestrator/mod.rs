@@ -10,10 +10,10 @@ use crate::model::{
     RolloutOutcome, Stage, StageTiming,
 };
 use crate::stages::{
-    ArtifactStore, BuildSpec, DeployLocks, Deployer, ImageBuilder, Notification, NotificationKind,
-    Notifier, Registry, ReleaseRecords, RestoreRequest, SecretStore, SecretsSpec, ServiceReader,
-    StageError, StageErrorKind, TestRunner, TestSpec, UpdateRequest, Verifier, VerifyContext,
-    WaitOptions,
+    ArtifactStore, BuildSpec, DeployLocks, Deployer, FailureDiagnostics, ImageBuilder,
+    Notification, NotificationKind, Notifier, Registry, ReleaseRecords, RestoreRequest,
+    SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind, TestRunner, TestSpec,
+    UpdateRequest, Verifier, VerifyContext, WaitOptions,
 };
 use crate::task_definition::{self, ReleaseInputs, RenderedTaskDefinition, ResourceTag};
 use chrono::{DateTime, Utc};
@@ -84,6 +84,8 @@ pub struct Stages {
     /// Where test artifacts go.
     pub artifacts: Arc<dyn ArtifactStore>,
     pub notifiers: Vec<Arc<dyn Notifier>>,
+    /// Why a failed rollout's tasks stopped, told in the failure; `None`: not told.
+    pub diagnostics: Option<Arc<dyn FailureDiagnostics>>,
 }
 
 /// Where the release's image comes from.

@@ -129,6 +129,7 @@ fn plan_stages(current: Option<u32>) -> Stages {
         records: Arc::new(MockReleaseRecords::new()),
         artifacts: Arc::new(MockArtifactStore::new()),
         notifiers: Vec::new(),
+        diagnostics: None,
     }
 }
 

@@ -666,6 +666,7 @@ async fn an_unknown_environment_is_refused_before_anything_runs() {
         records: Arc::new(MockReleaseRecords::new()),
         artifacts: Arc::new(MockArtifactStore::new()),
         notifiers: Vec::new(),
+        diagnostics: None,
     };
     let orchestrator = Orchestrator::new(cv_matcher(), stages, Events::new());
     let report = orchestrator

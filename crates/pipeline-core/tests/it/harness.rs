@@ -526,6 +526,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: vec![Arc::new(notifier)],
+        diagnostics: None,
     };
     let orchestrator = Orchestrator::new(project, stages, Events::new().with(events.clone()))
         .with_clock(Arc::new(FixedClock));

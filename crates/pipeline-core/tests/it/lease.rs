@@ -264,6 +264,7 @@ async fn run(scenario: Scenario) -> Ran {
         records: store.clone(),
         artifacts: store.clone(),
         notifiers: Vec::new(),
+        diagnostics: None,
     };
     let events = RecordedEvents::new();
     let orchestrator = Orchestrator::new(project, stages, Events::new().with(events.clone()));

@@ -258,6 +258,7 @@ fn orchestrator(
         records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: Vec::new(),
+        diagnostics: None,
     };
     let orchestrator =
         Orchestrator::new(cv_matcher(), stages, Events::new()).with_clock(Arc::new(FixedClock));
@@ -423,6 +424,7 @@ async fn a_rollback_under_a_held_lock_is_refused_and_recorded() {
         records: Arc::new(record_store),
         artifacts: Arc::new(artifacts),
         notifiers: Vec::new(),
+        diagnostics: None,
     };
     let orchestrator = Orchestrator::new(cv_matcher(), stages, Events::new());
     let report = orchestrator.rollback(request(None)).await;
