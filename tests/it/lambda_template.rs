@@ -16,6 +16,7 @@ fn workspace() -> PathBuf {
 const ADAPTERS: &[(&str, &str)] = &[
     ("ecs/mod.rs", "ecs"),
     ("ecs/deployer.rs", "ecs"),
+    ("ecs/diagnose.rs", "ecs"),
     ("ecs/observe.rs", "ecs"),
     ("ecs/service_deployment.rs", "ecs"),
     ("ecs/status.rs", "ecs"),
@@ -84,6 +85,8 @@ fn calls_in(file: &Path, prefix: &str) -> BTreeSet<String> {
                 // The target-health check finds the service's target groups through ECS.
                 "describe_services" => "ecs",
                 "get_caller_identity" => "sts",
+                // The failure diagnosis reads the stopped tasks' log streams.
+                "get_log_events" => "logs",
                 _ => prefix,
             };
             let action = match (service, call.as_str()) {
