@@ -180,6 +180,24 @@ struct Jobs {
 const CONTAINER: &str = "app";
 
 impl Jobs {
+    /// The task as ECS describes it.
+    async fn described(&self, task_arn: &str) -> anyhow::Result<aws_sdk_ecs::types::Task> {
+        let described = self
+            .aws
+            .clients
+            .ecs
+            .describe_tasks()
+            .cluster(&self.cluster)
+            .tasks(task_arn)
+            .send()
+            .await?;
+        described
+            .tasks()
+            .first()
+            .cloned()
+            .context("task not described")
+    }
+
     async fn setup() -> anyhow::Result<Self> {
         let aws = AwsFixture::start().await?;
         let network = aws.moto.default_network().await?;
@@ -332,16 +350,7 @@ async fn a_one_off_task_that_exits_0_streams_its_lines_as_they_come() -> anyhow:
     assert_eq!(tail, ["migrating", "done"]);
 
     // As ECS ran it: startedBy, the override, and the service's launch type and subnet.
-    let described = jobs
-        .aws
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(&jobs.cluster)
-        .tasks(&run.task_arn)
-        .send()
-        .await?;
-    let ecs_task = described.tasks().first().context("task not described")?;
+    let ecs_task = jobs.described(&run.task_arn).await?;
     assert_eq!(ecs_task.started_by(), Some("tugboat/r-ok"));
     assert_eq!(ecs_task.launch_type(), Some(&LaunchType::Fargate));
     let command = ecs_task
@@ -442,16 +451,7 @@ async fn a_cancelled_run_stops_its_one_off_task() -> anyhow::Result<()> {
     assert!(run.cancelled, "{run:?}");
     assert!(!run.succeeded());
     assert!(started.elapsed() < Duration::from_secs(5));
-    let described = jobs
-        .aws
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(&jobs.cluster)
-        .tasks(&run.task_arn)
-        .send()
-        .await?;
-    let ecs_task = described.tasks().first().context("task not described")?;
+    let ecs_task = jobs.described(&run.task_arn).await?;
     assert_eq!(ecs_task.last_status(), Some("STOPPED"));
     assert_eq!(
         ecs_task.stop_code().map(|c| c.as_str()),
