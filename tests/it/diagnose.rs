@@ -137,6 +137,92 @@ async fn a_crash_looping_release_is_diagnosed_with_reason_exit_code_and_its_line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_release_says_why_without_a_secret_and_soon() -> anyhow::Result<()> {
+    let cv = CvMatcher::setup(AwsFixture::start().await?).await?;
+    let token = "xoxb-9911-held-slack-token";
+    let password = "pg-crash-pass-77";
+    let url_line = format!("connecting to postgres://cv:{password}@db:5432/cv");
+    let token_line = format!("notifying with {token}");
+    let last_line = "fatal: relation \"candidates\" does not exist";
+    seed_crash_lines(&cv.aws, &[&url_line, &token_line, last_line]).await?;
+    let repository = "cv_matcher-crashloop";
+    let mut project = cv.project.clone();
+    project.config.image.repository = repository.to_string();
+    cv.put_image(repository, "crashloop-2").await?;
+    let (orchestrator, recorder) = cv.orchestrator_for(&project, cv.stages());
+    let orchestrator = orchestrator.with_redaction([token.to_string()]);
+    let run = CvMatcher::deploy_using(
+        orchestrator,
+        recorder,
+        "crashloop-2",
+        &cv::sha('f'),
+        CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::FailedRestored,
+        "{}",
+        run.report.message
+    );
+    eprintln!("failure output:\n{}", run.report.message);
+
+    // The rollout's failure (its last look before the diagnosis), then the diagnosis:
+    // the time between the two.
+    let (told_at, whole) = run
+        .events
+        .iter()
+        .find_map(|(at, e)| match e {
+            pipeline_core::PipelineEvent::Warning { message }
+                if message.starts_with("why the tasks stopped") =>
+            {
+                Some((*at, message.clone()))
+            }
+            _ => None,
+        })
+        .context("no diagnosis in the events")?;
+    let failed_at = run
+        .events
+        .iter()
+        .filter(|(at, e)| {
+            *at <= told_at && matches!(e, pipeline_core::PipelineEvent::RolloutProgress { .. })
+        })
+        .map(|(at, _)| *at)
+        .next_back()
+        .context("no rollout progress before the diagnosis")?;
+    let took = told_at.duration_since(failed_at).unwrap_or_default();
+    eprintln!("from the last rollout look to the diagnosis printed: {took:?}\n{whole}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    let record = run.record()?;
+    let stored = serde_json::to_string(&cv.stored_record(&record.release_id.0).await?)?;
+    let reason = record.reason.clone().unwrap_or_default();
+    for (form, text) in [
+        ("message", run.report.message.clone()),
+        ("reason", reason.clone()),
+        ("stored record", stored.clone()),
+        ("diagnosis", whole.clone()),
+    ] {
+        assert!(!text.contains(token), "{form}: {text}");
+        assert!(!text.contains(password), "{form}: {text}");
+    }
+    for (form, text) in [("message", &run.report.message), ("stored record", &stored)] {
+        assert!(
+            text.contains("Essential container in task exited"),
+            "{form}: {text}"
+        );
+        assert!(text.contains("exit code 1"), "{form}: {text}");
+        assert!(text.contains("candidates"), "{form}: {text}");
+    }
+    assert!(
+        whole.contains("postgres://cv:<redacted>@db:5432/cv"),
+        "{whole}"
+    );
+    assert!(whole.contains("notifying with <redacted>"), "{whole}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_value_in_a_logged_line_is_redacted() -> anyhow::Result<()> {
     let cv = CvMatcher::setup(AwsFixture::start().await?).await?;
     let secret = "pg-s3cr3t-password-0042".to_string();

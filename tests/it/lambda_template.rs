@@ -17,6 +17,7 @@ const ADAPTERS: &[(&str, &str)] = &[
     ("ecs/mod.rs", "ecs"),
     ("ecs/deployer.rs", "ecs"),
     ("ecs/diagnose.rs", "ecs"),
+    ("ecs/run_task.rs", "ecs"),
     ("ecs/observe.rs", "ecs"),
     ("ecs/service_deployment.rs", "ecs"),
     ("ecs/status.rs", "ecs"),

@@ -3,6 +3,7 @@
 //! pushes through the Docker engine to a real registry (see `support/registry.rs`).
 
 mod architecture;
+mod before_deploy;
 mod deploy;
 mod diagnose;
 mod ecr_push;

@@ -85,6 +85,14 @@ impl TimedEvents {
     pub fn take(&self) -> Vec<(SystemTime, PipelineEvent)> {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// The events so far, kept.
+    pub fn snapshot(&self) -> Vec<(SystemTime, PipelineEvent)> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl EventSubscriber for TimedEvents {
@@ -236,11 +244,24 @@ impl CvMatcher {
         fixture.initial_revision = fixture
             .register_plain(&fixture.initial_image.reference())
             .await?;
+        // ECS: a service of an awsvpc task definition has a network configuration (a
+        // one-off task of a release takes it).
+        let network = fixture.aws.moto.default_network().await?;
+        let awsvpc = aws_sdk_ecs::types::AwsVpcConfiguration::builder()
+            .set_subnets(Some(network.subnet_ids.iter().take(2).cloned().collect()))
+            .set_security_groups(Some(network.security_group_ids.clone()))
+            .build()
+            .context("awsvpc configuration")?;
         let service = fixture
             .aws
             .clients
             .ecs
             .create_service()
+            .network_configuration(
+                aws_sdk_ecs::types::NetworkConfiguration::builder()
+                    .awsvpc_configuration(awsvpc)
+                    .build(),
+            )
             .cluster(&fixture.target.cluster)
             .service_name(&fixture.target.service)
             .task_definition(&fixture.initial_revision)
@@ -434,6 +455,10 @@ impl CvMatcher {
                 clients.ecs.clone(),
                 clients.logs.clone(),
             ))),
+            one_off: Some(Arc::new(
+                aws_adapters::TaskRunner::new(clients.ecs.clone(), clients.logs.clone())
+                    .with_poll_interval(std::time::Duration::from_millis(200)),
+            )),
         }
     }
 
@@ -489,7 +514,37 @@ impl CvMatcher {
         git_sha: &str,
     ) -> Run {
         let (orchestrator, recorder) = self.orchestrator(project);
-        Self::run_deploy_to(orchestrator, recorder, environment, tag, git_sha).await
+        Self::run_deploy_to(
+            orchestrator,
+            recorder,
+            environment,
+            tag,
+            git_sha,
+            CancellationToken::new(),
+        )
+        .await
+    }
+
+    /// The orchestrator [`CvMatcher::deploy`] uses, with `stages`, to adjust (say,
+    /// `with_redaction`) before [`CvMatcher::deploy_using`].
+    pub fn orchestrator_for(
+        &self,
+        project: &Project,
+        stages: Stages,
+    ) -> (Orchestrator, Arc<TimedEvents>) {
+        self.orchestrator_with(project, stages, None)
+    }
+
+    /// Deploys the pushed image `tag` to production with `orchestrator`, cancelled by
+    /// `cancel` (a signal, in the CLI).
+    pub async fn deploy_using(
+        orchestrator: Orchestrator,
+        recorder: Arc<TimedEvents>,
+        tag: &str,
+        git_sha: &str,
+        cancel: CancellationToken,
+    ) -> Run {
+        Self::run_deploy_to(orchestrator, recorder, ENVIRONMENT, tag, git_sha, cancel).await
     }
 
     async fn run_deploy(
@@ -498,7 +553,15 @@ impl CvMatcher {
         tag: &str,
         git_sha: &str,
     ) -> Run {
-        Self::run_deploy_to(orchestrator, recorder, ENVIRONMENT, tag, git_sha).await
+        Self::run_deploy_to(
+            orchestrator,
+            recorder,
+            ENVIRONMENT,
+            tag,
+            git_sha,
+            CancellationToken::new(),
+        )
+        .await
     }
 
     async fn run_deploy_to(
@@ -507,6 +570,7 @@ impl CvMatcher {
         environment: &str,
         tag: &str,
         git_sha: &str,
+        cancel: CancellationToken,
     ) -> Run {
         let report = orchestrator
             .deploy(DeployRequest {
@@ -518,7 +582,7 @@ impl CvMatcher {
                     committed_at: None,
                 },
                 actor: "tugboat-tests".to_string(),
-                cancel: CancellationToken::new(),
+                cancel,
             })
             .await;
         let returned_at = SystemTime::now();

@@ -81,6 +81,7 @@ pub fn sample_record(
         rollback_deployment_id: None,
         rollback_started_at: None,
         concluding: None,
+        one_off_tasks: Vec::new(),
     }
 }
 

@@ -36,7 +36,7 @@
 
 use crate::{
     AlarmWatch, AwsClients, EcrRegistry, EcsDeployer, ParameterStore, S3ArtifactStore,
-    TargetHealthCheck, TaskDiagnoser,
+    TargetHealthCheck, TaskDiagnoser, TaskRunner,
 };
 use pipeline_core::{
     EnvironmentConfig, ImageBuilder, ImagePusher, Notifier, ReleaseStores, StageError, Stages,
@@ -178,6 +178,10 @@ pub fn environment_stages(
         artifacts: stores.artifacts,
         notifiers: host.notifiers,
         diagnostics: Some(Arc::new(TaskDiagnoser::new(
+            clients.ecs.clone(),
+            clients.logs.clone(),
+        ))),
+        one_off: Some(Arc::new(TaskRunner::new(
             clients.ecs.clone(),
             clients.logs.clone(),
         ))),

@@ -163,6 +163,10 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Run a one-off task (a migration, a shell command) as the service runs its tasks;
+    /// exits with its exit code.
+    #[command(after_help = commands::run::EXAMPLES)]
+    Run(commands::run::RunArgs),
     /// The delivery report: DORA metrics and the release timeline from the deploy records.
     #[command(after_help = commands::report::EXAMPLES)]
     Report(commands::report::ReportArgs),
@@ -368,7 +372,8 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let stages = wiring::stages(&project, &env, source == ReleaseSource::Build).await?;
             let url = wiring::local_url(&project, &env)?;
             let mut orchestrator =
-                Orchestrator::new(project, stages, wiring::events(reporter.clone()));
+                Orchestrator::new(project, stages, wiring::events(reporter.clone()))
+                    .with_redaction(wiring::held_secrets());
             if override_scan {
                 orchestrator = orchestrator.override_scan_gate(git::actor());
             }
@@ -392,7 +397,8 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             let env = environment(&global, &project, &git)?;
             let stages = wiring::stages(&project, &env, false).await?;
             let url = wiring::local_url(&project, &env)?;
-            let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()));
+            let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()))
+                .with_redaction(wiring::held_secrets());
             let to = to.map(|text| {
                 let looks_like_release = text.starts_with('r')
                     && text.len() > 17
@@ -453,6 +459,18 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             commands::unlock::unlock(&project, &env, yes, &reporter).await
         }
         Command::Report(args) => commands::report::run(&global, args, &reporter).await,
+        Command::Run(args) => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            let build = false;
+            let stages = wiring::stages(&project, &env, build).await?;
+            let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()))
+                .with_redaction(wiring::held_secrets());
+            let cancel = CancellationToken::new();
+            signals::cancel_on_signals(cancel.clone(), reporter.clone())?;
+            commands::run::run(&orchestrator, env, args, git, cancel, &reporter).await
+        }
         Command::History { limit } => {
             let project = load(&global)?;
             let git = git::current();

@@ -144,6 +144,7 @@ impl Reporter {
             PipelineEvent::RollbackStarted { to, reason } => {
                 format!("ROLLING BACK to {to}: {reason}")
             }
+            PipelineEvent::TaskOutput { task, line } => format!("{task} | {line}"),
         })
     }
 }

@@ -20,6 +20,8 @@ mod plain_output;
 mod read_only;
 #[path = "cli/report.rs"]
 mod report;
+#[path = "cli/run_task.rs"]
+mod run_task;
 #[path = "cli/signals.rs"]
 mod signals;
 #[path = "cli/test_environment.rs"]
@@ -351,6 +353,7 @@ async fn help_of_every_subcommand() {
         "infra",
         "completions",
         "unlock",
+        "run",
     ] {
         let output = tugboat().args([sub, "--help"]).output().await.expect("run");
         assert_eq!(output.status.code(), Some(0));

@@ -154,6 +154,44 @@ pub struct OneOffTaskRun {
     pub log_tail: Vec<LogLine>,
 }
 
+/// A one-off task a release ran, as its record keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedOneOffTask {
+    /// Its name (`migrate`).
+    pub name: String,
+    pub container: String,
+    pub command: Vec<String>,
+    #[serde(flatten)]
+    pub run: OneOffTaskRun,
+}
+
+impl RecordedOneOffTask {
+    /// One line for a failure message: how it ended, how long it took, its task.
+    pub fn ending(&self) -> String {
+        let run = &self.run;
+        let how = if run.cancelled {
+            "was stopped because the run was cancelled".to_string()
+        } else if run.timed_out {
+            "ran out of time and was stopped".to_string()
+        } else {
+            match run.exit_code {
+                Some(0) => "succeeded".to_string(),
+                Some(code) => format!("exited with code {code}"),
+                None => format!(
+                    "stopped without an exit code ({})",
+                    run.stopped_reason.as_deref().unwrap_or("no reason given")
+                ),
+            }
+        };
+        let id = run.task_arn.rsplit('/').next().unwrap_or(&run.task_arn);
+        format!(
+            "one-off task {} {how} after {:.1} s (task {id})",
+            self.name,
+            run.millis as f64 / 1000.0
+        )
+    }
+}
+
 impl OneOffTaskRun {
     /// Exit code 0, and not stopped for its time limit.
     pub fn succeeded(&self) -> bool {
@@ -299,16 +337,51 @@ impl fmt::Display for FailureDiagnosis {
     }
 }
 
-/// `text` with every non-empty secret value replaced by [`REDACTED`], the longest first.
+/// `text` with every non-empty secret value replaced by [`REDACTED`], the longest first,
+/// and the password of every URL that carries one (`postgres://user:<redacted>@db`): an
+/// app that logs its `DATABASE_URL` does not leak it through tugboat.
 pub fn redact_text(text: &str, secrets: &[String]) -> String {
     let mut ordered: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
     ordered.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_string();
+    let mut out = mask_url_passwords(text);
     for secret in ordered {
         if out.contains(secret.as_str()) {
             out = out.replace(secret.as_str(), REDACTED);
         }
     }
+    out
+}
+
+/// `scheme://user:password@host…` → `scheme://user:<redacted>@host…`, for every URL.
+fn mask_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '\''
+            })
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rfind('@').and_then(|userinfo_end| {
+            let userinfo = &authority[..userinfo_end];
+            userinfo
+                .find(':')
+                .map(|colon| (&userinfo[..colon], &authority[userinfo_end..]))
+        }) {
+            Some((user, host)) => {
+                out.push_str(user);
+                out.push(':');
+                out.push_str(REDACTED);
+                out.push_str(host);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -429,6 +502,32 @@ mod tests {
             "<redacted> and <redacted>"
         );
         assert_eq!(redact_text("nothing here", &secrets), "nothing here");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted_whatever_tugboat_knows() {
+        let cases = [
+            (
+                "DATABASE_URL=postgres://cv:pg-pass@db:5432/cv failed",
+                "DATABASE_URL=postgres://cv:<redacted>@db:5432/cv failed",
+            ),
+            (
+                "two: redis://:tok@r:6379 and amqp://u:p%40ss@mq/vh",
+                "two: redis://:<redacted>@r:6379 and amqp://u:<redacted>@mq/vh",
+            ),
+            (
+                "no password: https://user@host/x",
+                "no password: https://user@host/x",
+            ),
+            (
+                "plain https://example.com:8443/a:b@c",
+                "plain https://example.com:8443/a:b@c",
+            ),
+            ("not a url: a://", "not a url: a://"),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(redact_text(text, &[]), expected, "{text}");
+        }
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub enum PipelineEvent {
         to: Revision,
         reason: String,
     },
+    /// A line a one-off task (a `before_deploy` migration, `tugboat run`) logged, as it
+    /// comes; secret values already removed.
+    TaskOutput {
+        /// The one-off task's name (`migrate`).
+        task: String,
+        line: String,
+    },
 }
 
 /// Receives every event of a run, in order.

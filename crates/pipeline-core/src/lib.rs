@@ -39,16 +39,17 @@ pub use alarms::{
     firing_before_release_warning, judge_alarm, judge_alarms, AlarmFindings, AlarmState,
     AlarmVerdict,
 };
-pub use config::{Config, ConfigError, EnvironmentConfig, Project};
+pub use config::{Config, ConfigError, EnvironmentConfig, OneOffTaskConfig, Project};
 pub use diagnosis::{
-    FailureDiagnosis, LogLine, LogStream, OneOffTaskRun, StoppedContainer, StoppedTask,
+    redact_text, FailureDiagnosis, LogLine, LogStream, OneOffTaskRun, RecordedOneOffTask,
+    StoppedContainer, StoppedTask,
 };
 pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
 pub use orchestrator::{
-    follow_rollout, judge_rollout, Clock, DeployReport, DeployRequest, DeploymentResult,
-    EventOutcome, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo, Stages,
-    SystemClock,
+    follow_rollout, judge_rollout, one_off_client_token, Clock, DeployReport, DeployRequest,
+    DeploymentResult, EventOutcome, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo,
+    RunRequest, Stages, SystemClock,
 };
 pub use preflight::{preflight, PreflightCheck};
 pub use stages::*;

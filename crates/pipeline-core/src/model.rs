@@ -318,6 +318,10 @@ pub struct DeployRecord {
     /// conditional write of this record. Any other stops without touching the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concluding: Option<Concluding>,
+    /// The one-off tasks (`before_deploy`) this release ran: task ARNs, exit codes,
+    /// durations and last lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub one_off_tasks: Vec<crate::diagnosis::RecordedOneOffTask>,
 }
 
 /// What the pointer at an environment's release in progress says

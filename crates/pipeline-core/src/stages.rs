@@ -363,6 +363,63 @@ pub trait FailureDiagnostics: Send + Sync {
     ) -> crate::diagnosis::FailureDiagnosis;
 }
 
+/// A one-off task to run with a release's revision (a `before_deploy` migration,
+/// `tugboat run`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OneOffRequest {
+    /// What people call it (`migrate`); it prefixes the task's log lines.
+    pub name: String,
+    /// The revision to run (the release's new one).
+    pub revision: Revision,
+    /// The container whose command is replaced, and whose exit code counts.
+    pub container: String,
+    pub command: Vec<String>,
+    /// `tugboat/<release>`: whose task it is, for the platform's listings.
+    pub started_by: String,
+    /// The same for every try of one step of one release (ECS: the `RunTask` client
+    /// token, 1 to 64 characters from `!` to `~`), so a retry finds the task it started.
+    pub client_token: String,
+    /// After this, the task is stopped and the run says `timed_out`.
+    pub timeout: Duration,
+}
+
+/// Where a one-off task's log lines go as they come.
+#[derive(Clone)]
+pub struct LineSink(Arc<dyn Fn(&crate::diagnosis::LogLine) + Send + Sync>);
+
+impl LineSink {
+    pub fn new(f: impl Fn(&crate::diagnosis::LogLine) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub fn send(&self, line: &crate::diagnosis::LogLine) {
+        (self.0)(line);
+    }
+}
+
+impl std::fmt::Debug for LineSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSink")
+    }
+}
+
+/// Runs one-off tasks on the target, as the service would run them (its network, its
+/// launch type), to the end.
+#[cfg_attr(any(test, feature = "mocks"), automock)]
+#[async_trait]
+pub trait OneOffTasks: Send + Sync {
+    /// Starts the task and follows it until it stops, handing each log line to `lines`.
+    /// Its time limit passing stops it (`timed_out`); `cancel` stops it and returns at
+    /// once (`cancelled`). A task the platform did not start is an error.
+    async fn run_one_off(
+        &self,
+        target: &DeployTarget,
+        request: &OneOffRequest,
+        lines: &LineSink,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<crate::diagnosis::OneOffTaskRun, StageError>;
+}
+
 /// Rolls releases out to a service and back.
 #[cfg_attr(any(test, feature = "mocks"), automock)]
 #[async_trait]

@@ -87,6 +87,7 @@ import struct
 import sys
 import threading
 import time
+import types
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -858,6 +859,26 @@ def patch_ecs_tasks() -> None:
 
     B = models.EC2ContainerServiceBackend
     orig_run, orig_list, orig_describe, orig_stop = B.run_task, B.list_tasks, B.describe_tasks, B.stop_task
+    orig_requirements = B._calculate_task_resource_requirements
+
+    # ECS: a Fargate task definition (or one with task-level memory) needs no memory per
+    # container; moto adds None and fails RunTask with a 500.
+    memory_keys = ("memory", "Memory", "memoryReservation", "MemoryReservation")
+
+    def requirements(task_definition: Any) -> Any:
+        containers = [
+            c if any(c.get(k) is not None for k in memory_keys) else {**c, "memory": 0}
+            for c in task_definition.container_definitions
+        ]
+        return orig_requirements(types.SimpleNamespace(container_definitions=containers))
+
+    B._calculate_task_resource_requirements = staticmethod(requirements)  # type: ignore[method-assign]
+
+    # ECS: a task's network interface in a VPC without DNS hostnames has no private DNS
+    # name; moto's ENI then lacks the attribute and RunTask fails with a 500.
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+    if not hasattr(NetworkInterface, "private_dns_name"):
+        NetworkInterface.private_dns_name = None  # type: ignore[attr-defined]
 
     def run_task(self: Any, cluster_str: str, task_definition_str: str, *args: Any, **kwargs: Any) -> Any:
         with _lock:

@@ -15,7 +15,9 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, Service, Task, TaskOverride,
 };
 use pipeline_core::diagnosis::{LogLine, LogStream, OneOffTaskRun, DEFAULT_LOG_LINES};
-use pipeline_core::{CancellationToken, StageError};
+use pipeline_core::{
+    CancellationToken, DeployTarget, LineSink, OneOffRequest, OneOffTasks, StageError,
+};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -142,11 +144,26 @@ pub fn check_client_token(token: &str) -> Result<(), StageError> {
 pub struct TaskRunner {
     ecs: aws_sdk_ecs::Client,
     logs: aws_sdk_cloudwatchlogs::Client,
+    /// How often a task run as a [`OneOffTasks`] stage is looked at.
+    poll_interval: Duration,
 }
+
+/// How often a one-off task is looked at by default (its state and new log lines).
+pub const ONE_OFF_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 impl TaskRunner {
     pub fn new(ecs: aws_sdk_ecs::Client, logs: aws_sdk_cloudwatchlogs::Client) -> Self {
-        Self { ecs, logs }
+        Self {
+            ecs,
+            logs,
+            poll_interval: ONE_OFF_POLL_INTERVAL,
+        }
+    }
+
+    /// Looks at tasks run as a stage this often (tests: a fraction of a second).
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
     }
 
     /// Starts `task` and follows it to STOPPED, handing each log line to `on_line` as it
@@ -389,6 +406,31 @@ impl TaskRunner {
             .await
             .map_err(|err| stage_error("StopTask", &err))?;
         Ok(())
+    }
+}
+
+/// The one-off tasks of a release run in the target's cluster, placed as its service.
+#[async_trait::async_trait]
+impl OneOffTasks for TaskRunner {
+    async fn run_one_off(
+        &self,
+        target: &DeployTarget,
+        request: &OneOffRequest,
+        lines: &LineSink,
+        cancel: &CancellationToken,
+    ) -> Result<OneOffTaskRun, StageError> {
+        let task = OneOffTask {
+            cluster: target.cluster.clone(),
+            service: target.service.clone(),
+            task_definition: request.revision.id.clone(),
+            container: request.container.clone(),
+            command: request.command.clone(),
+            started_by: request.started_by.clone(),
+            client_token: request.client_token.clone(),
+            timeout: request.timeout,
+            poll_interval: self.poll_interval,
+        };
+        self.run(&task, &mut |line| lines.send(line), cancel).await
     }
 }
 

@@ -7,6 +7,7 @@ pub mod init;
 pub mod preflight;
 pub mod report;
 mod report_html;
+pub mod run;
 pub mod status;
 pub mod stop;
 pub mod unlock;

@@ -529,6 +529,7 @@ mod tests {
             rollback_deployment_id: None,
             rollback_started_at: None,
             concluding: None,
+            one_off_tasks: Vec::new(),
         }
     }
 

@@ -412,6 +412,7 @@ fn stages(health_url: String, notifier: Arc<dyn Notifier>) -> Stages {
         artifacts: Arc::new(artifacts),
         notifiers: vec![notifier],
         diagnostics: None,
+        one_off: None,
     }
 }
 

@@ -74,6 +74,10 @@ pub struct EnvironmentConfig {
     /// How ECS rolls a release out: rolling (the default), blue/green, canary or linear.
     #[serde(default)]
     pub strategy: StrategySettings,
+    /// One-off tasks (migrations) run with the new task definition, in order, after it is
+    /// registered and before the service moves; one that fails fails the release.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before_deploy: Vec<super::one_off::OneOffTaskConfig>,
 }
 
 impl EnvironmentConfig {

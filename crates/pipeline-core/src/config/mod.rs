@@ -6,6 +6,7 @@ mod environment;
 mod errors;
 mod interpolate;
 mod monitoring;
+mod one_off;
 mod routing;
 mod strategy;
 mod validate;
@@ -17,6 +18,7 @@ pub use environment::{
 pub use errors::ConfigError;
 pub use interpolate::expand;
 pub use monitoring::{AlarmKind, AlarmSpec, MonitoringSettings, LOG_RETENTION_DAYS};
+pub use one_off::OneOffTaskConfig;
 pub use routing::{cluster_name, glob_match};
 pub use strategy::{
     LifecycleHookSettings, LifecycleStage, ScanSettings, StrategyKind, StrategySettings,
@@ -308,6 +310,30 @@ impl Config {
                     "the task definition's containers are: {}",
                     known.join(", ")
                 )));
+            }
+        }
+        for (env_name, env) in &self.environments {
+            for (index, task) in env.before_deploy.iter().enumerate() {
+                let Some(container) = task.container_in(&self.task_definition.containers) else {
+                    continue;
+                };
+                if definition.container(container).is_none() {
+                    let known: Vec<&str> = definition
+                        .container_definitions
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect();
+                    return Err(ConfigError::invalid(
+                        file,
+                        format!("environments.{env_name}.before_deploy[{index}].container"),
+                        "names no container of the task definition",
+                    )
+                    .with_value(format!("{container:?}"))
+                    .with_help(format!(
+                        "the task definition's containers are: {}",
+                        known.join(", ")
+                    )));
+                }
             }
         }
         Ok(())

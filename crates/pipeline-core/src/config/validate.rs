@@ -190,6 +190,7 @@ fn validate_environment(
     if let Some(records) = &env.records {
         validate_records(file, name, records)?;
     }
+    super::one_off::validate_one_off_tasks(file, name, &env.before_deploy)?;
     Ok(())
 }
 

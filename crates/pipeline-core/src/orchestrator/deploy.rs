@@ -64,6 +64,7 @@ impl Orchestrator {
                 rollback_deployment_id: None,
                 rollback_started_at: None,
                 concluding: None,
+                one_off_tasks: Vec::new(),
             },
             target,
             started: Instant::now(),
@@ -126,7 +127,10 @@ impl Orchestrator {
         let Some(diagnostics) = &self.stages.diagnostics else {
             return reason;
         };
-        let diagnosis = diagnostics.diagnose(&run.target, deployment).await;
+        let diagnosis = diagnostics
+            .diagnose(&run.target, deployment)
+            .await
+            .redacted(&self.redact);
         if diagnosis.is_empty() {
             return reason;
         }
@@ -144,6 +148,7 @@ impl Orchestrator {
         request: &DeployRequest,
     ) -> Result<Started, Ending> {
         let cancel = &request.cancel;
+        self.check_one_off_stage(env)?;
         let image = match &request.source {
             ReleaseSource::Build => self.test_build_push(run, request, cancel).await?,
             ReleaseSource::Image(reference) => {
@@ -165,7 +170,15 @@ impl Orchestrator {
         // Everything up to the service update only reads or registers: a failure here
         // leaves the service as it was.
         let started = self.begin(Stage::Deploy);
-        let prepared = self.prepare_release(run, env, &image).await;
+        let prepared = self
+            .prepare_release(
+                &run.target,
+                &run.record.release_id,
+                &run.record.git,
+                env,
+                &image,
+            )
+            .await;
         let rendered = match prepared {
             Ok(rendered) => rendered,
             Err(err) => {
@@ -208,6 +221,10 @@ impl Orchestrator {
                 "could not record release {} as in progress: {}",
                 run.record.release_id, err.message
             ));
+        }
+        if let Err(ending) = self.before_deploy(run, env, &revision, cancel).await {
+            self.end(run, Stage::Deploy, started, false);
+            return Err(ending);
         }
         let desired =
             desired_count_for_release(env.desired_count, env.scaling.is_some(), Some(&status));
@@ -360,7 +377,9 @@ impl Orchestrator {
     /// Secrets resolved and checked, the task definition rendered: all before any change.
     pub(super) async fn prepare_release(
         &self,
-        run: &Run,
+        target: &DeployTarget,
+        release_id: &ReleaseId,
+        git: &GitInfo,
         env: &EnvironmentConfig,
         image: &PinnedImage,
     ) -> Result<RenderedTaskDefinition, StageError> {
@@ -374,14 +393,7 @@ impl Orchestrator {
             }
             None => Vec::new(),
         };
-        let rendered = self.render(
-            &run.target,
-            &run.record.release_id,
-            &run.record.git,
-            env,
-            image,
-            &secrets,
-        )?;
+        let rendered = self.render(target, release_id, git, env, image, &secrets)?;
         // Parameters `resolve` just found exist; check only the ones the file names.
         let sources: Vec<String> = rendered
             .definition

@@ -10,10 +10,10 @@ use crate::model::{
     RolloutOutcome, Stage, StageTiming,
 };
 use crate::stages::{
-    ArtifactStore, BuildSpec, DeployLocks, Deployer, FailureDiagnostics, ImageBuilder,
-    Notification, NotificationKind, Notifier, Registry, ReleaseRecords, RestoreRequest,
-    SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind, TestRunner, TestSpec,
-    UpdateRequest, Verifier, VerifyContext, WaitOptions,
+    ArtifactStore, BuildSpec, DeployLocks, Deployer, FailureDiagnostics, ImageBuilder, LineSink,
+    Notification, NotificationKind, Notifier, OneOffRequest, OneOffTasks, Registry, ReleaseRecords,
+    RestoreRequest, SecretStore, SecretsSpec, ServiceReader, StageError, StageErrorKind,
+    TestRunner, TestSpec, UpdateRequest, Verifier, VerifyContext, WaitOptions,
 };
 use crate::task_definition::{self, ReleaseInputs, RenderedTaskDefinition, ResourceTag};
 use chrono::{DateTime, Utc};
@@ -30,12 +30,14 @@ mod event_driven;
 mod history;
 mod lease;
 mod lock;
+mod one_off;
 mod plan;
 mod recover;
 mod release_safety;
 mod rollback;
 mod rollout;
 pub use event_driven::{DeploymentResult, EventOutcome};
+pub use one_off::{one_off_client_token, RunRequest};
 pub use release_safety::{
     desired_count_for_release, restore_point, revisions_to_keep, rollout_in_progress,
     same_revision, DesiredCount,
@@ -86,6 +88,9 @@ pub struct Stages {
     pub notifiers: Vec<Arc<dyn Notifier>>,
     /// Why a failed rollout's tasks stopped, told in the failure; `None`: not told.
     pub diagnostics: Option<Arc<dyn FailureDiagnostics>>,
+    /// Runs one-off tasks (`before_deploy`, `tugboat run`); `None`: an environment with
+    /// `before_deploy` is refused before anything changes.
+    pub one_off: Option<Arc<dyn OneOffTasks>>,
 }
 
 /// Where the release's image comes from.
@@ -193,6 +198,10 @@ pub struct Orchestrator {
     /// When the invocation running the event-driven steps is killed: any wait is cut
     /// short before it ([`Orchestrator::with_deadline`]).
     deadline: Option<tokio::time::Instant>,
+    /// Values that never appear in what tugboat prints or records of the platform's
+    /// words (log lines, stopped reasons): the credentials the front end holds
+    /// ([`Orchestrator::with_redaction`]).
+    redact: Vec<String>,
 }
 
 /// The state of one run as it goes.
@@ -282,6 +291,7 @@ impl Orchestrator {
             clock: Arc::new(SystemClock),
             scan_override: None,
             deadline: None,
+            redact: Vec::new(),
         }
     }
 
@@ -313,6 +323,15 @@ impl Orchestrator {
     /// `who` is written to the deploy record.
     pub fn override_scan_gate(mut self, who: impl Into<String>) -> Self {
         self.scan_override = Some(who.into());
+        self
+    }
+
+    /// Secret values the front end holds (the Slack token, AWS keys, a registry
+    /// password): replaced by `<redacted>` wherever the platform's words are repeated
+    /// (one-off tasks' log lines, a failed release's diagnosis). Empty ones are ignored.
+    pub fn with_redaction(mut self, values: impl IntoIterator<Item = String>) -> Self {
+        self.redact
+            .extend(values.into_iter().filter(|value| !value.is_empty()));
         self
     }
 

@@ -119,6 +119,16 @@ impl Orchestrator {
             rendered.definition.secret_sources().len(),
             env.secrets_path.as_deref().unwrap_or("the task definition")
         ));
+        let containers = &self.project.config.task_definition.containers;
+        for (index, task) in env.before_deploy.iter().enumerate() {
+            steps.push(format!(
+                "before deploy: run one-off task {} (`{}` in container {} of the new revision, placed as the service, timeout {}s); if it fails, stop with nothing deployed",
+                task.display_name(index),
+                task.command.join(" "),
+                task.container_in(containers).unwrap_or("?"),
+                task.timeout_seconds
+            ));
+        }
         steps.push(format!(
             "update: service {target} from {} to the new revision{}",
             current

@@ -153,6 +153,7 @@ impl Orchestrator {
                 rollback_deployment_id: None,
                 rollback_started_at: None,
                 concluding: None,
+                one_off_tasks: Vec::new(),
             },
             target,
             started: Instant::now(),

@@ -85,6 +85,7 @@ fn release(
         rollback_deployment_id: None,
         rollback_started_at: None,
         concluding: None,
+        one_off_tasks: Vec::new(),
     }
 }
 

@@ -672,6 +672,34 @@ fn cases() -> Vec<Case> {
             says: &["at least 3 seconds", "renews the lease every third of it"],
             ..case("a deploy lock lease too short to renew")
         },
+        Case {
+            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[[environments.production.before_deploy]]\ncommand = []")],
+            key: "environments.production.before_deploy[0].command",
+            value: Some("[]"),
+            says: &["must name a program", "alembic"],
+            ..case("a one-off task without a command")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[[environments.production.before_deploy]]\ncommand = [\"migrate\"]\ntimeout_seconds = 0")],
+            key: "environments.production.before_deploy[0].timeout_seconds",
+            value: Some("0"),
+            says: &["from 1 to"],
+            ..case("a one-off task with no time to run")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[[environments.production.before_deploy]]\nname = \"migrate\"\ncommand = [\"a\"]\n\n[[environments.production.before_deploy]]\nname = \"migrate\"\ncommand = [\"b\"]")],
+            key: "environments.production.before_deploy[1].name",
+            value: Some("\"migrate\""),
+            says: &["before_deploy[0] too", "its own name"],
+            ..case("two one-off tasks of one name")
+        },
+        Case {
+            config: &[("tags = [\"v*\"]", "tags = [\"v*\"]\n\n[[environments.production.before_deploy]]\ncontainer = \"migrations\"\ncommand = [\"alembic\", \"upgrade\", \"head\"]")],
+            key: "environments.production.before_deploy[0].container",
+            value: Some("\"migrations\""),
+            says: &["names no container of the task definition", "containers are: web"],
+            ..case("a one-off task in a container the task definition lacks")
+        },
     ]
 }
 

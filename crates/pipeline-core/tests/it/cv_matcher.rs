@@ -130,6 +130,7 @@ fn plan_stages(current: Option<u32>) -> Stages {
         artifacts: Arc::new(MockArtifactStore::new()),
         notifiers: Vec::new(),
         diagnostics: None,
+        one_off: None,
     }
 }
 
@@ -184,4 +185,50 @@ async fn the_plan_for_a_first_release_built_here_shows_the_whole_definition() {
         .to_string()
         .contains("nothing to roll back to (first release)"));
     insta::assert_snapshot!("plan_for_a_first_release", plan.to_string());
+}
+
+#[tokio::test]
+async fn the_plan_lists_the_one_off_tasks_before_the_update() {
+    let mut project = cv_matcher();
+    let env = project
+        .config
+        .environments
+        .get_mut("staging")
+        .expect("staging");
+    env.before_deploy = vec![pipeline_core::OneOffTaskConfig {
+        name: Some("migrate".into()),
+        container: None,
+        command: vec![
+            "python".into(),
+            "-m".into(),
+            "alembic".into(),
+            "upgrade".into(),
+            "head".into(),
+        ],
+        timeout_seconds: 900,
+    }];
+    let orchestrator = Orchestrator::new(project, plan_stages(Some(6)), Events::new())
+        .with_clock(Arc::new(FixedClock));
+    let git = GitInfo {
+        sha: "abc1234def5678".into(),
+        git_ref: "refs/tags/v1.2.0".into(),
+        committed_at: None,
+    };
+    let source = ReleaseSource::Image(ImageReference::Tag("v1.2.0".into()));
+    let plan = orchestrator
+        .plan("staging", &source, &git)
+        .await
+        .expect("a plan");
+    let position = |text: &str| {
+        plan.steps
+            .iter()
+            .position(|step| step.contains(text))
+            .unwrap_or_else(|| panic!("no step with {text:?}: {:#?}", plan.steps))
+    };
+    let migrate = position("one-off task migrate");
+    assert!(
+        plan.steps[migrate].contains("`python -m alembic upgrade head` in container cv-matcher")
+    );
+    assert!(plan.steps[migrate].contains("timeout 900s"));
+    assert!(position("register:") < migrate && migrate < position("update:"));
 }

@@ -667,6 +667,7 @@ async fn an_unknown_environment_is_refused_before_anything_runs() {
         artifacts: Arc::new(MockArtifactStore::new()),
         notifiers: Vec::new(),
         diagnostics: None,
+        one_off: None,
     };
     let orchestrator = Orchestrator::new(cv_matcher(), stages, Events::new());
     let report = orchestrator

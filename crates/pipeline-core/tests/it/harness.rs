@@ -527,6 +527,7 @@ pub fn harness(world: &World, calls: Calls) -> Harness {
         artifacts: Arc::new(artifacts),
         notifiers: vec![Arc::new(notifier)],
         diagnostics: None,
+        one_off: None,
     };
     let orchestrator = Orchestrator::new(project, stages, Events::new().with(events.clone()))
         .with_clock(Arc::new(FixedClock));

@@ -265,6 +265,7 @@ async fn run(scenario: Scenario) -> Ran {
         artifacts: store.clone(),
         notifiers: Vec::new(),
         diagnostics: None,
+        one_off: None,
     };
     let events = RecordedEvents::new();
     let orchestrator = Orchestrator::new(project, stages, Events::new().with(events.clone()));

@@ -39,6 +39,7 @@ fn record(n: u32, rev: u32, outcome: RecordOutcome) -> DeployRecord {
         rollback_deployment_id: None,
         rollback_started_at: None,
         concluding: None,
+        one_off_tasks: Vec::new(),
     }
 }
 
@@ -259,6 +260,7 @@ fn orchestrator(
         artifacts: Arc::new(artifacts),
         notifiers: Vec::new(),
         diagnostics: None,
+        one_off: None,
     };
     let orchestrator =
         Orchestrator::new(cv_matcher(), stages, Events::new()).with_clock(Arc::new(FixedClock));
@@ -425,6 +427,7 @@ async fn a_rollback_under_a_held_lock_is_refused_and_recorded() {
         artifacts: Arc::new(artifacts),
         notifiers: Vec::new(),
         diagnostics: None,
+        one_off: None,
     };
     let orchestrator = Orchestrator::new(cv_matcher(), stages, Events::new());
     let report = orchestrator.rollback(request(None)).await;

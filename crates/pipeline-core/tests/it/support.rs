@@ -170,5 +170,6 @@ pub fn unfinished_record(app: &str, environment: &str) -> pipeline_core::DeployR
         rollback_deployment_id: None,
         rollback_started_at: None,
         concluding: None,
+        one_off_tasks: Vec::new(),
     }
 }
