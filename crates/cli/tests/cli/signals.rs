@@ -143,7 +143,8 @@ async fn sigterm_during_the_tests_changes_nothing_and_exits_1() {
     // The test stage is running once its command is.
     let running = wait_until(Duration::from_secs(30), async || {
         std::process::Command::new("pgrep")
-            .args(["-f", "sleep 30"])
+            // Anchored: another test's `sleep 300` (running alongside) is not this one.
+            .args(["-f", "sleep 30$"])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
