@@ -225,3 +225,22 @@ pub async fn record_store(
 ) -> Result<Arc<dyn pipeline_core::ReleaseRecords>, Exit> {
     Ok(reader_and_records(project, environment).await?.1.records)
 }
+
+/// What `tugboat logs` reads an ECS environment with: its tasks' log streams, and the
+/// records that say which deployment a release made.
+pub async fn task_logs(
+    project: &Project,
+    environment: &str,
+) -> Result<
+    (
+        Arc<dyn pipeline_core::logs::TaskLogs>,
+        Arc<dyn pipeline_core::ReleaseRecords>,
+    ),
+    Exit,
+> {
+    let env = project.environment(environment)?;
+    let clients = clients(env.region.clone()).await;
+    let logs = aws_adapters::EcsTaskLogs::new(clients.ecs.clone(), clients.logs.clone());
+    let records = release_stores(project, environment, &clients)?.records;
+    Ok((Arc::new(logs), records))
+}

@@ -106,7 +106,7 @@ pub struct StoppedContainer {
 }
 
 /// A log stream (CloudWatch Logs: group and stream in a region).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LogStream {
     pub group: String,
     pub stream: String,
