@@ -125,7 +125,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
         registry: Arc::new(registry),
         deployer: deployer.clone(),
-        service_reader: deployer,
+        service_reader: deployer.clone(),
         verifiers: host_checks(env),
         secrets: Arc::new(LocalSecretStore::new(
             env.local
@@ -137,7 +137,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         records: stores.records,
         artifacts: stores.artifacts,
         notifiers: notifiers(env),
-        diagnostics: None,
+        diagnostics: Some(deployer.clone()),
         one_off: None,
     })
 }
