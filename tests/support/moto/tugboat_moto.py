@@ -64,7 +64,10 @@ awslogs stream (POST /tugboat-moto/crash-logs seeds them); RunTask tasks run the
 command minimally (``sh -c "echo a; sleep 2; exit 3"``), StopTask stops them, and
 clientToken makes RunTask idempotent.
 
-Not modelled: tasks of healthy or hanging deployments, load balancers/health check grace, minimumHealthyPercent/maximumPercent
+With TUGBOAT_MOTO_SERVICE_TASKS=1 a healthy deployment has runningCount RUNNING tasks
+(startedBy its id, their awslogs streams created; stopped when the deployment goes).
+
+Not modelled: tasks of healthy deployments (without TUGBOAT_MOTO_SERVICE_TASKS), of hanging ones, load balancers/health check grace, minimumHealthyPercent/maximumPercent
 (old tasks run until the new deployment completes, then vanish), draining,
 capacity providers, task sets / CODE_DEPLOY / EXTERNAL controllers, deployment
 alarms, other update_service fields triggering a deployment, and EventBridge.
