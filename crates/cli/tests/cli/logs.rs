@@ -169,6 +169,12 @@ async fn bad_flags_exit_2_naming_the_flag_value_and_fix() {
     let all = text(&output);
     assert!(all.contains("--release \"r20990101-000000-nope\""), "{all}");
     assert!(all.contains("tugboat history"), "{all}");
+    // A local environment: not read from CloudWatch, said so.
+    let output = seeded.run(&["logs", "--env", "local"]).await;
+    assert_exit(&output, 2);
+    let all = text(&output);
+    assert!(all.contains("environment local is local"), "{all}");
+    assert!(all.contains("docker logs"), "{all}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
