@@ -51,6 +51,32 @@ impl AwsFixture {
         })
     }
 
+    /// Writes lines to a CloudWatch Logs stream as awslogs would (`PutLogEvents`), each
+    /// at its time in epoch milliseconds; the stream must exist.
+    pub async fn put_log_lines(
+        &self,
+        group: &str,
+        stream: &str,
+        lines: &[(i64, &str)],
+    ) -> anyhow::Result<()> {
+        let mut request = self
+            .clients
+            .logs
+            .put_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream);
+        for (at, message) in lines {
+            request = request.log_events(
+                aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                    .timestamp(*at)
+                    .message(*message)
+                    .build()?,
+            );
+        }
+        request.send().await.context("PutLogEvents")?;
+        Ok(())
+    }
+
     /// Like [`AwsFixture::start_with_env`], with the clients talking to moto through a
     /// [`FaultProxy`] (random faults off until [`FaultProxy::set_faults`]) and retrying
     /// as often as tugboat's own clients do ([`AwsClients::retry_config`]), with a short

@@ -167,6 +167,9 @@ enum Command {
     /// exits with its exit code.
     #[command(after_help = commands::run::EXAMPLES)]
     Run(commands::run::RunArgs),
+    /// An ECS environment's task log lines, merged by time, with task and container.
+    #[command(after_help = commands::logs::EXAMPLES)]
+    Logs(commands::logs::LogsArgs),
     /// The delivery report: DORA metrics and the release timeline from the deploy records.
     #[command(after_help = commands::report::EXAMPLES)]
     Report(commands::report::ReportArgs),
@@ -459,6 +462,12 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             commands::unlock::unlock(&project, &env, yes, &reporter).await
         }
         Command::Report(args) => commands::report::run(&global, args, &reporter).await,
+        Command::Logs(args) => {
+            let project = load(&global)?;
+            let git = git::current();
+            let env = environment(&global, &project, &git)?;
+            commands::logs::logs(&project, &env, args, &reporter).await
+        }
         Command::Run(args) => {
             let project = load(&global)?;
             let git = git::current();

@@ -42,3 +42,21 @@ pub fn cancel_on_signals(cancel: CancellationToken, reporter: Arc<Reporter>) -> 
     });
     Ok(())
 }
+
+/// Cancels `cancel` on the first SIGINT, SIGTERM or SIGHUP, quietly: for a command that
+/// changes nothing (`tugboat logs --follow`), a signal is how it is meant to end.
+pub fn stop_on_signals(cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            Some(()) = interrupt.recv() => {}
+            Some(()) = terminate.recv() => {}
+            Some(()) = hangup.recv() => {}
+            else => return,
+        }
+        cancel.cancel();
+    });
+    Ok(())
+}

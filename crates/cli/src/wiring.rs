@@ -125,7 +125,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         image_builder: build.then(|| Arc::new(DockerImageBuilder::from_env()) as _),
         registry: Arc::new(registry),
         deployer: deployer.clone(),
-        service_reader: deployer,
+        service_reader: deployer.clone(),
         verifiers: host_checks(env),
         secrets: Arc::new(LocalSecretStore::new(
             env.local
@@ -137,7 +137,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         records: stores.records,
         artifacts: stores.artifacts,
         notifiers: notifiers(env),
-        diagnostics: None,
+        diagnostics: Some(deployer.clone()),
         one_off: None,
     })
 }
@@ -224,4 +224,23 @@ pub async fn record_store(
     environment: &str,
 ) -> Result<Arc<dyn pipeline_core::ReleaseRecords>, Exit> {
     Ok(reader_and_records(project, environment).await?.1.records)
+}
+
+/// What `tugboat logs` reads an ECS environment with: its tasks' log streams, and the
+/// records that say which deployment a release made.
+pub async fn task_logs(
+    project: &Project,
+    environment: &str,
+) -> Result<
+    (
+        Arc<dyn pipeline_core::logs::TaskLogs>,
+        Arc<dyn pipeline_core::ReleaseRecords>,
+    ),
+    Exit,
+> {
+    let env = project.environment(environment)?;
+    let clients = clients(env.region.clone()).await;
+    let logs = aws_adapters::EcsTaskLogs::new(clients.ecs.clone(), clients.logs.clone());
+    let records = release_stores(project, environment, &clients)?.records;
+    Ok((Arc::new(logs), records))
 }

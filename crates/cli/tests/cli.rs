@@ -14,6 +14,8 @@ mod infra;
 mod init;
 #[path = "cli/local_target.rs"]
 mod local_target;
+#[path = "cli/logs.rs"]
+mod logs;
 #[path = "cli/plain_output.rs"]
 mod plain_output;
 #[path = "cli/read_only.rs"]
@@ -354,6 +356,7 @@ async fn help_of_every_subcommand() {
         "completions",
         "unlock",
         "run",
+        "logs",
     ] {
         let output = tugboat().args([sub, "--help"]).output().await.expect("run");
         assert_eq!(output.status.code(), Some(0));

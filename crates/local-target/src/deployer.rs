@@ -19,6 +19,7 @@ use chrono::{TimeZone, Utc};
 use host_adapters::docker_host::DockerHost;
 use host_adapters::http::{self, Request};
 use pipeline_core::config::LocalSettings;
+use pipeline_core::diagnosis::FailureDiagnosis;
 use pipeline_core::task_definition::RenderedTaskDefinition;
 use pipeline_core::{
     DeployTarget, Deployer, DeploymentHandle, DeploymentStatus, Events, RestoreRequest, Revision,
@@ -81,6 +82,8 @@ pub struct LocalDeployer {
     proxy: Option<ProxyCommand>,
     drain_timeout: Duration,
     stop_grace: Duration,
+    /// Failed deployments' diagnoses, read before their containers were removed.
+    diagnoses: std::sync::Arc<std::sync::Mutex<BTreeMap<String, FailureDiagnosis>>>,
 }
 
 /// What [`LocalDeployer::stop`] did.
@@ -179,7 +182,28 @@ impl LocalDeployer {
             proxy: None,
             drain_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            diagnoses: std::sync::Arc::default(),
         }
+    }
+
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The diagnosis read when `deployment` failed, once.
+    pub(super) fn take_diagnosis(&self, deployment: &str) -> Option<FailureDiagnosis> {
+        self.diagnoses.lock().ok()?.remove(deployment)
+    }
+
+    /// The values of the secrets file (none when there is none or it cannot be read):
+    /// never repeated in a diagnosis.
+    pub(super) fn secret_values(&self) -> Vec<String> {
+        self.secrets_file
+            .as_deref()
+            .filter(|file| file.exists())
+            .and_then(|file| SecretValues::load(file).ok())
+            .map(|values| values.all_values())
+            .unwrap_or_default()
     }
 
     pub fn with_secrets_file(mut self, file: Option<PathBuf>) -> Self {
@@ -1036,6 +1060,10 @@ impl LocalDeployer {
     ) -> Result<(), StageError> {
         let label = self.family_label(target, deployment.revision).label;
         if deployment.restores.is_none() {
+            let diagnosis = self.diagnosis_of(deployment, &label, Some(&reason)).await;
+            if let Ok(mut diagnoses) = self.diagnoses.lock() {
+                diagnoses.insert(deployment.id.clone(), diagnosis);
+            }
             if let Err(err) = self.remove_deployment(deployment).await {
                 events.warn(format!(
                     "the containers of the failed {label} were not all removed: {}",

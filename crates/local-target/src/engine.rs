@@ -400,6 +400,21 @@ impl Engine {
         Self::parse(&bytes, "a container inspection").map(Some)
     }
 
+    /// The last `tail` lines a container wrote (stdout and stderr, with timestamps), in
+    /// the engine's stream format.
+    pub async fn container_logs(&self, id: &str, tail: usize) -> Result<Vec<u8>, StageError> {
+        let target = format!("/containers/{id}/logs?stdout=1&stderr=1&timestamps=1&tail={tail}");
+        self.expect(
+            "GET",
+            &target,
+            None,
+            &[200],
+            &format!("read the logs of {id}"),
+        )
+        .await
+        .map(|(_, bytes)| bytes)
+    }
+
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container; one that is
     /// already gone is fine.
     pub async fn remove_container(&self, id: &str, grace: Duration) -> Result<(), StageError> {

@@ -32,6 +32,7 @@
 
 mod containers;
 mod deployer;
+mod diagnose;
 mod engine;
 mod observe;
 mod proxy;

@@ -49,6 +49,11 @@ impl fmt::Debug for SecretValues {
 }
 
 impl SecretValues {
+    /// Every value, to be redacted from what the engine says.
+    pub fn all_values(&self) -> Vec<String> {
+        self.values.values().cloned().collect()
+    }
+
     /// Reads and parses `file`; a line that is not `NAME=value` is an error naming the
     /// line number only (never its text, which may be a value).
     pub fn load(file: &Path) -> Result<Self, StageError> {

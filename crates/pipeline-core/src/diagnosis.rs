@@ -3,7 +3,7 @@
 //! container logged. Also what a one-off task (a migration) ended with.
 //!
 //! These are neutral: the ECS translation fills them (`aws-adapters` `ecs/diagnose.rs`,
-//! `ecs/run_task.rs`), the local target could from the engine. The rules live here: which
+//! `ecs/run_task.rs`), the local target from the engine (`local-target` `diagnose.rs`). The rules live here: which
 //! container failed ([`StoppedContainer::failed`]), that secret values never show
 //! ([`FailureDiagnosis::redact`]), and how a diagnosis reads for a person
 //! ([`FailureDiagnosis`]'s `Display`) and in a chat message ([`FailureDiagnosis::summary`]).
@@ -106,7 +106,7 @@ pub struct StoppedContainer {
 }
 
 /// A log stream (CloudWatch Logs: group and stream in a region).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LogStream {
     pub group: String,
     pub stream: String,

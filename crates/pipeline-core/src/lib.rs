@@ -28,6 +28,7 @@ pub mod alarms;
 pub mod config;
 pub mod diagnosis;
 pub mod events;
+pub mod logs;
 pub mod model;
 pub mod orchestrator;
 pub mod preflight;

@@ -64,7 +64,10 @@ awslogs stream (POST /tugboat-moto/crash-logs seeds them); RunTask tasks run the
 command minimally (``sh -c "echo a; sleep 2; exit 3"``), StopTask stops them, and
 clientToken makes RunTask idempotent.
 
-Not modelled: tasks of healthy or hanging deployments, load balancers/health check grace, minimumHealthyPercent/maximumPercent
+With TUGBOAT_MOTO_SERVICE_TASKS=1 a healthy deployment has runningCount RUNNING tasks
+(startedBy its id, their awslogs streams created; stopped when the deployment goes).
+
+Not modelled: tasks of healthy deployments (without TUGBOAT_MOTO_SERVICE_TASKS), of hanging ones, load balancers/health check grace, minimumHealthyPercent/maximumPercent
 (old tasks run until the new deployment completes, then vanish), draining,
 capacity providers, task sets / CODE_DEPLOY / EXTERNAL controllers, deployment
 alarms, other update_service fields triggering a deployment, and EventBridge.
@@ -376,6 +379,7 @@ def _tick(svc: Any, now: float | None = None) -> None:
     # new lists rather than in-place edits: a response may be serializing the old ones
     svc.events = sorted(svc.events, key=lambda e: (e["createdAt"], e.get("_seq", 0)), reverse=True)[:MAX_EVENTS]
     _set_counts(svc)
+    sync_service_tasks(svc, now)
 
 
 def _refuse_inactive(backend: Any, task_definition: str) -> None:
@@ -745,8 +749,39 @@ def advance_tasks(now: float | None = None) -> None:
                 _flush(task, int(now * 1000))
 
 
-def _crash_task(svc: Any, dep: dict[str, Any], created: float, stopped: float) -> Any:
-    """One failed attempt of a crashloop deployment, already STOPPED at `stopped`."""
+SERVICE_TASKS = os.environ.get("TUGBOAT_MOTO_SERVICE_TASKS", "") not in ("", "0")
+SERVICE_TASKS_MAX = 20  # per deployment
+
+
+def sync_service_tasks(svc: Any, now: float) -> None:
+    """With TUGBOAT_MOTO_SERVICE_TASKS=1: each deployment of a service has `runningCount`
+    RUNNING tasks (startedBy its id, group service:NAME, their awslogs streams created),
+    and the tasks of a deployment that is gone are stopped, as ECS's scheduler does."""
+    if not SERVICE_TASKS:
+        return
+    kept: dict[str, list[Any]] = svc.__dict__.setdefault("_tug_service_tasks", {})
+    current = {d["id"]: d for d in svc.deployments}
+    for dep_id, tasks in list(kept.items()):
+        if dep_id not in current:
+            for task in tasks:
+                if task._tug_status != "STOPPED":
+                    _stop(task, now, "ServiceSchedulerInitiated",
+                          f"Scaling activity initiated by (deployment {dep_id})")
+            del kept[dep_id]
+    for dep_id, dep in current.items():
+        if dep.get("_kind", "ok") != "ok":
+            continue
+        tasks = kept.setdefault(dep_id, [])
+        running = [t for t in tasks if t._tug_status != "STOPPED"]
+        for _ in range(min(SERVICE_TASKS_MAX, int(dep.get("runningCount") or 0)) - len(running)):
+            task = _service_task(svc, dep, now)
+            svc._backend.tasks.setdefault(svc.cluster_name, {})[task.task_arn] = task
+            tasks.append(task)
+
+
+def _service_task(svc: Any, dep: dict[str, Any], created: float) -> Any:
+    """A task of a service's deployment, RUNNING from `created` (its containers run until
+    stopped)."""
     from moto.ecs.models import Task
     from moto.moto_api._internal.managed_state_model import ManagedState
 
@@ -773,8 +808,17 @@ def _crash_task(svc: Any, dep: dict[str, Any], created: float, stopped: float) -
     task.attachments = []
     task.group = f"service:{svc.name}"
     task.network_configuration = svc.network_configuration or None
+    _simulate(task, list(td.container_definitions), created)
+    return task
+
+
+def _crash_task(svc: Any, dep: dict[str, Any], created: float, stopped: float) -> Any:
+    """One failed attempt of a crashloop deployment, already STOPPED at `stopped`."""
+    backend = svc._backend
+    cluster = backend.clusters.get(svc.cluster_name)
+    td = backend.describe_task_definition(dep["taskDefinition"])
     definitions = list(td.container_definitions)
-    _simulate(task, definitions, created)
+    task = _service_task(svc, dep, created)
     crashing = [c for c, d in zip(task.containers, definitions)
                 if _kind_of_images(backend, [str(d.get("image", ""))]) == "crashloop"]
     crashing = crashing or [c for c in task.containers if c.essential]

@@ -7,7 +7,9 @@
 //! - `service_deployment.rs`: the same for service deployments (blue/green, canary,
 //!   linear, and rolling on newer ECS), and the rollback's `StopServiceDeployment`;
 //! - `strategy.rs`: the `deploymentConfiguration` a non-rolling strategy sets;
-//! - `status.rs`: [`ServiceReader`] on ECS.
+//! - `status.rs`: [`ServiceReader`] on ECS;
+//! - `diagnose.rs`, `run_task.rs`: a failed deployment's stopped tasks, one-off tasks;
+//! - `logs.rs`: the tasks' awslogs streams for `tugboat logs`.
 //!
 //! [`Deployer`]: pipeline_core::Deployer
 //! [`ServiceReader`]: pipeline_core::ServiceReader
@@ -15,6 +17,7 @@
 
 mod deployer;
 mod diagnose;
+mod logs;
 mod observe;
 mod run_task;
 mod service_deployment;
@@ -22,6 +25,7 @@ mod status;
 mod strategy;
 
 pub use diagnose::TaskDiagnoser;
+pub use logs::EcsTaskLogs;
 pub use observe::{observe_deployments, DeploymentView};
 pub use run_task::{OneOffTask, Placement, TaskRunner};
 pub use service_deployment::{

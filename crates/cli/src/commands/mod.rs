@@ -4,6 +4,7 @@
 pub mod history;
 pub mod infra;
 pub mod init;
+pub mod logs;
 pub mod preflight;
 pub mod report;
 mod report_html;

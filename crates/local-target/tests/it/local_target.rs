@@ -564,3 +564,98 @@ async fn an_engine_that_does_not_answer_is_unavailable_with_the_address() {
     let err = registry.find_tag("cv_matcher", "v1").await.err();
     assert!(err.is_some_and(|err| err.kind == StageErrorKind::Unavailable));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_local_release_is_diagnosed_with_exit_code_and_last_lines_redacted() {
+    use pipeline_core::diagnosis::REDACTED;
+    use pipeline_core::FailureDiagnostics;
+    require_docker();
+    let mut images = Images::default();
+    let image = busybox_image(
+        &format!("{}:bb", unique("host-adapters-it-local-diag")),
+        &mut images,
+    );
+    let app = unique("hadiag");
+    let dir = TempDir::new("local-diagnosis");
+    let secret = "pg-local-s3cr3t-0042";
+    dir.write("secrets.env", format!("DB_PASSWORD={secret}\n"));
+    let deployer = LocalDeployer::new(
+        host_adapters::DockerHost::from_env(),
+        dir.path().join("state"),
+        &LocalSettings::default(),
+    )
+    .with_secrets_file(Some(dir.path().join("secrets.env")))
+    .with_health_path(None);
+    let target = target(&app);
+    let cleanup = Cleanup(app.clone());
+    let script = "i=1; while [ $i -le 24 ]; do echo line $i; i=$((i+1)); done; \
+                  echo connecting with password $DB_PASSWORD; \
+                  echo 'fatal: cannot connect' >&2; sleep 1; exit 2";
+    let crashing = rendered(serde_json::json!({
+        "family": "hadiag",
+        "containerDefinitions": [
+            { "name": "web", "image": image,
+              "command": ["/bin/busybox", "sh", "-c", script],
+              "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "local:DB_PASSWORD" }],
+              // Not healthy before it exits: the release waits for it, then fails.
+              "healthCheck": { "command": ["CMD", "/bin/busybox", "true"], "interval": 30, "timeout": 2, "retries": 1 } }
+        ]
+    }));
+    let revision = deployer
+        .register(&target, &crashing)
+        .await
+        .unwrap_or_else(|err| panic!("register: {}", error_text(&err)));
+    let handle = deployer
+        .update_service(
+            &target,
+            &UpdateRequest {
+                revision,
+                desired_count: None,
+                force_new_deployment: false,
+            },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("update: {}", error_text(&err)));
+    let wait = WaitOptions {
+        timeout: Duration::from_secs(60),
+        poll_interval: Duration::from_millis(250),
+    };
+    let (events, _recorder) = recorded();
+    let outcome = pipeline_core::follow_rollout(&deployer, &target, &handle, &wait, &events).await;
+    match &outcome {
+        Ok(RolloutOutcome::Failed { reason }) => {
+            assert!(reason.contains("exited with code 2"), "{reason}")
+        }
+        other => panic!("expected a failed rollout, got {other:?}"),
+    }
+    // Its containers are gone, the diagnosis was read before.
+    assert!(state_of(&format!("tugboat-{app}-it-1-web")).starts_with("gone"));
+
+    let diagnosis = deployer.diagnose(&target, &handle).await;
+    eprintln!(
+        "{diagnosis}\n--- summary (joins the failure reason):\n{}",
+        diagnosis.summary()
+    );
+    assert!(diagnosis.notes.is_empty(), "{:?}", diagnosis.notes);
+    let [task] = diagnosis.tasks.as_slice() else {
+        panic!("one release: {diagnosis}");
+    };
+    assert_eq!(task.revision.as_deref(), Some("hadiag:1"));
+    let [web] = task.containers.as_slice() else {
+        panic!("one container: {diagnosis}");
+    };
+    assert_eq!(web.name, "web");
+    assert_eq!(web.exit_code, Some(2));
+    let messages: Vec<&str> = web.log_lines.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(messages.len(), 20, "the last 20: {messages:?}");
+    assert_eq!(messages[0], "line 7");
+    assert_eq!(messages[18], format!("connecting with password {REDACTED}"));
+    assert_eq!(messages[19], "fatal: cannot connect");
+    assert!(web.log_lines.iter().all(|l| l.at.is_some()));
+    for text in [diagnosis.to_string(), diagnosis.summary()] {
+        assert!(!text.contains(secret), "{text}");
+        assert!(text.contains("container web: exit code 2"), "{text}");
+        assert!(text.contains("fatal: cannot connect"), "{text}");
+    }
+    drop(cleanup);
+}
