@@ -149,6 +149,18 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         return local_stages(project, environment, build);
     }
     let clients = clients(env.region.clone()).await;
+    aws_stages(project, environment, build, &clients)
+}
+
+/// The AWS stages of one environment on clients already made (a fleet's services in one
+/// region share them, and so their ECS poller).
+pub fn aws_stages(
+    project: &Project,
+    environment: &str,
+    build: bool,
+    clients: &AwsClients,
+) -> Result<Stages, Exit> {
+    let env = project.environment(environment)?;
     // A registry on this machine standing in for ECR's data plane (tests, rehearsals).
     let data_plane = match std::env::var("TUGBOAT_ECR_DATA_PLANE") {
         Ok(server) => {
@@ -176,7 +188,7 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
     Ok(aws_adapters::environment_stages(
         environment,
         env,
-        &clients,
+        clients,
         host,
     )?)
 }

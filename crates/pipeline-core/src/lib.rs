@@ -47,7 +47,8 @@ pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
 pub use orchestrator::{
     follow_rollout, judge_rollout, Clock, DeployReport, DeployRequest, DeploymentResult,
-    EventOutcome, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo, Stages,
+    EventOutcome, FleetRecord, FleetReport, FleetRequest, FleetServiceRecord, FleetWiring,
+    Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo, ServiceState, Stages,
     SystemClock,
 };
 pub use preflight::{preflight, PreflightCheck};
