@@ -28,7 +28,9 @@ pub use ecs::{
     is_service_deployment_arn, observe_deployments, observe_service_deployment, DeploymentView,
     EcsDeployer, Following, ServiceDeploymentView,
 };
-pub use ecs::{OneOffTask, Placement, TaskDiagnoser, TaskRunner};
+pub use ecs::{
+    OneOffTask, Placement, ServicePoller, TaskDiagnoser, TaskRunner, DESCRIBE_SERVICES_LIMIT,
+};
 pub use infra::{
     desired_infra, AlarmDefinition, AlarmMetric, ChangeAction, DesiredInfra, FieldChange,
     InfraChange, InfraReconciler, InfraResource, LogGroupSpec, MetricSpec, ScalingDefinition,

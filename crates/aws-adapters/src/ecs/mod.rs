@@ -7,6 +7,8 @@
 //! - `service_deployment.rs`: the same for service deployments (blue/green, canary,
 //!   linear, and rolling on newer ECS), and the rollback's `StopServiceDeployment`;
 //! - `strategy.rs`: the `deploymentConfiguration` a non-rolling strategy sets;
+//! - `poller.rs`: [`ServicePoller`], one `DescribeServices` per 10 services per poll
+//!   interval for every rollout a fleet follows in a region;
 //! - `status.rs`: [`ServiceReader`] on ECS.
 //!
 //! [`Deployer`]: pipeline_core::Deployer
@@ -16,6 +18,7 @@
 mod deployer;
 mod diagnose;
 mod observe;
+mod poller;
 mod run_task;
 mod service_deployment;
 mod status;
@@ -23,6 +26,7 @@ mod strategy;
 
 pub use diagnose::TaskDiagnoser;
 pub use observe::{observe_deployments, DeploymentView};
+pub use poller::{ServicePoller, DESCRIBE_SERVICES_LIMIT};
 pub use run_task::{OneOffTask, Placement, TaskRunner};
 pub use service_deployment::{
     is_service_deployment_arn, observe_service_deployment, Following, ServiceDeploymentView,
@@ -55,6 +59,9 @@ pub struct EcsDeployer {
     client: aws_sdk_ecs::Client,
     strategy: StrategySettings,
     autoscaling: Option<aws_sdk_applicationautoscaling::Client>,
+    /// Rollouts are looked at through a poller shared with other services; `None`: one
+    /// `DescribeServices` per look.
+    poller: Option<ServicePoller>,
 }
 
 impl EcsDeployer {
@@ -63,7 +70,14 @@ impl EcsDeployer {
             client,
             strategy: StrategySettings::default(),
             autoscaling: None,
+            poller: None,
         }
+    }
+
+    /// Follows rollouts through `poller` (a fleet's services in one region share one).
+    pub fn with_poller(mut self, poller: ServicePoller) -> Self {
+        self.poller = Some(poller);
+        self
     }
 
     /// Application Auto Scaling, to tell whether a scalable target owns the service's

@@ -239,13 +239,22 @@ impl EcsRolloutWatch {
     }
 
     async fn look_at_service(&mut self) -> Result<Option<RolloutObservation>, StageError> {
-        let service = match self.deployer.describe_raw(&self.target).await {
-            Ok(Some(service)) => service,
-            Ok(None) => return Ok(Some(RolloutObservation::state(RolloutState::Gone))),
-            Err(err) if is_throttling(&err) => {
-                return Err(StageError::throttled("ECS is throttling DescribeServices"))
+        let looked = match &self.deployer.poller {
+            Some(poller) => {
+                poller
+                    .describe(&self.target.cluster, &self.target.service)
+                    .await?
             }
-            Err(err) => return Err(stage_error("DescribeServices", &err)),
+            None => match self.deployer.describe_raw(&self.target).await {
+                Ok(service) => service,
+                Err(err) if is_throttling(&err) => {
+                    return Err(StageError::throttled("ECS is throttling DescribeServices"))
+                }
+                Err(err) => return Err(stage_error("DescribeServices", &err)),
+            },
+        };
+        let Some(service) = looked else {
+            return Ok(Some(RolloutObservation::state(RolloutState::Gone)));
         };
         if std::mem::take(&mut self.choose_source) {
             let ours_is_primary =

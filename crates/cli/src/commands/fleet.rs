@@ -6,7 +6,7 @@ use crate::output::Reporter;
 use crate::wiring;
 use crate::Exit;
 use async_trait::async_trait;
-use aws_adapters::AwsClients;
+use aws_adapters::{AwsClients, ServicePoller};
 use pipeline_core::config::FleetUnit;
 use pipeline_core::{
     CancellationToken, FleetReport, FleetRequest, FleetWiring, GitInfo, Orchestrator, Outcome,
@@ -14,12 +14,14 @@ use pipeline_core::{
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Mutex;
 
-/// The CLI's stages for each service: one set of AWS clients per region.
+/// The CLI's stages for each service: one set of AWS clients, and so one
+/// `DescribeServices` poller, per region.
 #[derive(Default)]
 struct CliFleetWiring {
-    clients: Mutex<BTreeMap<Option<String>, AwsClients>>,
+    clients: Mutex<BTreeMap<Option<String>, (AwsClients, ServicePoller)>>,
 }
 
 #[async_trait]
@@ -33,13 +35,21 @@ impl FleetWiring for CliFleetWiring {
         let region = env.region.clone();
         if !clients.contains_key(&region) {
             let made = wiring::clients(region.clone()).await;
-            clients.insert(region.clone(), made);
+            let interval = Duration::from_secs_f64(env.deploy.poll_interval_seconds);
+            let poller = ServicePoller::new(made.ecs.clone(), interval);
+            clients.insert(region.clone(), (made, poller));
         }
-        let Some(clients) = clients.get(&region) else {
+        let Some((clients, poller)) = clients.get(&region) else {
             return Err(StageError::failed("no AWS clients for the region"));
         };
-        wiring::aws_stages(&unit.project, &unit.environment, build, clients)
-            .map_err(|exit| StageError::bad_input(exit.message))
+        wiring::aws_stages(
+            &unit.project,
+            &unit.environment,
+            build,
+            clients,
+            Some(poller.clone()),
+        )
+        .map_err(|exit| StageError::bad_input(exit.message))
     }
 }
 
