@@ -45,7 +45,14 @@ async fn a_fleet_of_25_in_two_regions_is_released_8_at_a_time() -> anyhow::Resul
         .any(|(service, _)| service.as_deref() == Some("e04@eu-west-1")));
     // Never more than 10 services per call (the emulator refuses more), and the poller
     // batches: the calls that looked at several services at once exist.
-    let calls = fleet.aws.moto.describe_services_calls().await?;
+    let calls: Vec<serde_json::Value> = fleet
+        .aws
+        .moto
+        .describe_services_calls()
+        .await?
+        .into_iter()
+        .filter(|c| c["op"].as_str() == Some("DescribeServices"))
+        .collect();
     assert!(calls.iter().all(|c| c["services"].as_u64() <= Some(10)));
     assert!(
         calls.iter().any(|c| c["services"].as_u64() >= Some(5)),
@@ -143,6 +150,61 @@ async fn one_crash_looping_service_with_rollback_failed_puts_only_it_back() -> a
     assert!(
         on_new.contains("e04@eu-west-1") && !on_new.contains("s13"),
         "{on_new}"
+    );
+    Ok(())
+}
+
+/// One poller per region: while 25 services roll out together, `DescribeServices` is
+/// called at most ceil(services / 10) times per cluster per poll interval (here 2 + 1),
+/// where services polling on their own would call it 25 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_services_is_one_call_per_10_services_per_poll_interval() -> anyhow::Result<()> {
+    let aws = AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "3")]).await?;
+    let mut spec = FleetSpec::new(20, 5);
+    spec.poll_seconds = 0.5;
+    let fleet = Fleet::setup(aws, &spec).await?;
+    fleet.put_image_everywhere("v2").await?;
+    let run = fleet.deploy("v2", 25, &[]).await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        run.report.message
+    );
+    let polling = fleet.polling().await?;
+    let interval = std::time::Duration::from_secs_f64(spec.poll_seconds);
+    let per_round = 2 + 1;
+    let rounds = (polling.window.as_secs_f64() / interval.as_secs_f64()).floor() as usize + 1;
+    println!(
+        "{polling:?}: {:.1} calls per poll interval",
+        polling.per_interval(interval)
+    );
+    assert!(polling.window >= interval, "{polling:?}");
+    assert!(
+        polling.calls <= per_round * rounds,
+        "{} DescribeServices in {:?} ({rounds} poll intervals): more than {per_round} per interval",
+        polling.calls,
+        polling.window
+    );
+    assert!(polling.largest_call <= 10, "{polling:?}");
+    // As ECS, the emulator refuses more than 10 services in one call.
+    let eleven: Vec<String> = (0..11)
+        .map(|i| fleet::service_name(&format!("s{i:02}")))
+        .collect();
+    let refused = fleet
+        .aws
+        .clients
+        .ecs
+        .describe_services()
+        .cluster(fleet::cluster("us-east-1"))
+        .set_services(Some(eleven))
+        .send()
+        .await
+        .expect_err("11 services in one DescribeServices");
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(&refused),
+        Some("InvalidParameterException"),
+        "{refused:?}"
     );
     Ok(())
 }

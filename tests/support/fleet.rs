@@ -527,3 +527,70 @@ pub fn states(report: &FleetReport) -> BTreeMap<String, pipeline_core::ServiceSt
         })
         .unwrap_or_default()
 }
+
+/// `DescribeServices` while every service of a run rolls out: from the last
+/// `UpdateService` to the first deployment COMPLETED after it (the emulator's logs).
+#[derive(Clone, Debug)]
+pub struct Polling {
+    pub window: Duration,
+    /// `DescribeServices` calls inside the window.
+    pub calls: usize,
+    /// `DescribeServices` calls of the whole run.
+    pub total_calls: usize,
+    /// The most services one call named.
+    pub largest_call: usize,
+}
+
+impl Polling {
+    /// Calls per poll interval inside the window.
+    pub fn per_interval(&self, interval: Duration) -> f64 {
+        let intervals = self.window.as_secs_f64() / interval.as_secs_f64();
+        if intervals <= 0.0 {
+            return 0.0;
+        }
+        self.calls as f64 / intervals
+    }
+}
+
+impl Fleet {
+    /// How the run polled (call after [`Fleet::deploy`]).
+    pub async fn polling(&self) -> anyhow::Result<Polling> {
+        let log = self.aws.moto.describe_services_calls().await?;
+        let at = |c: &serde_json::Value| c["at"].as_f64().unwrap_or_default();
+        let op = |c: &serde_json::Value, name: &str| c["op"].as_str() == Some(name);
+        let last_update = log
+            .iter()
+            .filter(|c| op(c, "UpdateService"))
+            .map(at)
+            .fold(0.0, f64::max);
+        let first_completed = self
+            .aws
+            .moto
+            .transitions()
+            .await?
+            .iter()
+            .filter(|t| t["state"].as_str() == Some("COMPLETED"))
+            .map(at)
+            .filter(|t| *t > last_update)
+            .fold(f64::INFINITY, f64::min);
+        ensure!(
+            first_completed.is_finite(),
+            "no rollout completed after the last UpdateService"
+        );
+        let describes: Vec<&serde_json::Value> =
+            log.iter().filter(|c| op(c, "DescribeServices")).collect();
+        Ok(Polling {
+            window: Duration::from_secs_f64((first_completed - last_update).max(0.0)),
+            calls: describes
+                .iter()
+                .filter(|c| at(c) > last_update && at(c) < first_completed)
+                .count(),
+            total_calls: describes.len(),
+            largest_call: describes
+                .iter()
+                .filter_map(|c| c["services"].as_u64())
+                .max()
+                .unwrap_or(0) as usize,
+        })
+    }
+}

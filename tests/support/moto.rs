@@ -160,8 +160,9 @@ impl MotoServer {
         serde_json::from_slice(&body).context("parsing /tugboat-moto/transitions")
     }
 
-    /// Every `DescribeServices` call the emulator answered, oldest first:
-    /// `[{"at": 1732630000.1, "cluster": "shop-us-east-1", "region": "us-east-1", "services": 10}]`.
+    /// Every `DescribeServices` call the emulator answered and every `UpdateService`,
+    /// oldest first: `[{"op": "DescribeServices", "at": 1732630000.1, "cluster":
+    /// "shop-us-east-1", "region": "us-east-1", "services": 10}]`.
     pub async fn describe_services_calls(&self) -> anyhow::Result<Vec<serde_json::Value>> {
         let body = self
             .http("GET", "/tugboat-moto/describe-services-calls")

@@ -457,8 +457,9 @@ def tick_everything() -> None:
                     _tick(svc, now)
 
 
-# Every DescribeServices call: when, which cluster and region, how many services
-# (GET /tugboat-moto/describe-services-calls; a fleet's poller is judged by it).
+# Every DescribeServices call (when, which cluster and region, how many services) and
+# every UpdateService (when): GET /tugboat-moto/describe-services-calls. A fleet's poller
+# is judged by it.
 _describe_calls: list[dict[str, Any]] = []
 
 
@@ -501,6 +502,9 @@ def patch_ecs() -> None:
 
     def update_service(self: Any, props: dict[str, Any]) -> Any:
         with _lock:
+            _describe_calls.append({"op": "UpdateService", "at": time.time(),
+                                    "cluster": str(props.get("cluster", "default")).split("/")[-1],
+                                    "region": self.region_name, "services": 1})
             svc = self._get_service(props.get("cluster", "default"), props["service"].split("/")[-1])
             _tick(svc)
             old_td, old_desired = svc.task_definition, svc.desired_count
@@ -534,7 +538,7 @@ def patch_ecs() -> None:
             raise InvalidParameterException(
                 f"services can have at most 10 items; {len(service_names_or_arns)} were given")
         with _lock:
-            _describe_calls.append({"at": time.time(), "cluster": cluster_str.split("/")[-1],
+            _describe_calls.append({"op": "DescribeServices", "at": time.time(), "cluster": cluster_str.split("/")[-1],
                                     "region": self.region_name,
                                     "services": len(service_names_or_arns)})
             services, failures = orig_describe(self, cluster_str, service_names_or_arns)
