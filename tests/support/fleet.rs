@@ -73,6 +73,8 @@ pub struct Seeded {
 #[derive(Debug, Default)]
 pub struct FleetEvents {
     pub events: Mutex<Vec<(Option<String>, PipelineEvent)>>,
+    /// When each event came, in the same order.
+    pub times: Mutex<Vec<Instant>>,
 }
 
 impl EventSubscriber for FleetEvents {
@@ -81,6 +83,10 @@ impl EventSubscriber for FleetEvents {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((None, event.clone()));
+        self.times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Instant::now());
     }
 
     fn on_service_event(&self, service: &str, event: &PipelineEvent) {
@@ -88,6 +94,10 @@ impl EventSubscriber for FleetEvents {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((Some(service.to_string()), event.clone()));
+        self.times
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Instant::now());
     }
 }
 
@@ -96,6 +106,8 @@ impl EventSubscriber for FleetEvents {
 pub struct FleetRun {
     pub report: FleetReport,
     pub events: Vec<(Option<String>, PipelineEvent)>,
+    /// When each event came, since the run started.
+    pub times: Vec<Duration>,
     pub wall: Duration,
 }
 
@@ -418,9 +430,14 @@ impl Fleet {
         let wall = started.elapsed();
         let events =
             std::mem::take(&mut *recorder.events.lock().unwrap_or_else(|p| p.into_inner()));
+        let times = std::mem::take(&mut *recorder.times.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|t| t.saturating_duration_since(started))
+            .collect();
         FleetRun {
             report,
             events,
+            times,
             wall,
         }
     }
