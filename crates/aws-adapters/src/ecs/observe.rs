@@ -159,6 +159,9 @@ pub(super) struct EcsRolloutWatch {
     ours_created: Option<i64>,
     seen_events: HashSet<String>,
     first_events_look: bool,
+    /// Through a shared poller: the start of the round of the last look (the watch's
+    /// creation before the first), so that every look is newer than the one before.
+    polled_since: tokio::time::Instant,
 }
 
 impl EcsRolloutWatch {
@@ -174,6 +177,7 @@ impl EcsRolloutWatch {
             ours_created: None,
             seen_events: HashSet::new(),
             first_events_look: true,
+            polled_since: tokio::time::Instant::now(),
         }
     }
 
@@ -241,9 +245,15 @@ impl EcsRolloutWatch {
     async fn look_at_service(&mut self) -> Result<Option<RolloutObservation>, StageError> {
         let looked = match &self.deployer.poller {
             Some(poller) => {
-                poller
-                    .describe(&self.target.cluster, &self.target.service)
-                    .await?
+                let (answer, round) = poller
+                    .describe(
+                        &self.target.cluster,
+                        &self.target.service,
+                        self.polled_since,
+                    )
+                    .await;
+                self.polled_since = round;
+                answer?
             }
             None => match self.deployer.describe_raw(&self.target).await {
                 Ok(service) => service,

@@ -1,7 +1,8 @@
 //! One `DescribeServices` poller for every service a fleet release follows in one region:
-//! the looks that the core's wait loops ask for ([`EcsRolloutWatch`] of each service)
-//! are gathered per cluster into rounds, each round one call per 10 services (the API's
-//! limit), at most one round per poll interval, and the answers fanned out. A throttled
+//! while the core's wait loops ask for looks ([`EcsRolloutWatch`] of each service), each
+//! cluster gets a round every poll interval, one call per 10 services (the API's limit)
+//! for all the services asked for lately, and each look is answered by the first round
+//! that started after the look before it (at once, when that round is done). A throttled
 //! round slows the poller (the next round waits twice as long, up to 30 s) and the
 //! services simply wait for their look; only a poller throttled round after round tells
 //! them (as [`StageErrorKind::Throttled`]), so that the core's loop decides.
@@ -50,12 +51,24 @@ struct Inner {
     clusters: Mutex<HashMap<String, Cluster>>,
 }
 
-/// The looks waiting for one cluster's next round.
+/// A look waiting for a round that started after `since`.
+struct Waiting {
+    service: String,
+    since: Instant,
+    sender: oneshot::Sender<(Answer, Instant)>,
+}
+
+/// One cluster's rounds: the services looked at, the last answers, the looks waiting.
 #[derive(Default)]
 struct Cluster {
-    waiting: Vec<(String, oneshot::Sender<Answer>)>,
-    /// A round is scheduled and will take every look waiting when it fires.
-    scheduled: bool,
+    waiting: Vec<Waiting>,
+    /// Services asked for lately (and when): every round looks at them all, so a look
+    /// asked between two rounds is often answered at once from the last one.
+    interested: HashMap<String, Instant>,
+    /// Each service's answer in the last round, and when that round started.
+    latest: HashMap<String, (Answer, Instant)>,
+    /// A task runs this cluster's rounds.
+    running: bool,
     last_round: Option<Instant>,
     /// The pause between rounds while ECS throttles; `None`: the poll interval.
     backoff: Option<Duration>,
@@ -63,7 +76,8 @@ struct Cluster {
 }
 
 impl ServicePoller {
-    /// A poller on `client` that starts a cluster's rounds at most every `interval`.
+    /// A poller on `client` whose rounds start every `interval` per cluster while some
+    /// rollout of it is followed.
     pub fn new(client: aws_sdk_ecs::Client, interval: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -74,24 +88,44 @@ impl ServicePoller {
         }
     }
 
-    /// The service as the next round of its cluster sees it; `None` when ECS does not
-    /// know it (or only as INACTIVE) or the cluster does not exist.
-    pub async fn describe(&self, cluster: &str, service: &str) -> Answer {
+    /// The service as a round of its cluster that started after `since` saw it (`None`:
+    /// ECS does not know it, or only as INACTIVE, or the cluster does not exist), and
+    /// when that round started: the next look passes it as `since`. A watch's first look
+    /// passes the moment it was made, so that it never sees the service from before.
+    pub async fn describe(
+        &self,
+        cluster: &str,
+        service: &str,
+        since: Instant,
+    ) -> (Answer, Instant) {
         let (sender, answer) = oneshot::channel();
         let start = {
             let mut clusters = self.inner.lock();
             let entry = clusters.entry(cluster.to_string()).or_default();
-            entry.waiting.push((service.to_string(), sender));
-            !std::mem::replace(&mut entry.scheduled, true)
+            entry.interested.insert(service.to_string(), Instant::now());
+            if let Some((answer, at)) = entry.latest.get(service) {
+                if *at > since {
+                    return (answer.clone(), *at);
+                }
+            }
+            entry.waiting.push(Waiting {
+                service: service.to_string(),
+                since,
+                sender,
+            });
+            !std::mem::replace(&mut entry.running, true)
         };
         if start {
             let inner = self.inner.clone();
             let cluster = cluster.to_string();
             tokio::spawn(async move { inner.run_rounds(cluster).await });
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StageError::failed("the ECS poller stopped")))
+        answer.await.unwrap_or_else(|_| {
+            (
+                Err(StageError::failed("the ECS poller stopped")),
+                Instant::now(),
+            )
+        })
     }
 }
 
@@ -100,71 +134,88 @@ impl Inner {
         self.clusters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Rounds for one cluster while looks are waiting.
+    /// Rounds for one cluster while its services are asked for: every poll interval
+    /// (longer while throttled), the first one after a short gathering pause.
     async fn run_rounds(self: Arc<Self>, cluster: String) {
         loop {
             let fire_at = {
-                let clusters = self.lock();
-                let Some(entry) = clusters.get(&cluster) else {
-                    return;
-                };
-                let gathered = Instant::now() + GATHER;
-                match entry.last_round {
-                    Some(last) => gathered.max(last + entry.backoff.unwrap_or(self.interval)),
-                    None => gathered,
-                }
-            };
-            tokio::time::sleep_until(fire_at).await;
-            let waiting = {
                 let mut clusters = self.lock();
                 let Some(entry) = clusters.get_mut(&cluster) else {
                     return;
                 };
-                entry.last_round = Some(Instant::now());
-                std::mem::take(&mut entry.waiting)
+                // A service not asked for in three intervals is no longer followed.
+                let forget = Instant::now()
+                    .checked_sub(self.interval * 3)
+                    .unwrap_or_else(Instant::now);
+                entry.interested.retain(|_, asked| *asked > forget);
+                let Cluster {
+                    interested, latest, ..
+                } = entry;
+                latest.retain(|service, _| interested.contains_key(service));
+                if entry.waiting.is_empty() && entry.interested.is_empty() {
+                    entry.running = false;
+                    return;
+                }
+                match entry.last_round {
+                    Some(last) => last + entry.backoff.unwrap_or(self.interval),
+                    None => Instant::now() + GATHER,
+                }
             };
-            let throttled = self.round(&cluster, waiting).await;
+            tokio::time::sleep_until(fire_at).await;
+            let started = Instant::now();
+            let services: Vec<String> = {
+                let mut clusters = self.lock();
+                let Some(entry) = clusters.get_mut(&cluster) else {
+                    return;
+                };
+                entry.last_round = Some(started);
+                let mut names: Vec<String> = entry.interested.keys().cloned().collect();
+                for waiting in &entry.waiting {
+                    if !names.contains(&waiting.service) {
+                        names.push(waiting.service.clone());
+                    }
+                }
+                names
+            };
+            let answers = self.round(&cluster, &services).await;
             let mut clusters = self.lock();
             let Some(entry) = clusters.get_mut(&cluster) else {
                 return;
             };
-            if let Some(requeued) = throttled {
+            let throttled = answers.is_none();
+            if let Some(answers) = answers {
+                entry.throttled_rounds = 0;
+                entry.backoff = None;
+                for (service, answer) in answers {
+                    entry.latest.insert(service, (answer, started));
+                }
+            } else {
                 entry.throttled_rounds += 1;
                 let next = entry.backoff.map_or(self.interval * 2, |b| b * 2);
                 entry.backoff = Some(next.min(MAX_BACKOFF));
-                if entry.throttled_rounds >= THROTTLED_ROUNDS_TOLD {
-                    for (_, sender) in requeued {
-                        let _ = sender.send(Err(StageError::throttled(
-                            "ECS is throttling DescribeServices",
-                        )));
+            }
+            let tell_throttling = throttled && entry.throttled_rounds >= THROTTLED_ROUNDS_TOLD;
+            let mut still = Vec::new();
+            for waiting in std::mem::take(&mut entry.waiting) {
+                match entry.latest.get(&waiting.service) {
+                    Some((answer, at)) if *at > waiting.since => {
+                        let _ = waiting.sender.send((answer.clone(), *at));
                     }
-                } else {
-                    entry.waiting.extend(requeued);
+                    _ if tell_throttling => {
+                        let error = StageError::throttled("ECS is throttling DescribeServices");
+                        let _ = waiting.sender.send((Err(error), started));
+                    }
+                    _ => still.push(waiting),
                 }
-            } else {
-                entry.throttled_rounds = 0;
-                entry.backoff = None;
             }
-            if entry.waiting.is_empty() {
-                entry.scheduled = false;
-                return;
-            }
+            entry.waiting = still;
         }
     }
 
-    /// One round: a call per 10 services, the answers sent; the looks of a throttled
-    /// call come back to wait for the next round.
-    async fn round(
-        &self,
-        cluster: &str,
-        waiting: Vec<(String, oneshot::Sender<Answer>)>,
-    ) -> Option<Vec<(String, oneshot::Sender<Answer>)>> {
-        let mut by_service: HashMap<String, Vec<oneshot::Sender<Answer>>> = HashMap::new();
-        for (service, sender) in waiting {
-            by_service.entry(service).or_default().push(sender);
-        }
-        let names: Vec<String> = by_service.keys().cloned().collect();
-        let calls = names
+    /// One round: a call per 10 services, at once. `None`: ECS throttled a call (the
+    /// round counts as not taken).
+    async fn round(&self, cluster: &str, services: &[String]) -> Option<Vec<(String, Answer)>> {
+        let calls = services
             .chunks(DESCRIBE_SERVICES_LIMIT)
             .map(|batch| async move {
                 let result = self
@@ -176,7 +227,8 @@ impl Inner {
                     .await;
                 (batch, result)
             });
-        let mut requeued = Vec::new();
+        let mut answers = Vec::new();
+        let mut throttled = false;
         for (batch, result) in futures_util::future::join_all(calls).await {
             match result {
                 Ok(output) => {
@@ -191,9 +243,7 @@ impl Inner {
                             })
                             .filter(|s| s.status() != Some("INACTIVE"))
                             .cloned();
-                        for sender in by_service.remove(name).unwrap_or_default() {
-                            let _ = sender.send(Ok(found.clone()));
-                        }
+                        answers.push((name.clone(), Ok(found)));
                     }
                 }
                 Err(err)
@@ -202,29 +252,15 @@ impl Inner {
                         .and_then(|e| aws_sdk_ecs::error::ProvideErrorMetadata::code(e))
                         == Some("ClusterNotFoundException") =>
                 {
-                    for name in batch {
-                        for sender in by_service.remove(name).unwrap_or_default() {
-                            let _ = sender.send(Ok(None));
-                        }
-                    }
+                    answers.extend(batch.iter().map(|name| (name.clone(), Ok(None))));
                 }
-                Err(err) if is_throttling(&err) => {
-                    for name in batch {
-                        for sender in by_service.remove(name).unwrap_or_default() {
-                            requeued.push((name.clone(), sender));
-                        }
-                    }
-                }
+                Err(err) if is_throttling(&err) => throttled = true,
                 Err(err) => {
                     let error = stage_error("DescribeServices", &err);
-                    for name in batch {
-                        for sender in by_service.remove(name).unwrap_or_default() {
-                            let _ = sender.send(Err(error.clone()));
-                        }
-                    }
+                    answers.extend(batch.iter().map(|name| (name.clone(), Err(error.clone()))));
                 }
             }
         }
-        (!requeued.is_empty()).then_some(requeued)
+        (!throttled).then_some(answers)
     }
 }
