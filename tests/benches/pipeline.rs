@@ -12,6 +12,11 @@
 //!   ([`ArtifactStore::records_since`]: list, then 16 `GetObject`s at a time; then
 //!   [`DeliveryReport::compute`]). `cargo xtask bench report` runs only this one.
 //!
+//! - Fleet: wall time of a fleet release of 1, 10 and 50 services (all at once, moto's
+//!   rollouts 3 s, polling every 1 s, one `DescribeServices` poller), against one
+//!   service, and the `DescribeServices` calls: in all, and per poll interval while every
+//!   service rolls out. `cargo xtask bench fleet` runs only this one.
+//!
 //! Every back end must be there (`.ci/setup-backends`); a missing one is an error.
 
 use anyhow::{bail, ensure, Context};
@@ -27,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tugboat_tests::aws::AwsFixture;
 use tugboat_tests::cv_matcher::{self as cv, CvMatcher};
 use tugboat_tests::docker::{build_image, example_copy, require_docker, unique, Images};
+use tugboat_tests::fleet::{Fleet, FleetSpec};
 use tugboat_tests::records::{put_records, sample_records};
 use tugboat_tests::registry::LocalRegistry;
 
@@ -364,8 +370,65 @@ async fn bench_report() -> anyhow::Result<Vec<Row>> {
     Ok(vec![row])
 }
 
+/// Fleet sizes the fleet row measures, the emulator's rollout and the poll interval.
+const FLEET_SIZES: [usize; 3] = [1, 10, 50];
+const FLEET_ROLLOUT_SECONDS: &str = "3";
+const FLEET_POLL_SECONDS: f64 = 1.0;
+
+/// One fleet release per size: wall time, and DescribeServices in all and per poll
+/// interval while every service rolls out.
+async fn bench_fleet() -> anyhow::Result<()> {
+    let interval = Duration::from_secs_f64(FLEET_POLL_SECONDS);
+    let mut lines = vec![
+        "| services | wall | × 1 service | DescribeServices in all | during the rollout, per poll interval (goal ≤ 5) | largest call |".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    let mut one = None;
+    for size in FLEET_SIZES {
+        eprintln!("bench: fleet of {size}");
+        let aws =
+            AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", FLEET_ROLLOUT_SECONDS)])
+                .await?;
+        let mut spec = FleetSpec::new(size, 0);
+        spec.poll_seconds = FLEET_POLL_SECONDS;
+        let fleet = Fleet::setup(aws, &spec).await?;
+        fleet.put_image_everywhere("v2").await?;
+        fleet.aws.calls.reset();
+        let run = fleet.deploy("v2", size, &[]).await;
+        // Which calls a fleet's services make (`TUGBOAT_BENCH_CALLS=1`).
+        if std::env::var_os("TUGBOAT_BENCH_CALLS").is_some() {
+            eprintln!("{}", fleet.aws.calls.snapshot());
+        }
+        ensure!(
+            run.report.outcome == pipeline_core::Outcome::Succeeded,
+            "the fleet of {size} failed: {}",
+            run.report.message
+        );
+        let polling = fleet.polling().await?;
+        let base = *one.get_or_insert(run.wall);
+        lines.push(format!(
+            "| {size} | {:.2} s | {:.2} | {} | {:.1} ({} calls in {:.1} s) | {} services |",
+            run.wall.as_secs_f64(),
+            run.wall.as_secs_f64() / base.as_secs_f64(),
+            polling.total_calls,
+            polling.per_interval(interval),
+            polling.calls,
+            polling.window.as_secs_f64(),
+            polling.largest_call
+        ));
+    }
+    println!(
+        "\nFleet release on moto (rollouts {FLEET_ROLLOUT_SECONDS} s, polling every {FLEET_POLL_SECONDS} s, all services at once)\n\n{}",
+        lines.join("\n")
+    );
+    Ok(())
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().any(|arg| arg == "fleet") {
+        return bench_fleet().await;
+    }
     // `cargo bench` passes `--bench` (and any filter): `report` runs only the report's
     // row, anything else every benchmark. Each table is printed as soon as it is measured.
     let report = bench_report().await?;
@@ -393,5 +456,5 @@ async fn main() -> anyhow::Result<()> {
         &rollouts,
         false,
     );
-    Ok(())
+    bench_fleet().await
 }

@@ -8,6 +8,7 @@ mod deploy;
 mod diagnose;
 mod ecr_push;
 mod faults;
+mod fleet;
 mod infra;
 mod lambda;
 mod lambda_hook;

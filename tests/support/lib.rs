@@ -4,13 +4,14 @@
 //! Docker registry standing in for ECR's data plane ([`registry`]) and the example
 //! image built with the Docker engine ([`docker`]), and a proxy that injects faults
 //! between the clients and moto ([`fault_proxy`]); made-up deploy records for the
-//! delivery report ([`records`]).
+//! delivery report ([`records`]); a fleet of services in two regions ([`fleet`]).
 
 pub mod aws;
 pub mod calls;
 pub mod cv_matcher;
 pub mod docker;
 pub mod fault_proxy;
+pub mod fleet;
 pub mod moto;
 pub mod records;
 pub mod registry;

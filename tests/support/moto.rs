@@ -160,6 +160,16 @@ impl MotoServer {
         serde_json::from_slice(&body).context("parsing /tugboat-moto/transitions")
     }
 
+    /// Every `DescribeServices` call the emulator answered and every `UpdateService`,
+    /// oldest first: `[{"op": "DescribeServices", "at": 1732630000.1, "cluster":
+    /// "shop-us-east-1", "region": "us-east-1", "services": 10}]`.
+    pub async fn describe_services_calls(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let body = self
+            .http("GET", "/tugboat-moto/describe-services-calls")
+            .await?;
+        serde_json::from_slice(&body).context("parsing /tugboat-moto/describe-services-calls")
+    }
+
     /// moto's default VPC in us-east-1, its default subnets and security group (moto
     /// gives them random ids): `GET /tugboat-moto/default-network`. For resources that need a VPC (ELBv2
     /// target groups and load balancers) without an EC2 client in the tests.

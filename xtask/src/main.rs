@@ -4,7 +4,8 @@
 //! - `cargo xtask bench`: set up the same back ends, then run the push and rollout-wait
 //!   benchmark (`tests/benches/pipeline.rs`), which prints a table; then the Lambda's cold
 //!   start and binary size, against their targets (`cargo xtask bench lambda`: only those;
-//!   `cargo xtask bench report`: only the delivery report over 1,000 records in moto's S3).
+//!   `cargo xtask bench report`: only the delivery report over 1,000 records in moto's S3;
+//!   `cargo xtask bench fleet`: only the fleet release of 1, 10 and 50 services).
 //! - `cargo xtask ci`: what CI runs (`.ci/run`).
 //! - `cargo xtask lambda [--target TRIPLE] [--config FILE]`: build the Lambda's `bootstrap` in
 //!   release mode and zip it (with FILE as `tugboat.toml`) into `<target dir>/lambda/tugboat-lambda.zip`.
@@ -123,8 +124,9 @@ fn bench(root: &Path, extra: &[String]) -> Result<()> {
         ])
         .args(extra)
         .current_dir(root))?;
-    // `cargo xtask bench report`: only the report over 1,000 records in moto's S3.
-    if extra == ["report"] {
+    // `cargo xtask bench report`: only the report over 1,000 records in moto's S3;
+    // `cargo xtask bench fleet`: only the fleet row.
+    if extra == ["report"] || extra == ["fleet"] {
         return Ok(());
     }
     lambda_bench(root)

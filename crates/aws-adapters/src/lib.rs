@@ -28,7 +28,10 @@ pub use ecs::{
     is_service_deployment_arn, observe_deployments, observe_service_deployment, DeploymentView,
     EcsDeployer, Following, ServiceDeploymentView,
 };
-pub use ecs::{EcsTaskLogs, OneOffTask, Placement, TaskDiagnoser, TaskRunner};
+pub use ecs::{
+    EcsTaskLogs, OneOffTask, Placement, ServicePoller, TaskDiagnoser, TaskRunner,
+    DESCRIBE_SERVICES_LIMIT,
+};
 pub use infra::{
     desired_infra, AlarmDefinition, AlarmMetric, ChangeAction, DesiredInfra, FieldChange,
     InfraChange, InfraReconciler, InfraResource, LogGroupSpec, MetricSpec, ScalingDefinition,

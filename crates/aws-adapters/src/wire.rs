@@ -69,6 +69,9 @@ pub struct HostStages {
     /// The longest the load balancer's targets are waited for (the Lambda's invocation
     /// has a time budget); `None`: `verify.timeout_seconds`.
     pub target_health_cap: Option<Duration>,
+    /// The `DescribeServices` poller shared by the services of a fleet in this region;
+    /// `None`: each rollout looks on its own.
+    pub ecs_poller: Option<crate::ServicePoller>,
 }
 
 impl Default for HostStages {
@@ -83,6 +86,7 @@ impl Default for HostStages {
             stores_without_bucket: None,
             bake_alarms: true,
             target_health_cap: None,
+            ecs_poller: None,
         }
     }
 }
@@ -154,7 +158,11 @@ pub fn environment_stages(
                 "add [environments.{environment}.records] with bucket = \"…\" to tugboat.toml"
             ))
         })?;
-    let deployer = Arc::new(ecs_deployer(env, clients));
+    let mut deployer = ecs_deployer(env, clients);
+    if let Some(poller) = &host.ecs_poller {
+        deployer = deployer.with_poller(poller.clone());
+    }
+    let deployer = Arc::new(deployer);
     let mut registry = EcrRegistry::new(clients.ecr.clone());
     if let Some(pusher) = &host.pusher {
         registry = registry.with_pusher(pusher.clone());

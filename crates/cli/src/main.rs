@@ -82,6 +82,13 @@ enum Command {
         /// finish instead of refusing (deploy.wait_for_other_deployments).
         #[arg(long)]
         wait_for_deployment: bool,
+        /// A fleet ([services]): release only this service (repeatable); all of the
+        /// environment's by default.
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+        /// A fleet: how many services roll out at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel: u16,
     },
     /// Show what deploy would do, with the task definition diff; changes nothing.
     #[command(after_help = "Example:\n  tugboat plan --env production --image v1.2.0")]
@@ -100,12 +107,19 @@ enum Command {
     },
     /// Deployments, counts, current revision and release, last service events.
     #[command(after_help = "Example:\n  tugboat status --env staging")]
-    Status,
+    Status {
+        /// A fleet ([services]): only this service (repeatable); every one by default.
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+    },
     /// Deploy records, newest first.
     #[command(after_help = "Example:\n  tugboat history --env production --limit 5")]
     History {
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// A fleet ([services]): only this service (repeatable); every one by default.
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
     },
     /// The rendered task definition against the registered one.
     #[command(after_help = "Example:\n  tugboat diff --env staging --image 3f2a9c1")]
@@ -362,6 +376,8 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             image,
             override_scan,
             wait_for_deployment,
+            services,
+            parallel,
         } => {
             let mut project = load(&global)?;
             let git = git::current();
@@ -372,6 +388,24 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                 }
             }
             let source = source(image.as_ref());
+            if project.is_fleet() {
+                let deploy = commands::fleet::FleetDeploy {
+                    environment: env,
+                    services,
+                    parallel: usize::from(parallel),
+                    source,
+                    git,
+                    actor: git::actor(),
+                    scan_override: override_scan.then(git::actor),
+                };
+                return commands::fleet::deploy(&project, deploy, reporter).await;
+            }
+            if !services.is_empty() {
+                return Err(Exit::bad_input(format!(
+                    "{}: --service needs [services] in tugboat.toml; this app is one service",
+                    global.config.display()
+                )));
+            }
             let stages = wiring::stages(&project, &env, source == ReleaseSource::Build).await?;
             let url = wiring::local_url(&project, &env)?;
             let mut orchestrator =
@@ -436,11 +470,13 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             commands::preflight::preflight(&project, &env, &stages, image.as_deref(), &reporter)
                 .await
         }
-        Command::Status => {
+        Command::Status { services } => {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            commands::status::status(&project, &env, &reporter).await?;
+            for (project, env) in commands::fleet::scopes(&project, &env, &services)? {
+                commands::status::status(&project, &env, &reporter).await?;
+            }
             Ok(0)
         }
         Command::Stop => {
@@ -480,11 +516,13 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             signals::cancel_on_signals(cancel.clone(), reporter.clone())?;
             commands::run::run(&orchestrator, env, args, git, cancel, &reporter).await
         }
-        Command::History { limit } => {
+        Command::History { limit, services } => {
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
-            commands::history::history(&project, &env, limit, &reporter).await?;
+            for (project, env) in commands::fleet::scopes(&project, &env, &services)? {
+                commands::history::history(&project, &env, limit, &reporter).await?;
+            }
             Ok(0)
         }
     }

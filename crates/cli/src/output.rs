@@ -151,12 +151,26 @@ impl Reporter {
 
 impl EventSubscriber for Reporter {
     fn on_event(&self, event: &PipelineEvent) {
+        self.print(None, event);
+    }
+
+    /// A fleet's service: its name before each line, a `service` field in JSON.
+    fn on_service_event(&self, service: &str, event: &PipelineEvent) {
+        self.print(Some(service), event);
+    }
+}
+
+impl Reporter {
+    fn print(&self, service: Option<&str>, event: &PipelineEvent) {
         let _guard = self.lock.lock();
         match self.format {
             OutputFormat::Json => {
                 let mut value = serde_json::to_value(event).unwrap_or_default();
                 if let Some(object) = value.as_object_mut() {
                     object.insert("ts".into(), Utc::now().to_rfc3339().into());
+                    if let Some(service) = service {
+                        object.insert("service".into(), service.into());
+                    }
                 }
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{value}");
@@ -170,7 +184,11 @@ impl EventSubscriber for Reporter {
                 if quiet_skip {
                     return;
                 }
-                if let Some(text) = self.human(event) {
+                let text = self.human(event).map(|text| match service {
+                    Some(service) => format!("[{service}] {text}"),
+                    None => text,
+                });
+                if let Some(text) = text {
                     match &self.live {
                         Some(bar) => bar.println(text),
                         None => {

@@ -167,6 +167,19 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         return local_stages(project, environment, build);
     }
     let clients = clients(env.region.clone()).await;
+    aws_stages(project, environment, build, &clients, None)
+}
+
+/// The AWS stages of one environment on clients already made (a fleet's services in one
+/// region share them, and so their ECS poller).
+pub fn aws_stages(
+    project: &Project,
+    environment: &str,
+    build: bool,
+    clients: &AwsClients,
+    ecs_poller: Option<aws_adapters::ServicePoller>,
+) -> Result<Stages, Exit> {
+    let env = project.environment(environment)?;
     // A registry on this machine standing in for ECR's data plane (tests, rehearsals).
     let data_plane = match std::env::var("TUGBOAT_ECR_DATA_PLANE") {
         Ok(server) => {
@@ -190,11 +203,12 @@ pub async fn stages(project: &Project, environment: &str, build: bool) -> Result
         stores_without_bucket: Some(local_stores(project)),
         bake_alarms: true,
         target_health_cap: None,
+        ecs_poller,
     };
     Ok(aws_adapters::environment_stages(
         environment,
         env,
-        &clients,
+        clients,
         host,
     )?)
 }

@@ -66,18 +66,28 @@ pub enum PipelineEvent {
 /// Receives every event of a run, in order.
 pub trait EventSubscriber: Send + Sync {
     fn on_event(&self, event: &PipelineEvent);
+
+    /// An event of one service of a fleet release (`web`, `web@eu-west-1`); by default
+    /// the same as [`EventSubscriber::on_event`].
+    fn on_service_event(&self, service: &str, event: &PipelineEvent) {
+        let _ = service;
+        self.on_event(event);
+    }
 }
 
 /// The fan-out point that stages and the orchestrator emit into.
 #[derive(Clone, Default)]
 pub struct Events {
     subscribers: Vec<Arc<dyn EventSubscriber>>,
+    /// The fleet service these events are about ([`Events::for_service`]).
+    service: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Events {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Events")
             .field("subscribers", &self.subscribers.len())
+            .field("service", &self.service)
             .finish()
     }
 }
@@ -96,9 +106,20 @@ impl Events {
         self
     }
 
+    /// The same subscribers, told that every event is about one service of a fleet.
+    pub fn for_service(&self, service: &str) -> Self {
+        Self {
+            subscribers: self.subscribers.clone(),
+            service: Some(Arc::from(service)),
+        }
+    }
+
     pub fn emit(&self, event: PipelineEvent) {
         for subscriber in &self.subscribers {
-            subscriber.on_event(&event);
+            match &self.service {
+                Some(service) => subscriber.on_service_event(service, &event),
+                None => subscriber.on_event(&event),
+            }
         }
     }
 

@@ -49,8 +49,9 @@ pub use events::{EventSubscriber, Events, PipelineEvent, RecordedEvents};
 pub use model::*;
 pub use orchestrator::{
     follow_rollout, judge_rollout, one_off_client_token, Clock, DeployReport, DeployRequest,
-    DeploymentResult, EventOutcome, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo,
-    RunRequest, Stages, SystemClock,
+    DeploymentResult, EventOutcome, FleetRecord, FleetReport, FleetRequest, FleetServiceRecord,
+    FleetWiring, Orchestrator, Plan, ReleaseSource, RollbackRequest, RollbackTo, RunRequest,
+    ServiceState, Stages, SystemClock,
 };
 pub use preflight::{preflight, PreflightCheck};
 pub use stages::*;

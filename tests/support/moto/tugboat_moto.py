@@ -462,6 +462,12 @@ def tick_everything() -> None:
                     _tick(svc, now)
 
 
+# Every DescribeServices call (when, which cluster and region, how many services) and
+# every UpdateService (when): GET /tugboat-moto/describe-services-calls. A fleet's poller
+# is judged by it.
+_describe_calls: list[dict[str, Any]] = []
+
+
 def patch_ecs() -> None:
     from moto.ecs import models, responses
 
@@ -501,6 +507,9 @@ def patch_ecs() -> None:
 
     def update_service(self: Any, props: dict[str, Any]) -> Any:
         with _lock:
+            _describe_calls.append({"op": "UpdateService", "at": time.time(),
+                                    "cluster": str(props.get("cluster", "default")).split("/")[-1],
+                                    "region": self.region_name, "services": 1})
             svc = self._get_service(props.get("cluster", "default"), props["service"].split("/")[-1])
             _tick(svc)
             old_td, old_desired = svc.task_definition, svc.desired_count
@@ -527,9 +536,17 @@ def patch_ecs() -> None:
             _tick(svc)
             return svc
 
-    def describe_services(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def describe_services(self: Any, cluster_str: str, service_names_or_arns: list[str]) -> Any:
+        # As ECS: at most 10 services per call.
+        if len(service_names_or_arns) > 10:
+            from moto.ecs.exceptions import InvalidParameterException
+            raise InvalidParameterException(
+                f"services can have at most 10 items; {len(service_names_or_arns)} were given")
         with _lock:
-            services, failures = orig_describe(self, *args, **kwargs)
+            _describe_calls.append({"op": "DescribeServices", "at": time.time(), "cluster": cluster_str.split("/")[-1],
+                                    "region": self.region_name,
+                                    "services": len(service_names_or_arns)})
+            services, failures = orig_describe(self, cluster_str, service_names_or_arns)
             for svc in services:
                 _tick(svc)
             return services, failures
@@ -1293,6 +1310,11 @@ class TugboatApp:
             body = json.dumps(answer).encode()
             start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
+        if path == "/tugboat-moto/describe-services-calls" and method == "GET":
+            with _lock:
+                body = json.dumps(_describe_calls).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         if path == "/tugboat-moto/scan-delay" and method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             set_scan_delay(json.loads(environ["wsgi.input"].read(length) or b"{}"))
@@ -1320,6 +1342,7 @@ class TugboatApp:
                 _transitions.clear()
                 _scan_delays.clear()
                 _crash.clear()
+                _describe_calls.clear()
                 _sim_tasks.clear()
                 _client_tokens.clear()
         return self.moto_app(environ, start_response)

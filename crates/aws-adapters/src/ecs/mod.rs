@@ -7,6 +7,8 @@
 //! - `service_deployment.rs`: the same for service deployments (blue/green, canary,
 //!   linear, and rolling on newer ECS), and the rollback's `StopServiceDeployment`;
 //! - `strategy.rs`: the `deploymentConfiguration` a non-rolling strategy sets;
+//! - `poller.rs`: [`ServicePoller`], one `DescribeServices` per 10 services per poll
+//!   interval for every rollout a fleet follows in a region;
 //! - `status.rs`: [`ServiceReader`] on ECS;
 //! - `diagnose.rs`, `run_task.rs`: a failed deployment's stopped tasks, one-off tasks;
 //! - `logs.rs`: the tasks' awslogs streams for `tugboat logs`.
@@ -19,6 +21,7 @@ mod deployer;
 mod diagnose;
 mod logs;
 mod observe;
+mod poller;
 mod run_task;
 mod service_deployment;
 mod status;
@@ -27,6 +30,7 @@ mod strategy;
 pub use diagnose::TaskDiagnoser;
 pub use logs::EcsTaskLogs;
 pub use observe::{observe_deployments, DeploymentView};
+pub use poller::{ServicePoller, DESCRIBE_SERVICES_LIMIT};
 pub use run_task::{OneOffTask, Placement, TaskRunner};
 pub use service_deployment::{
     is_service_deployment_arn, observe_service_deployment, Following, ServiceDeploymentView,
@@ -59,6 +63,9 @@ pub struct EcsDeployer {
     client: aws_sdk_ecs::Client,
     strategy: StrategySettings,
     autoscaling: Option<aws_sdk_applicationautoscaling::Client>,
+    /// Rollouts are looked at through a poller shared with other services; `None`: one
+    /// `DescribeServices` per look.
+    poller: Option<ServicePoller>,
 }
 
 impl EcsDeployer {
@@ -67,7 +74,14 @@ impl EcsDeployer {
             client,
             strategy: StrategySettings::default(),
             autoscaling: None,
+            poller: None,
         }
+    }
+
+    /// Follows rollouts through `poller` (a fleet's services in one region share one).
+    pub fn with_poller(mut self, poller: ServicePoller) -> Self {
+        self.poller = Some(poller);
+        self
     }
 
     /// Application Auto Scaling, to tell whether a scalable target owns the service's

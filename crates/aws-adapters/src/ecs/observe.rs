@@ -159,6 +159,9 @@ pub(super) struct EcsRolloutWatch {
     ours_created: Option<i64>,
     seen_events: HashSet<String>,
     first_events_look: bool,
+    /// Through a shared poller: the start of the round of the last look (the watch's
+    /// creation before the first), so that every look is newer than the one before.
+    polled_since: tokio::time::Instant,
 }
 
 impl EcsRolloutWatch {
@@ -174,6 +177,7 @@ impl EcsRolloutWatch {
             ours_created: None,
             seen_events: HashSet::new(),
             first_events_look: true,
+            polled_since: tokio::time::Instant::now(),
         }
     }
 
@@ -239,13 +243,28 @@ impl EcsRolloutWatch {
     }
 
     async fn look_at_service(&mut self) -> Result<Option<RolloutObservation>, StageError> {
-        let service = match self.deployer.describe_raw(&self.target).await {
-            Ok(Some(service)) => service,
-            Ok(None) => return Ok(Some(RolloutObservation::state(RolloutState::Gone))),
-            Err(err) if is_throttling(&err) => {
-                return Err(StageError::throttled("ECS is throttling DescribeServices"))
+        let looked = match &self.deployer.poller {
+            Some(poller) => {
+                let (answer, round) = poller
+                    .describe(
+                        &self.target.cluster,
+                        &self.target.service,
+                        self.polled_since,
+                    )
+                    .await;
+                self.polled_since = round;
+                answer?
             }
-            Err(err) => return Err(stage_error("DescribeServices", &err)),
+            None => match self.deployer.describe_raw(&self.target).await {
+                Ok(service) => service,
+                Err(err) if is_throttling(&err) => {
+                    return Err(StageError::throttled("ECS is throttling DescribeServices"))
+                }
+                Err(err) => return Err(stage_error("DescribeServices", &err)),
+            },
+        };
+        let Some(service) = looked else {
+            return Ok(Some(RolloutObservation::state(RolloutState::Gone)));
         };
         if std::mem::take(&mut self.choose_source) {
             let ours_is_primary =

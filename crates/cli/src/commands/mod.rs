@@ -1,6 +1,7 @@
 //! One file per command that is not a release (deploy, rollback and plan are in
 //! main.rs, around the orchestrator).
 
+pub mod fleet;
 pub mod history;
 pub mod infra;
 pub mod init;

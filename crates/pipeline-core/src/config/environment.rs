@@ -78,6 +78,18 @@ pub struct EnvironmentConfig {
     /// registered and before the service moves; one that fails fails the release.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub before_deploy: Vec<super::one_off::OneOffTaskConfig>,
+    /// A fleet's environment: the `[services]` it releases (all of them when absent).
+    /// `cluster` and `service` are then patterns (`{app}`, `{service}`, `{region}`,
+    /// `{environment}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<String>>,
+    /// A fleet's environment released to several regions, each with the environment's
+    /// cluster and service patterns or its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<super::fleet::RegionEntry>,
+    /// What a fleet does when one of its services fails (default `rollback_all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<super::fleet::FailurePolicy>,
 }
 
 impl EnvironmentConfig {

@@ -4,6 +4,7 @@
 
 mod environment;
 mod errors;
+mod fleet;
 mod interpolate;
 mod monitoring;
 mod one_off;
@@ -16,6 +17,7 @@ pub use environment::{
     RollbackPolicy, ScalingSettings, TargetKind, VerifySettings, MIN_LOCK_LEASE_SECONDS,
 };
 pub use errors::ConfigError;
+pub use fleet::{FailurePolicy, FleetUnit, RegionEntry, ServiceConfig, ServiceDefinition};
 pub use interpolate::expand;
 pub use monitoring::{AlarmKind, AlarmSpec, MonitoringSettings, LOG_RETENTION_DAYS};
 pub use one_off::OneOffTaskConfig;
@@ -46,6 +48,11 @@ pub struct Config {
     pub test: TestConfig,
     pub task_definition: TaskDefinitionConfig,
     pub environments: BTreeMap<String, EnvironmentConfig>,
+    /// A fleet: the services that share the app's image, each with its own task
+    /// definition (`[services.web]`). Empty: the app is one service, as `[task_definition]`
+    /// and each environment's `cluster` and `service` say.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -150,6 +157,9 @@ pub struct Project {
     pub root: PathBuf,
     pub task_definition: TaskDefinition,
     pub task_definition_file: PathBuf,
+    /// The task definition of each `[services.NAME]`, loaded and checked (empty without
+    /// `[services]`).
+    pub services: BTreeMap<String, ServiceDefinition>,
 }
 
 impl Project {
@@ -177,12 +187,14 @@ impl Project {
         let task_definition_file = root.join(&config.task_definition.file);
         let task_definition = TaskDefinition::load(&task_definition_file)?;
         config.check_against(config_file, &task_definition)?;
+        let services = fleet::load_services(&config, config_file, &root)?;
         Ok(Self {
             config,
             config_file: config_file.to_path_buf(),
             root,
             task_definition,
             task_definition_file,
+            services,
         })
     }
 
@@ -199,12 +211,14 @@ impl Project {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let task_definition_file = root.join(&config.task_definition.file);
+        let services = fleet::load_services(&config, &config_file, &root)?;
         Ok(Self {
             config,
             config_file,
             root,
             task_definition,
             task_definition_file,
+            services,
         })
     }
 

@@ -57,14 +57,13 @@ impl OneOffTaskConfig {
 }
 
 /// The checks of an environment's `before_deploy` list.
+/// `section` is where the list is: `environments.NAME` or `services.NAME`.
 pub(super) fn validate_one_off_tasks(
     file: &Path,
-    environment: &str,
+    section: &str,
     tasks: &[OneOffTaskConfig],
 ) -> Result<(), ConfigError> {
-    let key = |index: usize, field: &str| {
-        format!("environments.{environment}.before_deploy[{index}].{field}")
-    };
+    let key = |index: usize, field: &str| format!("{section}.before_deploy[{index}].{field}");
     for (index, task) in tasks.iter().enumerate() {
         if task.command.is_empty() || task.command.iter().all(|part| part.trim().is_empty()) {
             return Err(ConfigError::invalid(

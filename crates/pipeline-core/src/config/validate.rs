@@ -35,7 +35,7 @@ impl Config {
             validate_environment(file, name, env)?;
             claim_deploy_rules(file, name, env, &mut claimed)?;
         }
-        Ok(())
+        self.validate_fleet(file)
     }
 }
 
@@ -190,7 +190,11 @@ fn validate_environment(
     if let Some(records) = &env.records {
         validate_records(file, name, records)?;
     }
-    super::one_off::validate_one_off_tasks(file, name, &env.before_deploy)?;
+    super::one_off::validate_one_off_tasks(
+        file,
+        &format!("environments.{name}"),
+        &env.before_deploy,
+    )?;
     Ok(())
 }
 
@@ -471,8 +475,18 @@ pub(super) fn check_seconds(file: &Path, key: &str, seconds: u64) -> Result<(), 
     Ok(())
 }
 
-/// An app or environment name: letters, digits, hyphens and underscores.
-fn valid_name(name: &str) -> bool {
+/// An AWS region name (`us-east-1`).
+pub(super) fn is_region(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty())
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()))
+}
+
+/// An app, environment or service name: letters, digits, hyphens and underscores.
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

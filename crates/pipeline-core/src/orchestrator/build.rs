@@ -3,6 +3,27 @@
 use super::*;
 
 impl Orchestrator {
+    /// Tests, builds and pushes the release's image once, outside any lock, for a fleet
+    /// whose services then each deploy it ([`Orchestrator::deploy_fleet`]). `Err` says
+    /// why nothing was deployed (bad input: exit 2; a failed stage: exit 1).
+    pub async fn build_release(
+        &self,
+        request: &DeployRequest,
+    ) -> Result<PinnedImage, DeployReport> {
+        let env = match self.project.environment(&request.environment) {
+            Ok(env) => env.clone(),
+            Err(err) => return Err(DeployReport::bad_input(err.to_string())),
+        };
+        let mut run = self.new_run(request, &env);
+        self.test_build_push(&mut run, request, &request.cancel)
+            .await
+            .map_err(|ending| DeployReport {
+                outcome: ending.outcome.outcome(),
+                record: None,
+                message: ending.message,
+            })
+    }
+
     pub(super) async fn test_build_push(
         &self,
         run: &mut Run,

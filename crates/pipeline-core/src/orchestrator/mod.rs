@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 mod build;
 mod deploy;
 mod event_driven;
+mod fleet;
 mod history;
 mod lease;
 mod lock;
@@ -37,6 +38,9 @@ mod release_safety;
 mod rollback;
 mod rollout;
 pub use event_driven::{DeploymentResult, EventOutcome};
+pub use fleet::{
+    FleetRecord, FleetReport, FleetRequest, FleetServiceRecord, FleetWiring, ServiceState,
+};
 pub use one_off::{one_off_client_token, RunRequest};
 pub use release_safety::{
     desired_count_for_release, restore_point, revisions_to_keep, rollout_in_progress,

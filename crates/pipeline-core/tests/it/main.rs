@@ -3,6 +3,7 @@
 mod bad_inputs;
 mod cv_matcher;
 mod failure_points;
+mod fleet_config;
 mod harness;
 mod lease;
 mod rollback;

@@ -1,0 +1,132 @@
+//! `tugboat deploy` of a fleet (a tugboat.toml with `[services]`): the front end's part
+//! of [`Orchestrator::deploy_fleet`] (stages per service, clients shared per region),
+//! and the services `status` and `history` show.
+
+use crate::output::Reporter;
+use crate::wiring;
+use crate::Exit;
+use async_trait::async_trait;
+use aws_adapters::{AwsClients, ServicePoller};
+use pipeline_core::config::FleetUnit;
+use pipeline_core::{
+    CancellationToken, FleetReport, FleetRequest, FleetWiring, GitInfo, Orchestrator, Outcome,
+    Project, ReleaseSource, StageError, Stages,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// The CLI's stages for each service: one set of AWS clients, and so one
+/// `DescribeServices` poller, per region.
+#[derive(Default)]
+struct CliFleetWiring {
+    clients: Mutex<BTreeMap<Option<String>, (AwsClients, ServicePoller)>>,
+}
+
+#[async_trait]
+impl FleetWiring for CliFleetWiring {
+    async fn stages(&self, unit: &FleetUnit, build: bool) -> Result<Stages, StageError> {
+        let env = unit
+            .project
+            .environment(&unit.environment)
+            .map_err(|err| StageError::bad_input(err.to_string()))?;
+        let mut clients = self.clients.lock().await;
+        let region = env.region.clone();
+        if !clients.contains_key(&region) {
+            let made = wiring::clients(region.clone()).await;
+            let interval = Duration::from_secs_f64(env.deploy.poll_interval_seconds);
+            let poller = ServicePoller::new(made.ecs.clone(), interval);
+            clients.insert(region.clone(), (made, poller));
+        }
+        let Some((clients, poller)) = clients.get(&region) else {
+            return Err(StageError::failed("no AWS clients for the region"));
+        };
+        wiring::aws_stages(
+            &unit.project,
+            &unit.environment,
+            build,
+            clients,
+            Some(poller.clone()),
+        )
+        .map_err(|exit| StageError::bad_input(exit.message))
+    }
+}
+
+/// What `tugboat deploy` was asked for a fleet.
+pub struct FleetDeploy {
+    pub environment: String,
+    pub services: Vec<String>,
+    pub parallel: usize,
+    pub source: ReleaseSource,
+    pub git: GitInfo,
+    pub actor: String,
+    pub scan_override: Option<String>,
+}
+
+pub async fn deploy(
+    project: &Project,
+    deploy: FleetDeploy,
+    reporter: Arc<Reporter>,
+) -> Result<u8, Exit> {
+    let cancel = CancellationToken::new();
+    crate::signals::cancel_on_signals(cancel.clone(), reporter.clone())?;
+    let events = wiring::events(reporter.clone());
+    let report = Orchestrator::deploy_fleet(
+        project,
+        &CliFleetWiring::default(),
+        &events,
+        FleetRequest {
+            environment: deploy.environment,
+            services: deploy.services,
+            source: deploy.source,
+            git: deploy.git,
+            actor: deploy.actor,
+            parallel: deploy.parallel,
+            scan_override: deploy.scan_override,
+            cancel,
+        },
+    )
+    .await;
+    Ok(finish(&reporter, &report))
+}
+
+fn finish(reporter: &Reporter, report: &FleetReport) -> u8 {
+    let code = report.outcome.exit_code();
+    let json = serde_json::json!({"result": {
+        "outcome": report.outcome,
+        "exit_code": code,
+        "message": report.message,
+        "fleet": report.record,
+    }});
+    let human = match report.outcome {
+        Outcome::Succeeded => report.message.clone(),
+        Outcome::FailedNotRestored => format!("error: NOT RESTORED: {}", report.message),
+        _ => format!("error: {}", report.message),
+    };
+    reporter.finish(json, &human, report.outcome != Outcome::Succeeded);
+    u8::try_from(code).unwrap_or(1)
+}
+
+/// The (project, environment) pairs `status` and `history` show: the environment
+/// itself without `[services]`, else each service (of `only`, or all) in each region.
+pub fn scopes(
+    project: &Project,
+    environment: &str,
+    only: &[String],
+) -> Result<Vec<(Project, String)>, Exit> {
+    if !project.is_fleet() {
+        if !only.is_empty() {
+            return Err(Exit::bad_input(format!(
+                "{}: --service needs [services] in tugboat.toml; this app is one service",
+                project.config_file.display()
+            )));
+        }
+        return Ok(vec![(project.clone(), environment.to_string())]);
+    }
+    Ok(project
+        .fleet_units(environment, only)?
+        .into_iter()
+        .map(|unit| (unit.project, unit.environment))
+        .collect())
+}

@@ -1,0 +1,210 @@
+//! Fleets on the emulator (issue 18): 20 services in one region's cluster and 5 in a
+//! second region's, released with one image, 8 at a time, through the one wiring with
+//! one `DescribeServices` poller per region; a crash-looping service under each
+//! failure policy.
+
+use pipeline_core::{Outcome, ServiceState};
+use tugboat_tests::aws::AwsFixture;
+use tugboat_tests::fleet::{self, Fleet, FleetSpec};
+
+async fn seeded(spec: FleetSpec) -> anyhow::Result<Fleet> {
+    let aws = AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "0.6")]).await?;
+    Fleet::setup(aws, &spec).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_of_25_in_two_regions_is_released_8_at_a_time() -> anyhow::Result<()> {
+    let fleet = seeded(FleetSpec::new(20, 5)).await?;
+    fleet.put_image_everywhere("v2").await?;
+    let run = fleet.deploy("v2", 8, &[]).await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        run.report.message
+    );
+    let states = fleet::states(&run.report);
+    assert_eq!(states.len(), 25, "{states:?}");
+    assert!(
+        states.values().all(|s| *s == ServiceState::Released),
+        "{states:?}"
+    );
+    for service in &fleet.services {
+        let now = fleet.running_revision(service).await?;
+        assert_ne!(
+            now, service.initial_revision,
+            "{} was not released",
+            service.name
+        );
+        assert!(now.contains(&format!("shop-{}:", service.name)), "{now}");
+    }
+    // Each service's events carry its name (web@region in a fleet with regions).
+    assert!(run
+        .events
+        .iter()
+        .any(|(service, _)| service.as_deref() == Some("e04@eu-west-1")));
+    // Never more than 10 services per call (the emulator refuses more), and the poller
+    // batches: the calls that looked at several services at once exist.
+    let calls: Vec<serde_json::Value> = fleet
+        .aws
+        .moto
+        .describe_services_calls()
+        .await?
+        .into_iter()
+        .filter(|c| c["op"].as_str() == Some("DescribeServices"))
+        .collect();
+    assert!(calls.iter().all(|c| c["services"].as_u64() <= Some(10)));
+    assert!(
+        calls.iter().any(|c| c["services"].as_u64() >= Some(5)),
+        "no batched DescribeServices: {calls:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_crash_looping_service_with_rollback_all_puts_every_service_back() -> anyhow::Result<()>
+{
+    let mut spec = FleetSpec::new(20, 5);
+    spec.crashing = vec!["s13".into()];
+    let fleet = seeded(spec).await?;
+    fleet.put_image_everywhere("v2").await?;
+    let run = fleet.deploy("v2", 8, &[]).await;
+    println!("{}", run.report.message);
+    assert_eq!(
+        run.report.outcome,
+        Outcome::FailedRestored,
+        "{}",
+        run.report.message
+    );
+    let states = fleet::states(&run.report);
+    assert_eq!(
+        states.get("s13"),
+        Some(&ServiceState::RolledBack),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .values()
+            .all(|s| matches!(s, ServiceState::RolledBack | ServiceState::Skipped)),
+        "{states:?}"
+    );
+    for service in &fleet.services {
+        assert_eq!(
+            fleet.running_revision(service).await?,
+            service.initial_revision,
+            "{} is not back on its previous revision",
+            service.name
+        );
+    }
+    assert!(run.report.message.contains("s13"), "{}", run.report.message);
+    assert!(
+        run.report.message.contains("rollback_all"),
+        "{}",
+        run.report.message
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_crash_looping_service_with_rollback_failed_puts_only_it_back() -> anyhow::Result<()> {
+    let mut spec = FleetSpec::new(20, 5);
+    spec.crashing = vec!["s13".into()];
+    spec.on_failure = "rollback_failed";
+    let fleet = seeded(spec).await?;
+    fleet.put_image_everywhere("v2").await?;
+    let run = fleet.deploy("v2", 8, &[]).await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::FailedRestored,
+        "{}",
+        run.report.message
+    );
+    let states = fleet::states(&run.report);
+    for service in &fleet.services {
+        let now = fleet.running_revision(service).await?;
+        if service.name == "s13" {
+            assert_eq!(states.get("s13"), Some(&ServiceState::RolledBack));
+            assert_eq!(now, service.initial_revision, "the failed one is back");
+        } else {
+            assert_eq!(
+                states.get(&service.name),
+                Some(&ServiceState::Released),
+                "{states:?}"
+            );
+            assert_ne!(
+                now, service.initial_revision,
+                "{} stays on the release",
+                service.name
+            );
+        }
+    }
+    let on_new = run
+        .report
+        .message
+        .lines()
+        .next()
+        .and_then(|head| head.split("on the new release: ").nth(1))
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(on_new.split(", ").count(), 24, "{}", run.report.message);
+    assert!(
+        on_new.contains("e04@eu-west-1") && !on_new.contains("s13"),
+        "{on_new}"
+    );
+    Ok(())
+}
+
+/// One poller per region: while 25 services roll out together, `DescribeServices` is
+/// called at most ceil(services / 10) times per cluster per poll interval (here 2 + 1),
+/// where services polling on their own would call it 25 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_services_is_one_call_per_10_services_per_poll_interval() -> anyhow::Result<()> {
+    let aws = AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "3")]).await?;
+    let mut spec = FleetSpec::new(20, 5);
+    spec.poll_seconds = 0.5;
+    let fleet = Fleet::setup(aws, &spec).await?;
+    fleet.put_image_everywhere("v2").await?;
+    let run = fleet.deploy("v2", 25, &[]).await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        run.report.message
+    );
+    let polling = fleet.polling().await?;
+    let interval = std::time::Duration::from_secs_f64(spec.poll_seconds);
+    let per_round = 2 + 1;
+    let rounds = (polling.window.as_secs_f64() / interval.as_secs_f64()).floor() as usize + 1;
+    println!(
+        "{polling:?}: {:.1} calls per poll interval",
+        polling.per_interval(interval)
+    );
+    assert!(polling.window >= interval, "{polling:?}");
+    assert!(
+        polling.calls <= per_round * rounds,
+        "{} DescribeServices in {:?} ({rounds} poll intervals): more than {per_round} per interval",
+        polling.calls,
+        polling.window
+    );
+    assert!(polling.largest_call <= 10, "{polling:?}");
+    // As ECS, the emulator refuses more than 10 services in one call.
+    let eleven: Vec<String> = (0..11)
+        .map(|i| fleet::service_name(&format!("s{i:02}")))
+        .collect();
+    let refused = fleet
+        .aws
+        .clients
+        .ecs
+        .describe_services()
+        .cluster(fleet::cluster("us-east-1"))
+        .set_services(Some(eleven))
+        .send()
+        .await
+        .expect_err("11 services in one DescribeServices");
+    assert_eq!(
+        aws_sdk_ecs::error::ProvideErrorMetadata::code(&refused),
+        Some("InvalidParameterException"),
+        "{refused:?}"
+    );
+    Ok(())
+}
