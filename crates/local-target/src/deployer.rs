@@ -32,12 +32,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const LABEL_APP: &str = "tugboat.app";
-const LABEL_ENVIRONMENT: &str = "tugboat.environment";
-const LABEL_REVISION: &str = "tugboat.revision";
+pub(super) const LABEL_APP: &str = "tugboat.app";
+pub(super) const LABEL_ENVIRONMENT: &str = "tugboat.environment";
+pub(super) const LABEL_REVISION: &str = "tugboat.revision";
 const LABEL_DEPLOYMENT: &str = "tugboat.deployment";
 const LABEL_CONTAINER: &str = "tugboat.container";
-const LABEL_RELEASE: &str = "tugboat.release";
+pub(super) const LABEL_RELEASE: &str = "tugboat.release";
 
 /// How long a started proxy may take to answer.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +81,7 @@ pub struct LocalDeployer {
     front_container: Option<String>,
     proxy: Option<ProxyCommand>,
     drain_timeout: Duration,
-    stop_grace: Duration,
+    pub(super) stop_grace: Duration,
     /// Failed deployments' diagnoses, read before their containers were removed.
     diagnoses: std::sync::Arc<std::sync::Mutex<BTreeMap<String, FailureDiagnosis>>>,
 }
@@ -268,7 +268,7 @@ impl LocalDeployer {
         )
     }
 
-    fn network_name(target: &DeployTarget, number: u64) -> String {
+    pub(super) fn network_name(target: &DeployTarget, number: u64) -> String {
         format!("tugboat-{}-{}-{number}", target.app, target.environment)
     }
 
@@ -283,7 +283,7 @@ impl LocalDeployer {
         revision(&target.service, &family, number)
     }
 
-    fn number_of(revision: &Revision) -> Result<u64, StageError> {
+    pub(super) fn number_of(revision: &Revision) -> Result<u64, StageError> {
         revision_number(&revision.id)
             .or_else(|| revision_number(&revision.label))
             .ok_or_else(|| {
@@ -294,7 +294,11 @@ impl LocalDeployer {
             })
     }
 
-    fn definition(&self, number: u64, label: &str) -> Result<TaskDefinition, StageError> {
+    pub(super) fn definition(
+        &self,
+        number: u64,
+        label: &str,
+    ) -> Result<TaskDefinition, StageError> {
         self.state.definition(number)?.ok_or_else(|| {
             StageError::bad_input(format!(
                 "revision {label} is not registered in {}",
@@ -308,7 +312,11 @@ impl LocalDeployer {
 
     /// The image a container definition names, as the engine knows it: a
     /// `repository@sha256:<image id>` from the local registry runs by image id.
-    async fn local_image(&self, container: &str, image: &str) -> Result<String, StageError> {
+    pub(super) async fn local_image(
+        &self,
+        container: &str,
+        image: &str,
+    ) -> Result<String, StageError> {
         if image.is_empty() {
             return Err(StageError::bad_input(format!(
                 "container {container:?} has no image"
@@ -346,7 +354,7 @@ impl LocalDeployer {
 
     /// Every container's `NAME=value` environment, secrets included (values in memory
     /// only; an error names what is missing, never a value).
-    fn environments(
+    pub(super) fn environments(
         &self,
         definition: &TaskDefinition,
     ) -> Result<BTreeMap<String, Vec<String>>, StageError> {

@@ -35,6 +35,7 @@ mod deployer;
 mod diagnose;
 mod engine;
 mod observe;
+mod one_off;
 mod proxy;
 mod registry;
 mod secrets;
