@@ -38,6 +38,8 @@ pub(super) const LABEL_REVISION: &str = "tugboat.revision";
 const LABEL_DEPLOYMENT: &str = "tugboat.deployment";
 const LABEL_CONTAINER: &str = "tugboat.container";
 pub(super) const LABEL_RELEASE: &str = "tugboat.release";
+/// A one-off task's container (and the network it made), with the task's name.
+pub(super) const LABEL_ONE_OFF: &str = "tugboat.one-off";
 
 /// How long a started proxy may take to answer.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -527,17 +529,22 @@ impl LocalDeployer {
         ))
     }
 
-    /// Removes the containers and networks of this environment that `keep` does not name.
+    /// Removes the containers and networks of this environment that `keep` does not name;
+    /// one-off tasks' (`tugboat run` may run next to a deploy) only with `one_offs`.
     async fn remove_other_releases(
         &self,
         target: &DeployTarget,
         keep: Option<&str>,
+        one_offs: bool,
     ) -> Result<Vec<u64>, StageError> {
         let containers = self.engine.containers(&Self::labels(target)).await?;
         let mut removed = BTreeSet::new();
         for container in &containers {
             let deployment = container.labels.get(LABEL_DEPLOYMENT).map(String::as_str);
             if deployment.is_some() && deployment == keep {
+                continue;
+            }
+            if !one_offs && container.labels.contains_key(LABEL_ONE_OFF) {
                 continue;
             }
             self.engine
@@ -553,6 +560,9 @@ impl LocalDeployer {
         }
         for network in self.engine.networks(&Self::labels(target)).await? {
             let deployment = network.labels.get(LABEL_DEPLOYMENT).map(String::as_str);
+            if !one_offs && network.labels.contains_key(LABEL_ONE_OFF) {
+                continue;
+            }
             if deployment.is_none() || deployment != keep {
                 self.engine.remove_network(&network.name).await?;
             }
@@ -594,7 +604,7 @@ impl LocalDeployer {
             .as_ref()
             .filter(|s| s.revision != number)
             .map(|s| s.deployment.clone());
-        self.remove_other_releases(target, serving.as_deref())
+        self.remove_other_releases(target, serving.as_deref(), false)
             .await?;
         for deployment in &mut state.deployments {
             if deployment.state == DeploymentState::InProgress {
@@ -1036,7 +1046,10 @@ impl LocalDeployer {
         state.event(format!("{label} serves on {}", self.url()));
         self.state.save(&state)?;
         // The switch is done: a container that will not go is a warning, not a failed release.
-        let removed = match self.remove_other_releases(target, Some(&owner)).await {
+        let removed = match self
+            .remove_other_releases(target, Some(&owner), false)
+            .await
+        {
             Ok(removed) => removed,
             Err(err) => {
                 events.warn(format!(
@@ -1114,7 +1127,7 @@ impl LocalDeployer {
         let _ = std::fs::remove_file(self.proxy_file());
         let containers = self.engine.containers(&Self::labels(target)).await?;
         let count = containers.len();
-        self.remove_other_releases(target, None).await?;
+        self.remove_other_releases(target, None, true).await?;
         let mut state = self.state.load()?;
         if state.serving.take().is_some() || count > 0 {
             for deployment in &mut state.deployments {

@@ -9,7 +9,9 @@
 //! The container is removed on every path.
 
 use super::containers::{container_specs, create_body, CreateInputs};
-use super::deployer::{LocalDeployer, LABEL_APP, LABEL_ENVIRONMENT, LABEL_RELEASE, LABEL_REVISION};
+use super::deployer::{
+    LocalDeployer, LABEL_APP, LABEL_ENVIRONMENT, LABEL_ONE_OFF, LABEL_RELEASE, LABEL_REVISION,
+};
 use super::diagnose::log_lines;
 use super::engine::Engine;
 use async_trait::async_trait;
@@ -23,8 +25,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The label that marks a one-off task's container, with the task's name.
-const LABEL_ONE_OFF: &str = "tugboat.one-off";
 /// How often the container and its new lines are looked at.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a cancelled run lets the task handle SIGTERM before it is killed: the run
@@ -54,10 +54,12 @@ impl OneOffTasks for LocalDeployer {
         let network_labels = BTreeMap::from([
             (LABEL_APP.to_string(), target.app.clone()),
             (LABEL_ENVIRONMENT.to_string(), target.environment.clone()),
+            (LABEL_ONE_OFF.to_string(), request.name.clone()),
         ]);
         // The release's network: the serving release's own when the revision serves
         // (`tugboat run`), else a new one, gone again afterwards (the release creates
-        // its own when it starts).
+        // its own when it starts; a deploy meanwhile leaves both alone, `tugboat stop`
+        // removes them).
         let created_network = self
             .engine()
             .create_network(&network, &network_labels)

@@ -561,13 +561,8 @@ async fn a_failing_local_migration_ends_the_release_with_the_serving_one_untouch
     require_docker();
     let mut project = LocalProject::new();
     let port = project.port;
-    let first = project.tugboat(&["deploy", "--env", "local"]).await;
-    assert_exit(&first, 0);
-    assert_eq!(version_of(&get(port, "/").await.expect("GET /").1), "v1");
-
-    // v2: the service's command as ECS has it (entryPoint + command), so that a one-off
-    // task's command replaces only the command; and a migration that fails, logging the
-    // secret it was given.
+    // The service's command as ECS has it (entryPoint + command), so that a one-off
+    // task's command replaces only the command.
     let definition_file = project.dir.join(".aws/task-definition.json");
     let mut definition: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&definition_file).expect("read")).expect("json");
@@ -579,6 +574,29 @@ async fn a_failing_local_migration_ends_the_release_with_the_serving_one_untouch
         serde_json::to_vec_pretty(&definition).expect("encode"),
     )
     .expect("write");
+    project.commit("v1: entryPoint and command");
+    let first = project.tugboat(&["deploy", "--env", "local"]).await;
+    assert_exit(&first, 0);
+    assert_eq!(version_of(&get(port, "/").await.expect("GET /").1), "v1");
+
+    // `tugboat run` with the serving revision: on its network, the serving container
+    // answers by its name; the task's exit code is the run's.
+    let run = project
+        .tugboat(&[
+            "run",
+            "--env",
+            "local",
+            "--",
+            "sh",
+            "-c",
+            "wget -q -Y off -O- http://cv-matcher:8000/health; exit 4",
+        ])
+        .await;
+    eprintln!("{}", text(&run));
+    assert_exit(&run, 4);
+    assert!(text(&run).contains("run | ok"), "{}", text(&run));
+
+    // v2: a migration that fails, logging the secret it was given.
     let config = std::fs::read_to_string(project.dir.join("tugboat.toml")).expect("config");
     project.write(
         "tugboat.toml",
@@ -623,7 +641,11 @@ async fn a_failing_local_migration_ends_the_release_with_the_serving_one_untouch
         "{{.Name}}",
     ])
     .unwrap_or_default();
-    assert_eq!(networks, format!("tugboat-{}-local-1", project.app));
+    assert_eq!(
+        networks,
+        format!("tugboat-{}-local-1", project.app),
+        "the serving release's network only"
+    );
 
     // The same release again, as JSON (the image is found, not rebuilt).
     let again = project

@@ -590,7 +590,7 @@ async fn a_failed_local_release_is_diagnosed_with_exit_code_and_last_lines_redac
     let cleanup = Cleanup(app.clone());
     let script = "i=1; while [ $i -le 24 ]; do echo line $i; i=$((i+1)); done; \
                   echo connecting with password $DB_PASSWORD; \
-                  echo 'fatal: cannot connect' >&2; sleep 1; exit 2";
+                  sleep 0.3; echo 'fatal: cannot connect' >&2; sleep 1; exit 2";
     let crashing = rendered(serde_json::json!({
         "family": "hadiag",
         "containerDefinitions": [
@@ -777,7 +777,7 @@ async fn a_local_one_off_task_streams_its_lines_in_order_and_exits_0() {
     // as the container sees it (its own container name resolves on it), no ports.
     let script = "i=1; while [ $i -le 30 ]; do echo step $i; i=$((i+1)); \
                   [ $((i % 10)) -eq 0 ] && sleep 0.4; done; \
-                  echo greeting $GREETING; echo done >&2";
+                  echo greeting $GREETING; sleep 0.3; echo done >&2";
     let started = Instant::now();
     let (run, lines) = setup
         .run(script, Duration::from_secs(60), &Default::default())
@@ -982,4 +982,58 @@ async fn a_local_one_off_task_joins_the_releases_existing_network_and_leaves_it(
     let containers =
         docker(&["ps", "-aq", "--filter", &format!("label={label}")]).unwrap_or_default();
     assert_eq!(containers.lines().count(), 1, "only the peer is left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_starting_leaves_a_running_one_off_task_alone() {
+    let setup = Arc::new(one_off_setup("host-adapters-it-oneoff-beside").await);
+    // `tugboat run` of revision 1 while revision 2 is deployed (a release removes what
+    // earlier runs left of the environment, but not a one-off task).
+    let running = {
+        let setup = setup.clone();
+        tokio::spawn(async move {
+            setup
+                .run(
+                    "echo started; sleep 3; echo survived",
+                    Duration::from_secs(60),
+                    &Default::default(),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let definition = setup
+        .deployer
+        .registered_definition(&setup.revision)
+        .await
+        .unwrap_or_else(|err| panic!("{}", error_text(&err)));
+    let second = setup
+        .deployer
+        .register(
+            &setup.target,
+            &RenderedTaskDefinition {
+                definition,
+                tags: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("register: {}", error_text(&err)));
+    setup
+        .deployer
+        .update_service(
+            &setup.target,
+            &UpdateRequest {
+                revision: second,
+                desired_count: None,
+                force_new_deployment: false,
+            },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("update: {}", error_text(&err)));
+    let (run, lines) = running.await.unwrap_or_else(|err| panic!("{err}"));
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    assert_eq!(run.exit_code, Some(0), "{run:?}");
+    assert_eq!(lines, ["started", "survived"]);
+    let _ = setup.deployer.stop(&setup.target).await;
+    assert_eq!(setup.leftovers(), "");
 }
