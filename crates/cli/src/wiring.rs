@@ -138,7 +138,7 @@ fn local_stages(project: &Project, environment: &str, build: bool) -> Result<Sta
         artifacts: stores.artifacts,
         notifiers: notifiers(env),
         diagnostics: Some(deployer.clone()),
-        one_off: None,
+        one_off: Some(deployer.clone()),
     })
 }
 

@@ -32,12 +32,14 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const LABEL_APP: &str = "tugboat.app";
-const LABEL_ENVIRONMENT: &str = "tugboat.environment";
-const LABEL_REVISION: &str = "tugboat.revision";
+pub(super) const LABEL_APP: &str = "tugboat.app";
+pub(super) const LABEL_ENVIRONMENT: &str = "tugboat.environment";
+pub(super) const LABEL_REVISION: &str = "tugboat.revision";
 const LABEL_DEPLOYMENT: &str = "tugboat.deployment";
 const LABEL_CONTAINER: &str = "tugboat.container";
-const LABEL_RELEASE: &str = "tugboat.release";
+pub(super) const LABEL_RELEASE: &str = "tugboat.release";
+/// A one-off task's container (and the network it made), with the task's name.
+pub(super) const LABEL_ONE_OFF: &str = "tugboat.one-off";
 
 /// How long a started proxy may take to answer.
 const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,7 +83,7 @@ pub struct LocalDeployer {
     front_container: Option<String>,
     proxy: Option<ProxyCommand>,
     drain_timeout: Duration,
-    stop_grace: Duration,
+    pub(super) stop_grace: Duration,
     /// Failed deployments' diagnoses, read before their containers were removed.
     diagnoses: std::sync::Arc<std::sync::Mutex<BTreeMap<String, FailureDiagnosis>>>,
 }
@@ -268,7 +270,7 @@ impl LocalDeployer {
         )
     }
 
-    fn network_name(target: &DeployTarget, number: u64) -> String {
+    pub(super) fn network_name(target: &DeployTarget, number: u64) -> String {
         format!("tugboat-{}-{}-{number}", target.app, target.environment)
     }
 
@@ -283,7 +285,7 @@ impl LocalDeployer {
         revision(&target.service, &family, number)
     }
 
-    fn number_of(revision: &Revision) -> Result<u64, StageError> {
+    pub(super) fn number_of(revision: &Revision) -> Result<u64, StageError> {
         revision_number(&revision.id)
             .or_else(|| revision_number(&revision.label))
             .ok_or_else(|| {
@@ -294,7 +296,11 @@ impl LocalDeployer {
             })
     }
 
-    fn definition(&self, number: u64, label: &str) -> Result<TaskDefinition, StageError> {
+    pub(super) fn definition(
+        &self,
+        number: u64,
+        label: &str,
+    ) -> Result<TaskDefinition, StageError> {
         self.state.definition(number)?.ok_or_else(|| {
             StageError::bad_input(format!(
                 "revision {label} is not registered in {}",
@@ -308,7 +314,11 @@ impl LocalDeployer {
 
     /// The image a container definition names, as the engine knows it: a
     /// `repository@sha256:<image id>` from the local registry runs by image id.
-    async fn local_image(&self, container: &str, image: &str) -> Result<String, StageError> {
+    pub(super) async fn local_image(
+        &self,
+        container: &str,
+        image: &str,
+    ) -> Result<String, StageError> {
         if image.is_empty() {
             return Err(StageError::bad_input(format!(
                 "container {container:?} has no image"
@@ -346,7 +356,7 @@ impl LocalDeployer {
 
     /// Every container's `NAME=value` environment, secrets included (values in memory
     /// only; an error names what is missing, never a value).
-    fn environments(
+    pub(super) fn environments(
         &self,
         definition: &TaskDefinition,
     ) -> Result<BTreeMap<String, Vec<String>>, StageError> {
@@ -519,17 +529,22 @@ impl LocalDeployer {
         ))
     }
 
-    /// Removes the containers and networks of this environment that `keep` does not name.
+    /// Removes the containers and networks of this environment that `keep` does not name;
+    /// one-off tasks' (`tugboat run` may run next to a deploy) only with `one_offs`.
     async fn remove_other_releases(
         &self,
         target: &DeployTarget,
         keep: Option<&str>,
+        one_offs: bool,
     ) -> Result<Vec<u64>, StageError> {
         let containers = self.engine.containers(&Self::labels(target)).await?;
         let mut removed = BTreeSet::new();
         for container in &containers {
             let deployment = container.labels.get(LABEL_DEPLOYMENT).map(String::as_str);
             if deployment.is_some() && deployment == keep {
+                continue;
+            }
+            if !one_offs && container.labels.contains_key(LABEL_ONE_OFF) {
                 continue;
             }
             self.engine
@@ -545,6 +560,9 @@ impl LocalDeployer {
         }
         for network in self.engine.networks(&Self::labels(target)).await? {
             let deployment = network.labels.get(LABEL_DEPLOYMENT).map(String::as_str);
+            if !one_offs && network.labels.contains_key(LABEL_ONE_OFF) {
+                continue;
+            }
             if deployment.is_none() || deployment != keep {
                 self.engine.remove_network(&network.name).await?;
             }
@@ -586,7 +604,7 @@ impl LocalDeployer {
             .as_ref()
             .filter(|s| s.revision != number)
             .map(|s| s.deployment.clone());
-        self.remove_other_releases(target, serving.as_deref())
+        self.remove_other_releases(target, serving.as_deref(), false)
             .await?;
         for deployment in &mut state.deployments {
             if deployment.state == DeploymentState::InProgress {
@@ -1028,7 +1046,10 @@ impl LocalDeployer {
         state.event(format!("{label} serves on {}", self.url()));
         self.state.save(&state)?;
         // The switch is done: a container that will not go is a warning, not a failed release.
-        let removed = match self.remove_other_releases(target, Some(&owner)).await {
+        let removed = match self
+            .remove_other_releases(target, Some(&owner), false)
+            .await
+        {
             Ok(removed) => removed,
             Err(err) => {
                 events.warn(format!(
@@ -1106,7 +1127,7 @@ impl LocalDeployer {
         let _ = std::fs::remove_file(self.proxy_file());
         let containers = self.engine.containers(&Self::labels(target)).await?;
         let count = containers.len();
-        self.remove_other_releases(target, None).await?;
+        self.remove_other_releases(target, None, true).await?;
         let mut state = self.state.load()?;
         if state.serving.take().is_some() || count > 0 {
             for deployment in &mut state.deployments {

@@ -1,6 +1,7 @@
 //! The few Docker Engine API calls the local target needs (images, containers, networks,
 //! events), over the adapters' own HTTP client: one request per connection, JSON bodies.
 
+use chrono::{DateTime, Utc};
 use host_adapters::docker_host::{DockerHost, EngineEndpoint};
 use host_adapters::http::{self, encode_query_value, Connection, Request};
 use pipeline_core::StageError;
@@ -16,6 +17,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most of a response body that is read (container lists, inspect output).
 const BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// How long a stop that uses the container's own stop timeout may take (ECS allows a
+/// `stopTimeout` of up to 120 s).
+const LONGEST_STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A Docker engine, reached at a [`DockerHost`].
 #[derive(Clone, Debug)]
@@ -415,19 +419,55 @@ impl Engine {
         .map(|(_, bytes)| bytes)
     }
 
+    /// The lines a container wrote from `since` on (inclusive; all of them when `None`),
+    /// stdout and stderr with timestamps, in the engine's stream format.
+    pub async fn container_logs_since(
+        &self,
+        id: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<u8>, StageError> {
+        let mut target = format!("/containers/{id}/logs?stdout=1&stderr=1&timestamps=1");
+        if let Some(at) = since {
+            target.push_str(&format!(
+                "&since={}.{:09}",
+                at.timestamp(),
+                at.timestamp_subsec_nanos()
+            ));
+        }
+        self.expect(
+            "GET",
+            &target,
+            None,
+            &[200],
+            &format!("read the logs of {id}"),
+        )
+        .await
+        .map(|(_, bytes)| bytes)
+    }
+
+    /// Stops a container: SIGTERM, then SIGKILL after `grace` (`None`: the container's
+    /// own stop timeout, `stopTimeout` of its definition, else the engine's 10 s). A
+    /// container already stopped or gone is fine; a refusal is only logged.
+    pub async fn stop_container(&self, id: &str, grace: Option<Duration>) {
+        let stop = match grace {
+            Some(grace) => format!("/containers/{id}/stop?t={}", grace.as_secs()),
+            None => format!("/containers/{id}/stop"),
+        };
+        let wait = grace.unwrap_or(LONGEST_STOP_TIMEOUT) + REQUEST_TIMEOUT;
+        match self.call("POST", &stop, None, Some(wait)).await {
+            Ok((status, _)) if [204, 304, 404].contains(&status) => {}
+            Ok((status, bytes)) => tracing::debug!(
+                "stopping {id} failed (HTTP {status}): {}",
+                engine_message(&bytes)
+            ),
+            Err(err) => tracing::debug!("stopping {id} failed: {}", err.message),
+        }
+    }
+
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container; one that is
     /// already gone is fine.
     pub async fn remove_container(&self, id: &str, grace: Duration) -> Result<(), StageError> {
-        let stop = format!("/containers/{id}/stop?t={}", grace.as_secs());
-        let (status, bytes) = self
-            .call("POST", &stop, None, Some(grace + REQUEST_TIMEOUT))
-            .await?;
-        if ![204, 304, 404].contains(&status) {
-            tracing::debug!(
-                "stopping {id} failed (HTTP {status}): {}",
-                engine_message(&bytes)
-            );
-        }
+        self.stop_container(id, Some(grace)).await;
         self.expect(
             "DELETE",
             &format!("/containers/{id}?force=true&v=true"),
@@ -454,12 +494,13 @@ impl Engine {
         Self::parse(&bytes, "a container list")
     }
 
-    /// Creates a bridge network; one that exists already is fine.
+    /// Creates a bridge network; one that exists already (HTTP 409) is fine. Says
+    /// whether this call created it.
     pub async fn create_network(
         &self,
         name: &str,
         labels: &BTreeMap<String, String>,
-    ) -> Result<(), StageError> {
+    ) -> Result<bool, StageError> {
         let body = serde_json::json!({
             "Name": name,
             "Driver": "bridge",
@@ -470,7 +511,7 @@ impl Engine {
             .call("POST", "/networks/create", Some(&body), None)
             .await?;
         if status == 201 || status == 409 {
-            Ok(())
+            Ok(status == 201)
         } else {
             Err(StageError::failed(format!(
                 "the Docker engine at {} refused to create network {name} (HTTP {status}): {}",

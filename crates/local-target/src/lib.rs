@@ -9,7 +9,10 @@
 //!   a revision is a registered task definition under `.tugboat/<app>/<env>/revisions/`;
 //!   a release is its containers, started next to the serving release on their own
 //!   loopback host ports, health-checked, then switched in behind a proxy that keeps
-//!   the environment's URL (`http://127.0.0.1:<local.port>`) fixed.
+//!   the environment's URL (`http://127.0.0.1:<local.port>`) fixed. It is also the
+//!   target's [`pipeline_core::FailureDiagnostics`] and [`pipeline_core::OneOffTasks`]
+//!   (a `before_deploy` migration, `tugboat run`: one container of the revision on the
+//!   release's network, followed to its exit and removed).
 //!
 //! # Why the proxy is a process of its own
 //!
@@ -35,6 +38,7 @@ mod deployer;
 mod diagnose;
 mod engine;
 mod observe;
+mod one_off;
 mod proxy;
 mod registry;
 mod secrets;

@@ -555,3 +555,118 @@ async fn hostile_image_names_never_reach_the_engine_socket() {
     }
     assert_eq!(project.containers(), before, "nothing was created");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_local_migration_ends_the_release_with_the_serving_one_untouched() {
+    require_docker();
+    let mut project = LocalProject::new();
+    let port = project.port;
+    // The service's command as ECS has it (entryPoint + command), so that a one-off
+    // task's command replaces only the command.
+    let definition_file = project.dir.join(".aws/task-definition.json");
+    let mut definition: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&definition_file).expect("read")).expect("json");
+    definition["containerDefinitions"][0]["entryPoint"] = serde_json::json!(["/bin/busybox"]);
+    definition["containerDefinitions"][0]["command"] =
+        serde_json::json!(["httpd", "-f", "-p", "8000", "-h", "/www"]);
+    std::fs::write(
+        &definition_file,
+        serde_json::to_vec_pretty(&definition).expect("encode"),
+    )
+    .expect("write");
+    project.commit("v1: entryPoint and command");
+    let first = project.tugboat(&["deploy", "--env", "local"]).await;
+    assert_exit(&first, 0);
+    assert_eq!(version_of(&get(port, "/").await.expect("GET /").1), "v1");
+
+    // `tugboat run` with the serving revision: on its network, the serving container
+    // answers by its name; the task's exit code is the run's.
+    let run = project
+        .tugboat(&[
+            "run",
+            "--env",
+            "local",
+            "--",
+            "sh",
+            "-c",
+            "wget -q -Y off -O- http://cv-matcher:8000/health; exit 4",
+        ])
+        .await;
+    eprintln!("{}", text(&run));
+    assert_exit(&run, 4);
+    assert!(text(&run).contains("run | ok"), "{}", text(&run));
+
+    // v2: a migration that fails, logging the secret it was given.
+    let config = std::fs::read_to_string(project.dir.join("tugboat.toml")).expect("config");
+    project.write(
+        "tugboat.toml",
+        &format!(
+            "{config}\n[[environments.local.before_deploy]]\nname = \"migrate\"\n\
+             command = [\"sh\", \"-c\", \"echo applying 0002_add_users; echo connecting with $JWT_SECRET_KEY; \
+             sleep 0.3; echo 'fatal: relation users does not exist' >&2; exit 3\"]\n\
+             timeout_seconds = 60\n"
+        ),
+    );
+    let page = std::fs::read_to_string(project.dir.join("app/www/index.html")).expect("page");
+    project.write(
+        "app/www/index.html",
+        &page.replace("<h1>CV Matcher</h1>", "<h1>CV Matcher v2</h1>"),
+    );
+    project.commit("v2 with a migration that fails");
+
+    let second = project.tugboat(&["deploy", "--env", "local"]).await;
+    let second_text = text(&second);
+    eprintln!("{second_text}");
+    assert_exit(&second, 1);
+    for expected in [
+        "migrate | applying 0002_add_users",
+        "migrate | connecting with <redacted>",
+        "migrate | fatal: relation users does not exist",
+        "one-off task migrate exited with code 3",
+        "nothing was deployed",
+    ] {
+        assert!(second_text.contains(expected), "{expected}: {second_text}");
+    }
+    // The serving release is untouched, and nothing of the task is left.
+    assert_eq!(version_of(&get(port, "/").await.expect("GET /").1), "v1");
+    let containers = project.containers();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert!(containers[0].contains(" 1 running"), "{containers:?}");
+    let networks = docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("label=tugboat.app={}", project.app),
+        "--format",
+        "{{.Name}}",
+    ])
+    .unwrap_or_default();
+    assert_eq!(
+        networks,
+        format!("tugboat-{}-local-1", project.app),
+        "the serving release's network only"
+    );
+
+    // The same release again, as JSON (the image is found, not rebuilt).
+    let again = project
+        .tugboat(&["deploy", "--env", "local", "--output", "json"])
+        .await;
+    assert_exit(&again, 1);
+    let result = result_json(&again);
+    eprintln!("{result:#}");
+    let message = result["message"].as_str().unwrap_or_default();
+    assert!(message.contains("exited with code 3"), "{result}");
+    assert!(
+        message.contains("fatal: relation users does not exist"),
+        "{result}"
+    );
+    let history = project.tugboat(&["history", "--env", "local"]).await;
+    assert_exit(&history, 0);
+    assert_eq!(
+        text(&history).matches("failed_unchanged").count(),
+        2,
+        "{}",
+        text(&history)
+    );
+    assert_eq!(version_of(&get(port, "/").await.expect("GET /").1), "v1");
+}

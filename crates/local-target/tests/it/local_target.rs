@@ -590,7 +590,7 @@ async fn a_failed_local_release_is_diagnosed_with_exit_code_and_last_lines_redac
     let cleanup = Cleanup(app.clone());
     let script = "i=1; while [ $i -le 24 ]; do echo line $i; i=$((i+1)); done; \
                   echo connecting with password $DB_PASSWORD; \
-                  echo 'fatal: cannot connect' >&2; sleep 1; exit 2";
+                  sleep 0.3; echo 'fatal: cannot connect' >&2; sleep 1; exit 2";
     let crashing = rendered(serde_json::json!({
         "family": "hadiag",
         "containerDefinitions": [
@@ -658,4 +658,382 @@ async fn a_failed_local_release_is_diagnosed_with_exit_code_and_last_lines_redac
         assert!(text.contains("fatal: cannot connect"), "{text}");
     }
     drop(cleanup);
+}
+
+/// A registered revision of one `app` container (busybox), a secret from the secrets
+/// file, and what the one-off tasks of these tests need.
+struct OneOffSetup {
+    deployer: LocalDeployer,
+    target: DeployTarget,
+    revision: pipeline_core::Revision,
+    _images: Images,
+    _dir: TempDir,
+    _cleanup: Cleanup,
+}
+
+const ONE_OFF_SECRET: &str = "pg-oneoff-s3cr3t-0077";
+
+async fn one_off_setup(prefix: &str) -> OneOffSetup {
+    require_docker();
+    let mut images = Images::default();
+    let image = busybox_image(&format!("{}:bb", unique(prefix)), &mut images);
+    let app = unique("haoneoff");
+    let dir = TempDir::new("local-one-off");
+    dir.write("secrets.env", format!("DB_PASSWORD={ONE_OFF_SECRET}\n"));
+    let deployer = LocalDeployer::new(
+        host_adapters::DockerHost::from_env(),
+        dir.path().join("state"),
+        &LocalSettings::default(),
+    )
+    .with_secrets_file(Some(dir.path().join("secrets.env")))
+    .with_health_path(None);
+    let target = target(&app);
+    let cleanup = Cleanup(app.clone());
+    let definition = rendered(serde_json::json!({
+        "family": "haoneoff",
+        "containerDefinitions": [
+            { "name": "app", "image": image,
+              "command": ["/bin/busybox", "sleep", "300"],
+              "environment": [{ "name": "GREETING", "value": "hello" }],
+              "secrets": [{ "name": "DB_PASSWORD", "valueFrom": "local:DB_PASSWORD" }],
+              "portMappings": [{ "containerPort": 8080 }],
+              "stopTimeout": 2 }
+        ]
+    }));
+    let revision = deployer
+        .register(&target, &definition)
+        .await
+        .unwrap_or_else(|err| panic!("register: {}", error_text(&err)));
+    OneOffSetup {
+        deployer,
+        target,
+        revision,
+        _images: images,
+        _dir: dir,
+        _cleanup: cleanup,
+    }
+}
+
+impl OneOffSetup {
+    fn request(&self, script: &str, timeout: Duration) -> pipeline_core::OneOffRequest {
+        pipeline_core::OneOffRequest {
+            name: "migrate".into(),
+            revision: self.revision.clone(),
+            container: "app".into(),
+            command: vec![
+                "/bin/busybox".into(),
+                "sh".into(),
+                "-c".into(),
+                script.into(),
+            ],
+            started_by: "tugboat/r1".into(),
+            client_token: format!("{}-before-deploy-0", self.target.app),
+            timeout,
+        }
+    }
+
+    /// Runs `script`, collecting the lines handed over as they came.
+    async fn run(
+        &self,
+        script: &str,
+        timeout: Duration,
+        cancel: &pipeline_core::CancellationToken,
+    ) -> (
+        Result<pipeline_core::diagnosis::OneOffTaskRun, pipeline_core::StageError>,
+        Vec<String>,
+    ) {
+        use pipeline_core::OneOffTasks;
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = {
+            let seen = seen.clone();
+            pipeline_core::LineSink::new(move |line| {
+                if let Ok(mut seen) = seen.lock() {
+                    seen.push(line.message.clone());
+                }
+            })
+        };
+        let request = self.request(script, timeout);
+        let run = self
+            .deployer
+            .run_one_off(&self.target, &request, &sink, cancel)
+            .await;
+        let lines = seen.lock().map(|l| l.clone()).unwrap_or_default();
+        (run, lines)
+    }
+
+    /// The containers and networks of the app left behind.
+    fn leftovers(&self) -> String {
+        let label = format!("label=tugboat.app={}", self.target.app);
+        let containers = docker(&["ps", "-aq", "--filter", &label]).unwrap_or_else(|e| e);
+        let networks = docker(&["network", "ls", "-q", "--filter", &label]).unwrap_or_else(|e| e);
+        format!("{}{}", containers.trim(), networks.trim())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_one_off_task_streams_its_lines_in_order_and_exits_0() {
+    let setup = one_off_setup("host-adapters-it-oneoff-ok").await;
+    // Lines over more than one read, the definition's environment, the network's name
+    // as the container sees it (its own container name resolves on it), no ports.
+    let script = "i=1; while [ $i -le 30 ]; do echo step $i; i=$((i+1)); \
+                  [ $((i % 10)) -eq 0 ] && sleep 0.4; done; \
+                  echo greeting $GREETING; sleep 0.3; echo done >&2";
+    let started = Instant::now();
+    let (run, lines) = setup
+        .run(script, Duration::from_secs(60), &Default::default())
+        .await;
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    eprintln!("{run:?}\n{lines:?}");
+    assert_eq!(run.exit_code, Some(0));
+    assert!(!run.timed_out && !run.cancelled);
+    assert!(run.succeeded());
+    assert!(run.millis > 1000 && run.millis < started.elapsed().as_millis() as u64 + 1);
+    let mut expected: Vec<String> = (1..=30).map(|i| format!("step {i}")).collect();
+    expected.push("greeting hello".into());
+    expected.push("done".into());
+    assert_eq!(lines, expected, "every line once, in order");
+    let tail: Vec<&str> = run.log_tail.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(
+        tail,
+        expected[12..]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert!(run.log_tail.iter().all(|l| l.at.is_some()));
+    assert!(
+        run.task_arn.starts_with(&format!(
+            "tugboat-{}-it-1-oneoff-migrate-",
+            setup.target.app
+        )),
+        "{}",
+        run.task_arn
+    );
+    assert_eq!(
+        setup.leftovers(),
+        "",
+        "the container and the network it made are gone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_one_off_task_that_exits_3_says_so_with_its_last_lines_secrets_redacted() {
+    use pipeline_core::diagnosis::REDACTED;
+    let setup = one_off_setup("host-adapters-it-oneoff-fail").await;
+    let script = "i=1; while [ $i -le 25 ]; do echo migration $i; i=$((i+1)); done; \
+                  echo connecting with password $DB_PASSWORD; \
+                  sleep 0.3; echo 'fatal: relation users does not exist' >&2; exit 3";
+    // (stdout and stderr are two pipes: the engine logs lines in the order they reach
+    // it, so the stderr line waits for the stdout ones.)
+    let (run, lines) = setup
+        .run(script, Duration::from_secs(60), &Default::default())
+        .await;
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    assert_eq!(run.exit_code, Some(3));
+    assert!(!run.succeeded() && !run.timed_out && !run.cancelled);
+    assert_eq!(lines.len(), 27);
+    assert_eq!(
+        lines[25],
+        format!("connecting with password {REDACTED}"),
+        "{lines:?}"
+    );
+    let tail: Vec<&str> = run.log_tail.iter().map(|l| l.message.as_str()).collect();
+    assert_eq!(tail.len(), 20);
+    assert_eq!(tail[0], "migration 8");
+    assert_eq!(tail[19], "fatal: relation users does not exist");
+    let everything = format!("{run:?}{lines:?}");
+    assert!(!everything.contains(ONE_OFF_SECRET), "{everything}");
+    assert!(everything.contains(REDACTED));
+    assert_eq!(setup.leftovers(), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_one_off_task_past_its_timeout_is_stopped_and_removed() {
+    let setup = one_off_setup("host-adapters-it-oneoff-hang").await;
+    let started = Instant::now();
+    let (run, lines) = setup
+        .run(
+            "echo waiting for a lock; sleep 300",
+            Duration::from_secs(2),
+            &Default::default(),
+        )
+        .await;
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    eprintln!("{run:?}");
+    assert!(run.timed_out, "{run:?}");
+    assert!(!run.succeeded());
+    // SIGTERM (forwarded by the init process) or, after the 2 s stopTimeout, SIGKILL.
+    assert!(matches!(run.exit_code, Some(143 | 137)), "{run:?}");
+    assert_eq!(lines, ["waiting for a lock"]);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(run.millis >= 2000);
+    assert_eq!(setup.leftovers(), "", "nothing left running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_local_one_off_task_is_stopped_and_removed_at_once() {
+    let setup = one_off_setup("host-adapters-it-oneoff-cancel").await;
+    let cancel = pipeline_core::CancellationToken::new();
+    let trigger = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            cancel.cancel();
+            Instant::now()
+        })
+    };
+    let (run, lines) = setup
+        .run("echo started; sleep 300", Duration::from_secs(120), &cancel)
+        .await;
+    let returned = Instant::now();
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    let cancelled_at = trigger.await.unwrap_or_else(|err| panic!("{err}"));
+    assert!(run.cancelled && !run.timed_out, "{run:?}");
+    assert_eq!(run.exit_code, None, "not waited for");
+    assert_eq!(lines, ["started"]);
+    assert!(
+        returned.duration_since(cancelled_at) < Duration::from_secs(10),
+        "returned {:?} after the cancel",
+        returned.duration_since(cancelled_at)
+    );
+    assert_eq!(setup.leftovers(), "", "nothing left running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_one_off_task_of_a_container_not_in_the_revision_is_bad_input() {
+    use pipeline_core::OneOffTasks;
+    let setup = one_off_setup("host-adapters-it-oneoff-bad").await;
+    let mut request = setup.request("true", Duration::from_secs(10));
+    request.container = "worker".into();
+    let err = setup
+        .deployer
+        .run_one_off(
+            &setup.target,
+            &request,
+            &pipeline_core::LineSink::new(|_| {}),
+            &Default::default(),
+        )
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("ran a container that is not in the revision"));
+    assert_eq!(err.kind, StageErrorKind::BadInput);
+    assert!(
+        err.message.contains("worker") && err.message.contains("app"),
+        "{}",
+        err.message
+    );
+    assert_eq!(setup.leftovers(), "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_one_off_task_joins_the_releases_existing_network_and_leaves_it() {
+    let setup = one_off_setup("host-adapters-it-oneoff-net").await;
+    // What a serving release of revision 1 has: its network, a container on it by name.
+    let app = &setup.target.app;
+    let network = format!("tugboat-{app}-it-1");
+    let label = format!("tugboat.app={app}");
+    docker(&["network", "create", "--label", &label, &network])
+        .unwrap_or_else(|err| panic!("network create: {err}"));
+    let definition = setup
+        .deployer
+        .registered_definition(&setup.revision)
+        .await
+        .unwrap_or_else(|err| panic!("{}", error_text(&err)));
+    let busybox = definition.container_definitions[0].image.clone();
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("{network}-peer"),
+        "--label",
+        &label,
+        "--network",
+        &network,
+        "--network-alias",
+        "peer",
+        &busybox,
+        "/bin/busybox",
+        "sleep",
+        "300",
+    ])
+    .unwrap_or_else(|err| panic!("docker run: {err}"));
+    let (run, lines) = setup
+        .run(
+            "/bin/busybox nslookup peer 127.0.0.11 >/dev/null && echo peer resolves",
+            Duration::from_secs(60),
+            &Default::default(),
+        )
+        .await;
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    assert_eq!(run.exit_code, Some(0), "{lines:?}");
+    assert_eq!(lines, ["peer resolves"]);
+    let networks = docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{network}$"),
+    ])
+    .unwrap_or_default();
+    assert!(
+        !networks.is_empty(),
+        "the network it did not create is kept"
+    );
+    let containers =
+        docker(&["ps", "-aq", "--filter", &format!("label={label}")]).unwrap_or_default();
+    assert_eq!(containers.lines().count(), 1, "only the peer is left");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_starting_leaves_a_running_one_off_task_alone() {
+    let setup = Arc::new(one_off_setup("host-adapters-it-oneoff-beside").await);
+    // `tugboat run` of revision 1 while revision 2 is deployed (a release removes what
+    // earlier runs left of the environment, but not a one-off task).
+    let running = {
+        let setup = setup.clone();
+        tokio::spawn(async move {
+            setup
+                .run(
+                    "echo started; sleep 3; echo survived",
+                    Duration::from_secs(60),
+                    &Default::default(),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let definition = setup
+        .deployer
+        .registered_definition(&setup.revision)
+        .await
+        .unwrap_or_else(|err| panic!("{}", error_text(&err)));
+    let second = setup
+        .deployer
+        .register(
+            &setup.target,
+            &RenderedTaskDefinition {
+                definition,
+                tags: Vec::new(),
+            },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("register: {}", error_text(&err)));
+    setup
+        .deployer
+        .update_service(
+            &setup.target,
+            &UpdateRequest {
+                revision: second,
+                desired_count: None,
+                force_new_deployment: false,
+            },
+        )
+        .await
+        .unwrap_or_else(|err| panic!("update: {}", error_text(&err)));
+    let (run, lines) = running.await.unwrap_or_else(|err| panic!("{err}"));
+    let run = run.unwrap_or_else(|err| panic!("run: {}", error_text(&err)));
+    assert_eq!(run.exit_code, Some(0), "{run:?}");
+    assert_eq!(lines, ["started", "survived"]);
+    let _ = setup.deployer.stop(&setup.target).await;
+    assert_eq!(setup.leftovers(), "");
 }
