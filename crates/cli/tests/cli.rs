@@ -8,6 +8,8 @@ mod common;
 mod deploy_json;
 #[path = "cli/environments.rs"]
 mod environments;
+#[path = "cli/fleet.rs"]
+mod fleet;
 #[path = "cli/infra.rs"]
 mod infra;
 #[path = "cli/init.rs"]

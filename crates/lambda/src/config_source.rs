@@ -105,6 +105,19 @@ impl LoadedConfig {
         let config = Config::parse(&config_file, text, &|name| {
             function_variable(name, &|key| std::env::var(key).ok())
         })?;
+        if !config.services.is_empty() {
+            let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
+            return Err(HandlerError::Setup {
+                problem: format!(
+                    "{} is a fleet ([services] {}): the function releases one service per app, and would release none of these right",
+                    config_file.display(),
+                    names.join(", ")
+                ),
+                help: Some(
+                    "release fleets with `tugboat deploy` (CI), or give the function a config of one service".into(),
+                ),
+            });
+        }
         let task_definition = match source {
             ConfigSource::S3 { .. } => None,
             ConfigSource::File(path) => {
@@ -296,5 +309,37 @@ mod tests {
         };
         assert!(message.contains("AWS_SECRET_ACCESS_KEY"), "{message}");
         assert!(message.contains("never expands"), "{message}");
+    }
+
+    #[test]
+    fn a_fleet_config_is_refused_with_what_to_do() {
+        let source = ConfigSource::S3 {
+            bucket: "cfg".into(),
+            key: "tugboat.toml".into(),
+        };
+        let text = r#"
+[app]
+name = "shop"
+[image]
+repository = "shop"
+[task_definition]
+file = "web.json"
+containers = ["web"]
+[services.web]
+[services.worker]
+[environments.production]
+cluster = "shop"
+service = "{app}-{service}"
+tags = ["v*"]
+"#;
+        let message = match LoadedConfig::from_text(&source, text) {
+            Ok(_) => panic!("a fleet config was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(
+            message.contains("fleet ([services] web, worker)"),
+            "{message}"
+        );
+        assert!(message.contains("tugboat deploy"), "{message}");
     }
 }
