@@ -46,6 +46,22 @@ fn task_lines(run: &cv::Run) -> Vec<(SystemTime, &str)> {
         .collect()
 }
 
+/// The one-off task as ECS describes it.
+async fn described(cv: &CvMatcher, task_arn: &str) -> anyhow::Result<aws_sdk_ecs::types::Task> {
+    cv.aws
+        .clients
+        .ecs
+        .describe_tasks()
+        .cluster(&cv.target.cluster)
+        .tasks(task_arn)
+        .send()
+        .await?
+        .tasks()
+        .first()
+        .cloned()
+        .context("the one-off task is not described")
+}
+
 async fn serving(cv: &CvMatcher) -> anyhow::Result<String> {
     Ok(cv
         .service()
@@ -92,19 +108,7 @@ async fn a_migration_that_exits_0_runs_the_new_revision_before_the_service_moves
         .map(|l| l.message.as_str())
         .collect();
     assert_eq!(tail, ["applying 0042_add_index", "migrated"]);
-    let task = cv
-        .aws
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(&cv.target.cluster)
-        .tasks(&ran.run.task_arn)
-        .send()
-        .await?
-        .tasks()
-        .first()
-        .cloned()
-        .context("the one-off task is not described")?;
+    let task = described(&cv, &ran.run.task_arn).await?;
     assert_eq!(task.task_definition_arn(), Some(revision.id.as_str()));
     let started_by = format!("tugboat/{}", record.release_id);
     assert_eq!(task.started_by(), Some(started_by.as_str()));
@@ -225,16 +229,7 @@ async fn a_hanging_migration_is_stopped_after_its_timeout() -> anyhow::Result<()
         .first()
         .context("not recorded")?;
     assert!(ran.run.timed_out);
-    let task = cv
-        .aws
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(&cv.target.cluster)
-        .tasks(&ran.run.task_arn)
-        .send()
-        .await?;
-    let task = task.tasks().first().context("not described")?;
+    let task = described(&cv, &ran.run.task_arn).await?;
     assert_eq!(task.last_status(), Some("STOPPED"));
     assert_eq!(task.stop_code().map(|c| c.as_str()), Some("UserInitiated"));
     assert_eq!(serving(&cv).await?, before);
@@ -286,16 +281,7 @@ async fn a_signal_during_the_migration_stops_it_and_deploys_nothing() -> anyhow:
         .first()
         .context("not recorded")?;
     assert!(ran.run.cancelled);
-    let task = cv
-        .aws
-        .clients
-        .ecs
-        .describe_tasks()
-        .cluster(&cv.target.cluster)
-        .tasks(&ran.run.task_arn)
-        .send()
-        .await?;
-    let task = task.tasks().first().context("not described")?;
+    let task = described(&cv, &ran.run.task_arn).await?;
     assert_eq!(
         task.last_status(),
         Some("STOPPED"),

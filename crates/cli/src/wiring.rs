@@ -13,17 +13,9 @@ use pipeline_core::{DeployTarget, Events, Project, ReleaseStores, ServiceReader,
 use pipeline_core::{EnvironmentConfig, Notifier, Verifier};
 use std::sync::Arc;
 
-/// The environment variables whose values this process holds as credentials: never
-/// repeated in what tugboat prints of the platform's words (task log lines, reasons).
-pub const HELD_SECRET_VARIABLES: [&str; 3] = [
-    "SLACK_BOT_TOKEN",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-];
-
-/// The values of [`HELD_SECRET_VARIABLES`] that are set.
+/// The values of [`pipeline_core::diagnosis::HELD_SECRET_VARIABLES`] that are set.
 pub fn held_secrets() -> Vec<String> {
-    HELD_SECRET_VARIABLES
+    pipeline_core::diagnosis::HELD_SECRET_VARIABLES
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .filter(|value| !value.trim().is_empty())

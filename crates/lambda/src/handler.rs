@@ -554,13 +554,9 @@ impl Invocation<'_> {
         };
         let project =
             Project::from_parts(config, self.loaded.config_file.clone(), task_definition)?;
-        let held = [
-            "SLACK_BOT_TOKEN",
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_SESSION_TOKEN",
-        ]
-        .into_iter()
-        .filter_map(|name| std::env::var(name).ok());
+        let held = pipeline_core::diagnosis::HELD_SECRET_VARIABLES
+            .into_iter()
+            .filter_map(|name| std::env::var(name).ok());
         let mut orchestrator =
             Orchestrator::new(project, stages, Events::new().with(LogEvents::new()))
                 .with_redaction(held);

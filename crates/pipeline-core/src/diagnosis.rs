@@ -41,6 +41,14 @@ pub const DIAGNOSED_TASKS: usize = 3;
 pub const DEFAULT_LOG_LINES: usize = 20;
 /// What a secret value is replaced with.
 pub const REDACTED: &str = "<redacted>";
+/// The environment variables whose values a front end holds as credentials: it passes
+/// their values to [`crate::Orchestrator::with_redaction`] (and `tugboat logs` redacts
+/// them), so that they are never repeated from the platform's words.
+pub const HELD_SECRET_VARIABLES: [&str; 3] = [
+    "SLACK_BOT_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+];
 /// How many log lines of a container the short form ([`FailureDiagnosis::summary`]) keeps.
 const SUMMARY_LOG_LINES: usize = 5;
 /// The longest short form, in characters (a Slack block holds 3000).

@@ -43,23 +43,9 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
             "--since {text:?}: {why}\n  help: pass a span back from now (10m, 2h, 1d) or an RFC 3339 time (2026-12-02T16:00:00Z)"
         )
     };
-    if let Some(unit) = text.chars().last().filter(char::is_ascii_alphabetic) {
-        let number = &text[..text.len() - unit.len_utf8()];
-        if let Ok(count) = number.parse::<u32>() {
-            let seconds = match unit {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86_400,
-                _ => return Err(bad("the unit is s, m, h or d")),
-            };
-            if count == 0 {
-                return Err(bad("the span must be longer than nothing"));
-            }
-            return now
-                .checked_sub_signed(chrono::Duration::seconds(i64::from(count) * seconds))
-                .ok_or_else(|| bad("that reaches before any time tugboat can count"));
-        }
+    const UNITS: [(char, i64); 4] = [('s', 1), ('m', 60), ('h', 3600), ('d', 86_400)];
+    if let Some(span) = super::since::span_back(text, now, &UNITS, &bad) {
+        return span;
     }
     let at = DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))

@@ -10,6 +10,7 @@ pub mod preflight;
 pub mod report;
 mod report_html;
 pub mod run;
+mod since;
 pub mod status;
 pub mod stop;
 pub mod unlock;

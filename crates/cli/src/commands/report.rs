@@ -41,23 +41,9 @@ pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Stri
     let text = text.trim();
     let help = "help: pass a span back from now (30d, 12w, 48h) or a date (2026-10-01) or time (2026-10-01T09:00:00Z)";
     let bad = |why: &str| format!("--since {text:?}: {why}\n  {help}");
-    if let Some(unit) = text.chars().last().filter(|c| c.is_ascii_alphabetic()) {
-        let number = &text[..text.len() - unit.len_utf8()];
-        if let Ok(count) = number.parse::<u32>() {
-            let hours = match unit {
-                'h' => 1,
-                'd' => 24,
-                'w' => 24 * 7,
-                _ => return Err(bad("the unit is h, d or w")),
-            };
-            if count == 0 {
-                return Err(bad("the span must be longer than nothing"));
-            }
-            let span = chrono::Duration::hours(i64::from(count) * hours);
-            return now
-                .checked_sub_signed(span)
-                .ok_or_else(|| bad("that reaches before any date tugboat can count"));
-        }
+    const UNITS: [(char, i64); 3] = [('h', 3600), ('d', 86_400), ('w', 7 * 86_400)];
+    if let Some(span) = super::since::span_back(text, now, &UNITS, &bad) {
+        return span;
     }
     let at = if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         date.and_hms_opt(0, 0, 0).map(|t| t.and_utc())

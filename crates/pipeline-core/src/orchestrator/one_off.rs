@@ -14,7 +14,11 @@ const CLIENT_TOKEN_MAX: usize = 64;
 /// The client token of one-off task `index` of a release: the same on every try of
 /// that step, different for every release and step; 1 to 64 characters from `!` to `~`.
 pub fn one_off_client_token(release: &ReleaseId, index: usize) -> String {
-    let suffix = format!("-before-deploy-{index}");
+    client_token(release, &format!("-before-deploy-{index}"))
+}
+
+/// The release id (its printable characters, cut to fit) followed by `suffix`.
+fn client_token(release: &ReleaseId, suffix: &str) -> String {
     let mut base: String = release.0.chars().filter(|c| c.is_ascii_graphic()).collect();
     base.truncate(CLIENT_TOKEN_MAX - suffix.len());
     format!("{base}{suffix}")
@@ -23,10 +27,7 @@ pub fn one_off_client_token(release: &ReleaseId, index: usize) -> String {
 /// The client token of a `tugboat run` started at `at`: the same on every retry of its
 /// `RunTask`, different for every invocation.
 fn run_client_token(release: &ReleaseId, at: DateTime<Utc>) -> String {
-    let suffix = format!("-run-{}", at.timestamp_subsec_nanos());
-    let mut base: String = release.0.chars().filter(|c| c.is_ascii_graphic()).collect();
-    base.truncate(CLIENT_TOKEN_MAX - suffix.len());
-    format!("{base}{suffix}")
+    client_token(release, &format!("-run-{}", at.timestamp_subsec_nanos()))
 }
 
 /// An ad hoc one-off task (`tugboat run`).
