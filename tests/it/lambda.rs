@@ -60,11 +60,7 @@ fn config(project: &Project, change: impl FnOnce(&mut Project)) -> LoadedConfig 
         env.scan.block_at = None;
     }
     change(&mut project);
-    LoadedConfig {
-        config: project.config,
-        config_file: cv::config_file(),
-        task_definition: None,
-    }
+    LoadedConfig::without_package(project.config, cv::config_file())
 }
 
 fn handler(cv: &CvMatcher, loaded: LoadedConfig) -> Handler {
@@ -877,5 +873,112 @@ async fn a_push_from_another_account_deploys_nothing() -> anyhow::Result<()> {
         cv.service().await?.task_definition().map(str::to_string),
         before
     );
+    Ok(())
+}
+
+/// The function sees every environment when it cleans up old revisions: staging's
+/// releases by push never deregister production's current or previous revision (same
+/// family), which production may need to roll back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_function_never_deregisters_another_environments_rollback_target() -> anyhow::Result<()>
+{
+    let cv = setup().await?;
+    let mut project = cv.with_staging().await?;
+    let mut production = Vec::new();
+    for tag in ["v1.1.0", "v1.2.0"] {
+        cv.put_image(cv::REPOSITORY, tag).await?;
+        let run = cv.deploy(&project, tag, &cv::sha('b')).await;
+        ensure!(
+            run.report.outcome == pipeline_core::Outcome::Succeeded,
+            "production {tag}: {}",
+            run.report.message
+        );
+        production.push(run.record()?.revision.clone().context("no revision")?.id);
+    }
+    let staging = project
+        .config
+        .environments
+        .get_mut("staging")
+        .context("no staging")?;
+    staging.image_tags = vec!["staging-*".into()];
+    staging.scan.block_at = None;
+    let staging_target = staging.target("cv-matcher", "staging");
+    if let Some(env) = project.config.environments.get_mut(cv::ENVIRONMENT) {
+        env.scan.block_at = None;
+    }
+    let handler = handler(
+        &cv,
+        LoadedConfig::without_package(project.config.clone(), cv::config_file()),
+    );
+
+    for n in 0..5 {
+        let tag = format!("staging-{n}");
+        let image = cv.put_image(cv::REPOSITORY, &tag).await?;
+        let id = format!("push-{n}");
+        let started = handle(
+            &handler,
+            push_event(&id, cv::REPOSITORY, &tag, &image.digest)?,
+        )
+        .await?;
+        ensure!(
+            started.outcome == "in_progress" && started.environment.as_deref() == Some("staging"),
+            "staging push {n}: {started:?}"
+        );
+        let record = cv
+            .stored_record_of("staging", started.release_id.as_deref().unwrap_or_default())
+            .await?;
+        let deployment = record.deployment_id.clone().context("no deployment id")?;
+        eventually(Duration::from_secs(30), || async {
+            // Reading staging's service moves moto's model forward.
+            cv.aws
+                .clients
+                .ecs
+                .describe_services()
+                .cluster(&staging_target.cluster)
+                .services(&staging_target.service)
+                .send()
+                .await?;
+            let transitions = cv.aws.moto.transitions().await?;
+            Ok(transitions
+                .iter()
+                .any(|t| t["deploymentId"] == deployment.as_str() && t["state"] == "COMPLETED"))
+        })
+        .await?;
+        let mut event = deployment_event(
+            &format!("ecs-{n}"),
+            "ecs-deployment-completed.json",
+            &deployment,
+        )?;
+        event["resources"] = json!([format!(
+            "arn:aws:ecs:{}:123456789012:service/{}/{}",
+            tugboat_tests::aws::REGION,
+            staging_target.cluster,
+            staging_target.service
+        )]);
+        let finished = handle(&handler, event).await?;
+        ensure!(
+            finished.outcome == "succeeded",
+            "staging release {n}: {finished:?}"
+        );
+    }
+    for revision in &production {
+        let status = cv
+            .aws
+            .clients
+            .ecs
+            .describe_task_definition()
+            .task_definition(revision)
+            .send()
+            .await?
+            .task_definition()
+            .and_then(|t| t.status())
+            .cloned();
+        ensure!(
+            status == Some(aws_sdk_ecs::types::TaskDefinitionStatus::Active),
+            "production's revision {revision} was deregistered by staging's releases: {status:?}"
+        );
+    }
+    let active = cv.active_revisions().await?;
+    ensure!(active.len() < 8, "the function pruned nothing: {active:?}");
     Ok(())
 }

@@ -42,11 +42,10 @@ fn handler_with(cv: &CvMatcher, bake_seconds: u64, strict: bool) -> Handler {
     }
     Handler::new(ConfigSource::File(cv::config_file()))
         .with_clients(cv.aws.clients.clone())
-        .with_config(LoadedConfig {
-            config: project.config,
-            config_file: cv::config_file(),
-            task_definition: None,
-        })
+        .with_config(LoadedConfig::without_package(
+            project.config,
+            cv::config_file(),
+        ))
 }
 
 async fn service_arn(cv: &CvMatcher) -> anyhow::Result<String> {

@@ -11,6 +11,7 @@ mod faults;
 mod fleet;
 mod infra;
 mod lambda;
+mod lambda_fleet;
 mod lambda_hook;
 mod lambda_template;
 mod lock;

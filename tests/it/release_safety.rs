@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use aws_sdk_applicationautoscaling::types::{ScalableDimension, ServiceNamespace};
-use aws_sdk_ecs::types::{LaunchType, TaskDefinitionStatus};
+use aws_sdk_ecs::types::TaskDefinitionStatus;
 use pipeline_core::{Outcome, Project, RecordOutcome};
 use std::time::Duration;
 use tugboat_tests::aws::AwsFixture;
@@ -147,38 +147,8 @@ async fn desired_count_is_raised_and_never_lowered() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Staging as a second environment of the same app and family: its own cluster and
-/// service, running revision 1 like production.
 async fn with_staging(cv: &CvMatcher) -> anyhow::Result<Project> {
-    let mut project = cv.project.clone();
-    let mut staging = project
-        .environment(cv::ENVIRONMENT)
-        .context("no production")?
-        .clone();
-    staging.cluster = "cv-matcher-staging-cluster".into();
-    staging.tags = Vec::new();
-    staging.branches = vec!["develop".into()];
-    staging.rollback.keep_revisions = 2;
-    project
-        .config
-        .environments
-        .insert("staging".into(), staging.clone());
-    let ecs = &cv.aws.clients.ecs;
-    ecs.create_cluster()
-        .cluster_name(&staging.cluster)
-        .send()
-        .await
-        .context("CreateCluster staging")?;
-    ecs.create_service()
-        .cluster(&staging.cluster)
-        .service_name(&staging.service)
-        .task_definition(&cv.initial_revision)
-        .desired_count(1)
-        .launch_type(LaunchType::Fargate)
-        .send()
-        .await
-        .context("CreateService staging")?;
-    Ok(project)
+    cv.with_staging().await
 }
 
 async fn status_of(cv: &CvMatcher, arn: &str) -> anyhow::Result<Option<TaskDefinitionStatus>> {

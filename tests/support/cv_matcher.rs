@@ -641,6 +641,41 @@ impl CvMatcher {
             .context("the service is gone")
     }
 
+    /// The project with staging as a second environment of the same app and family:
+    /// its own cluster and service (`develop` releases it), running revision 1 like
+    /// production, keeping 2 revisions.
+    pub async fn with_staging(&self) -> anyhow::Result<Project> {
+        let mut project = self.project.clone();
+        let mut staging = project
+            .environment(ENVIRONMENT)
+            .context("no production")?
+            .clone();
+        staging.cluster = "cv-matcher-staging-cluster".into();
+        staging.tags = Vec::new();
+        staging.branches = vec!["develop".into()];
+        staging.rollback.keep_revisions = 2;
+        project
+            .config
+            .environments
+            .insert("staging".into(), staging.clone());
+        let ecs = &self.aws.clients.ecs;
+        ecs.create_cluster()
+            .cluster_name(&staging.cluster)
+            .send()
+            .await
+            .context("CreateCluster staging")?;
+        ecs.create_service()
+            .cluster(&staging.cluster)
+            .service_name(&staging.service)
+            .task_definition(&self.initial_revision)
+            .desired_count(1)
+            .launch_type(aws_sdk_ecs::types::LaunchType::Fargate)
+            .send()
+            .await
+            .context("CreateService staging")?;
+        Ok(project)
+    }
+
     /// ACTIVE revisions of the family, oldest first.
     pub async fn active_revisions(&self) -> anyhow::Result<Vec<String>> {
         let arns: Vec<String> = self
@@ -671,7 +706,21 @@ impl CvMatcher {
 
     /// A deploy record read straight from the bucket.
     pub async fn stored_record(&self, release_id: &str) -> anyhow::Result<DeployRecord> {
-        let key = format!("{}records/{release_id}.json", self.key_prefix());
+        self.stored_record_of(&self.target.environment, release_id)
+            .await
+    }
+
+    /// The stored record of a release of `environment`.
+    pub async fn stored_record_of(
+        &self,
+        environment: &str,
+        release_id: &str,
+    ) -> anyhow::Result<DeployRecord> {
+        let key = format!(
+            "{}/{}/{environment}/records/{release_id}.json",
+            self.prefix.trim_matches('/'),
+            self.target.app
+        );
         let bytes = self
             .object(&key)
             .await?

@@ -1,8 +1,10 @@
 //! Where the function's `tugboat.toml` comes from (`TUGBOAT_CONFIG`): an S3 object, or a
 //! file in the deployment package; and the config as loaded once per warm container.
 
+use crate::route::Routes;
 use crate::HandlerError;
 use pipeline_core::{Config, TaskDefinition};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The environment variable naming the config.
@@ -82,8 +84,29 @@ pub struct LoadedConfig {
     /// What error messages call the file (`s3://…` or its path).
     pub config_file: PathBuf,
     /// The task definition file named by the config when the package has it; `None`
-    /// (always for an S3 config): each environment uses its service's current revision.
+    /// (always for an S3 config, and for a fleet): each environment uses its service's
+    /// current revision.
     pub task_definition: Option<TaskDefinition>,
+    /// A fleet's task definition of each `[services]` entry the package has (none for an
+    /// S3 config): the others use their service's current revision.
+    pub service_definitions: BTreeMap<String, TaskDefinition>,
+    /// Every environment the function releases (a fleet: each service in each region).
+    pub routes: Routes,
+}
+
+impl LoadedConfig {
+    /// A config given by the embedding program, with no task definition in a package:
+    /// each environment releases from its service's current revision.
+    pub fn without_package(config: Config, config_file: PathBuf) -> Self {
+        let routes = Routes::of(&config);
+        Self {
+            config,
+            config_file,
+            task_definition: None,
+            service_definitions: BTreeMap::new(),
+            routes,
+        }
+    }
 }
 
 impl LoadedConfig {
@@ -105,37 +128,41 @@ impl LoadedConfig {
         let config = Config::parse(&config_file, text, &|name| {
             function_variable(name, &|key| std::env::var(key).ok())
         })?;
-        if !config.services.is_empty() {
-            let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
-            return Err(HandlerError::Setup {
-                problem: format!(
-                    "{} is a fleet ([services] {}): the function releases one service per app, and would release none of these right",
-                    config_file.display(),
-                    names.join(", ")
-                ),
-                help: Some(
-                    "release fleets with `tugboat deploy` (CI), or give the function a config of one service".into(),
-                ),
-            });
-        }
-        let task_definition = match source {
-            ConfigSource::S3 { .. } => None,
+        let (task_definition, service_definitions) = match source {
+            ConfigSource::S3 { .. } => (None, BTreeMap::new()),
             ConfigSource::File(path) => {
                 let root = path.parent().unwrap_or_else(|| Path::new("."));
-                let file = root.join(&config.task_definition.file);
-                if file.is_file() {
-                    let definition = TaskDefinition::load(&file)?;
-                    config.check_against(&config_file, &definition)?;
-                    Some(definition)
-                } else {
-                    None
+                let packaged = |file: &Path| {
+                    let file = root.join(file);
+                    file.is_file().then_some(file)
+                };
+                let task_definition = match packaged(&config.task_definition.file) {
+                    Some(file) if config.services.is_empty() => {
+                        let definition = TaskDefinition::load(&file)?;
+                        config.check_against(&config_file, &definition)?;
+                        Some(definition)
+                    }
+                    _ => None,
+                };
+                let mut services = BTreeMap::new();
+                for name in config.services.keys() {
+                    let service = config.service_config(name, &|_| false);
+                    if let Some(file) = packaged(&service.task_definition.file) {
+                        let definition = TaskDefinition::load(&file)?;
+                        service.check_against(&config_file, &definition)?;
+                        services.insert(name.clone(), definition);
+                    }
                 }
+                (task_definition, services)
             }
         };
+        let routes = Routes::of(&config);
         Ok(Self {
             config,
             config_file,
             task_definition,
+            service_definitions,
+            routes,
         })
     }
 }
@@ -312,7 +339,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fleet_config_is_refused_with_what_to_do() {
+    fn a_fleet_config_routes_each_service() {
         let source = ConfigSource::S3 {
             bucket: "cfg".into(),
             key: "tugboat.toml".into(),
@@ -332,14 +359,17 @@ cluster = "shop"
 service = "{app}-{service}"
 tags = ["v*"]
 "#;
-        let message = match LoadedConfig::from_text(&source, text) {
-            Ok(_) => panic!("a fleet config was accepted"),
-            Err(err) => err.to_string(),
+        let loaded = match LoadedConfig::from_text(&source, text) {
+            Ok(loaded) => loaded,
+            Err(err) => panic!("a fleet config was refused: {err}"),
         };
-        assert!(
-            message.contains("fleet ([services] web, worker)"),
-            "{message}"
+        assert_eq!(
+            loaded.routes.names(),
+            ["production.web", "production.worker"]
         );
-        assert!(message.contains("tugboat deploy"), "{message}");
+        assert!(
+            loaded.service_definitions.is_empty(),
+            "an S3 config has no package"
+        );
     }
 }

@@ -1,23 +1,14 @@
-//! One invocation: parse the event, act on it through the event-driven orchestrator,
-//! then finish every environment's overdue releases.
-//!
-//! Why one file of ~960 lines: the dispatch of each event kind and the overdue sweep
-//! share one invocation state (`Invocation`); splitting them is planned with the
-//! fleets issue, which changes that state.
+//! The function's handler: the config (read once per warm container), the clients, and
+//! each invocation: an ECS lifecycle hook is answered here; an EventBridge event is
+//! parsed and acted on by [`crate::invocation`], which then finishes every environment's
+//! overdue releases.
 
 use crate::config_source::{self, ConfigSource, LoadedConfig};
-use crate::events::{
-    self, AlarmStateChange, EcrImageAction, EcsDeploymentStateChange, Event, EventBridgeEvent,
-    ServiceArn,
-};
-use crate::logging::LogEvents;
-use crate::{hook, wiring, HandlerError};
+use crate::events::{self, ServiceArn};
+use crate::invocation::Invocation;
+use crate::{hook, HandlerError};
 use aws_adapters::{AwsClients, ClientOptions};
-use pipeline_core::config::glob_match;
-use pipeline_core::{
-    CancellationToken, Config, DeployRequest, DeploymentResult, EventOutcome, Events, GitInfo,
-    ImageReference, Notifier, Orchestrator, Project, RecordOutcome, ReleaseRecords, ReleaseSource,
-};
+use pipeline_core::{EventOutcome, Notifier, RecordOutcome, ReleaseRecords};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -78,7 +69,7 @@ pub struct OverdueResult {
 }
 
 impl InvocationResult {
-    fn ignored(message: impl Into<String>) -> Self {
+    pub(crate) fn ignored(message: impl Into<String>) -> Self {
         Self {
             action: Action::Ignored,
             environment: None,
@@ -89,7 +80,7 @@ impl InvocationResult {
         }
     }
 
-    fn of(action: Action, environment: &str, outcome: &EventOutcome) -> Self {
+    pub(crate) fn of(action: Action, environment: &str, outcome: &EventOutcome) -> Self {
         let (name, release_id) = describe(outcome);
         Self {
             action,
@@ -103,7 +94,7 @@ impl InvocationResult {
 }
 
 /// The outcome's name and the release it concerns.
-fn describe(outcome: &EventOutcome) -> (String, Option<String>) {
+pub(crate) fn describe(outcome: &EventOutcome) -> (String, Option<String>) {
     match outcome {
         EventOutcome::Ignored(_) => ("ignored".into(), None),
         EventOutcome::Notified(_) => ("notified".into(), None),
@@ -122,7 +113,7 @@ fn describe(outcome: &EventOutcome) -> (String, Option<String>) {
 }
 
 /// How much an outcome matters when several environments answer one alarm.
-fn severity(outcome: &str) -> u8 {
+pub(crate) fn severity(outcome: &str) -> u8 {
     match outcome {
         "not_restored" => 7,
         "rolled_back" => 6,
@@ -139,8 +130,9 @@ enum Clients {
     /// Built from the function's environment (role credentials, region,
     /// `AWS_ENDPOINT_URL*`), one set per region, kept for the container's life.
     Load(Mutex<BTreeMap<Option<String>, AwsClients>>),
-    /// Given by the embedding program (tests): used for every region.
-    Fixed(AwsClients),
+    /// Given by the embedding program (tests): by region, and the default (`None`) for
+    /// every other region.
+    Fixed(BTreeMap<Option<String>, AwsClients>),
 }
 
 /// Handles the function's invocations. Build it once per container: the config is read
@@ -151,7 +143,11 @@ pub struct Handler {
     loaded: OnceCell<Arc<LoadedConfig>>,
     /// The function's own account (STS), asked once per container; `None` if unknown.
     account: OnceCell<Option<String>>,
-    notifiers: Vec<Arc<dyn Notifier>>,
+    pub(crate) notifiers: Vec<Arc<dyn Notifier>>,
+    /// The function's own region (`AWS_REGION`): the overdue sweep finishes only the
+    /// releases of environments in it (or with no region of their own); a fleet in two
+    /// regions has a function in each. `None`: every environment's.
+    pub(crate) home_region: Option<String>,
 }
 
 impl fmt::Debug for Handler {
@@ -173,6 +169,7 @@ impl Handler {
             loaded: OnceCell::new(),
             account: OnceCell::new(),
             notifiers: Vec::new(),
+            home_region: None,
         }
     }
 
@@ -181,13 +178,29 @@ impl Handler {
     pub fn from_env() -> Self {
         Self {
             source: ConfigSource::from_env(),
+            home_region: std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()),
             ..Self::new(ConfigSource::File(Default::default()))
         }
     }
 
     /// Uses these clients for every environment instead of building them.
     pub fn with_clients(mut self, clients: AwsClients) -> Self {
-        self.clients = Clients::Fixed(clients);
+        self.clients = Clients::Fixed(BTreeMap::from([(None, clients)]));
+        self
+    }
+
+    /// Uses these clients for the environments in `region` (after
+    /// [`Handler::with_clients`], which gives the others').
+    pub fn with_region_clients(mut self, region: &str, clients: AwsClients) -> Self {
+        match &mut self.clients {
+            Clients::Fixed(fixed) => {
+                fixed.insert(Some(region.to_string()), clients);
+            }
+            Clients::Load(_) => {
+                self.clients =
+                    Clients::Fixed(BTreeMap::from([(Some(region.to_string()), clients)]));
+            }
+        }
         self
     }
 
@@ -197,15 +210,33 @@ impl Handler {
         self
     }
 
+    /// The function's own region: the overdue sweep looks only at its environments.
+    pub fn with_home_region(mut self, region: &str) -> Self {
+        self.home_region = Some(region.to_string());
+        self
+    }
+
     /// Adds a notifier to every environment's (besides [`wiring::notifiers`]).
     pub fn with_notifier(mut self, notifier: Arc<dyn Notifier>) -> Self {
         self.notifiers.push(notifier);
         self
     }
 
-    async fn clients(&self, region: Option<&str>) -> AwsClients {
+    pub(crate) async fn clients(&self, region: Option<&str>) -> AwsClients {
         match &self.clients {
-            Clients::Fixed(clients) => clients.clone(),
+            Clients::Fixed(fixed) => {
+                let by_region = region.and_then(|r| fixed.get(&Some(r.to_string())));
+                match by_region.or_else(|| fixed.get(&None)) {
+                    Some(clients) => clients.clone(),
+                    None => {
+                        AwsClients::load(&ClientOptions {
+                            region: region.map(str::to_string),
+                            profile: None,
+                        })
+                        .await
+                    }
+                }
+            }
             Clients::Load(cache) => {
                 let key = region.map(str::to_string);
                 let mut cache = cache.lock().await;
@@ -241,7 +272,7 @@ impl Handler {
     }
 
     /// Whether `account` (of an event or a service ARN) is another than the function's.
-    async fn foreign(&self, account: &str) -> Option<String> {
+    pub(crate) async fn foreign(&self, account: &str) -> Option<String> {
         let own = self.own_account().await?;
         (!account.is_empty() && account != own)
             .then(|| format!("account {account} is not the function's account {own}"))
@@ -333,14 +364,10 @@ impl Handler {
             )));
         }
         // By the whole service ARN: account, region, cluster (a name or an ARN in the
-        // config) and service.
-        let found = loaded.config.environments.iter().find(|(_, env)| {
-            env.service == arn.service
-                && arn
-                    .cluster
-                    .as_ref()
-                    .is_none_or(|c| c == pipeline_core::config::cluster_name(&env.cluster))
-                && env.region.as_deref().is_none_or(|r| r == arn.region)
+        // config) and service; a fleet's services each by their own.
+        let found = loaded.routes.for_service(&arn).and_then(|name| {
+            let env = loaded.routes.get(&name)?.config.clone();
+            Some((name, env))
         });
         let answer = match found {
             None => hook::HookAnswer::failed(format!(
@@ -366,7 +393,7 @@ impl Handler {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
                     let recorded =
-                        release_in_progress_started(&clients, &loaded.config.app.name, name, env)
+                        release_in_progress_started(&clients, &loaded.config.app.name, &name, &env)
                             .await;
                     let release_started = hook::release_started(&invocation, recorded, now);
                     let findings = match aws_adapters::AlarmWatch::for_settings(
@@ -452,6 +479,7 @@ impl Handler {
             handler: self,
             config: &loaded.config,
             loaded: &loaded,
+            routes: &loaded.routes,
             built: BTreeMap::new(),
             deadline,
         };
@@ -516,451 +544,9 @@ async fn release_in_progress_started(
     }
 }
 
-/// The state of one invocation: the orchestrators built so far, one per environment.
-struct Invocation<'a> {
-    handler: &'a Handler,
-    config: &'a Config,
-    loaded: &'a LoadedConfig,
-    built: BTreeMap<String, Arc<Orchestrator>>,
-    deadline: Option<tokio::time::Instant>,
-}
-
-impl Invocation<'_> {
-    /// An orchestrator for one environment only (its project holds that environment
-    /// alone, so `alarm_fired` cannot reach another environment's service with these
-    /// stages), with the task definition from the package or the service.
-    async fn orchestrator(&mut self, environment: &str) -> Result<Arc<Orchestrator>, HandlerError> {
-        if let Some(built) = self.built.get(environment) {
-            return Ok(built.clone());
-        }
-        let env = self
-            .config
-            .environments
-            .get(environment)
-            .ok_or_else(|| HandlerError::Setup {
-                problem: format!("the config has no environment {environment:?}"),
-                help: None,
-            })?;
-        let clients = self.handler.clients(env.region.as_deref()).await;
-        let stages = wiring::stages(environment, env, &clients, &self.handler.notifiers)?;
-        let mut config = self.config.clone();
-        config.environments.retain(|name, _| name == environment);
-        let task_definition = match &self.loaded.task_definition {
-            Some(definition) => definition.clone(),
-            None => {
-                let target = env.target(&config.app.name, environment);
-                wiring::current_task_definition(&stages, &target).await?
-            }
-        };
-        let project =
-            Project::from_parts(config, self.loaded.config_file.clone(), task_definition)?;
-        let held = pipeline_core::diagnosis::HELD_SECRET_VARIABLES
-            .into_iter()
-            .filter_map(|name| std::env::var(name).ok());
-        let mut orchestrator =
-            Orchestrator::new(project, stages, Events::new().with(LogEvents::new()))
-                .with_redaction(held);
-        if let Some(deadline) = self.deadline {
-            orchestrator = orchestrator.with_deadline(deadline);
-        }
-        let orchestrator = Arc::new(orchestrator);
-        self.built
-            .insert(environment.to_string(), orchestrator.clone());
-        Ok(orchestrator)
-    }
-
-    async fn dispatch(
-        &mut self,
-        envelope: &EventBridgeEvent,
-        event: Event,
-    ) -> Result<InvocationResult, HandlerError> {
-        match event {
-            Event::EcrImageAction(detail) => self.image_pushed(envelope, &detail).await,
-            Event::EcsDeploymentStateChange(detail) => {
-                self.deployment_changed(envelope, &detail).await
-            }
-            Event::AlarmStateChange(detail) => self.alarm_changed(envelope, &detail).await,
-            Event::Other
-                if envelope.source == "aws.events" && envelope.detail_type == "Scheduled Event" =>
-            {
-                Ok(InvocationResult::ignored(
-                    "the scheduled sweep of overdue releases",
-                ))
-            }
-            Event::Other => Ok(InvocationResult::ignored(format!(
-                "{} from {} is not an event tugboat acts on",
-                envelope.detail_type, envelope.source
-            ))),
-        }
-    }
-
-    async fn image_pushed(
-        &mut self,
-        envelope: &EventBridgeEvent,
-        detail: &EcrImageAction,
-    ) -> Result<InvocationResult, HandlerError> {
-        let repository = &self.config.image.repository;
-        if detail.action_type != "PUSH" || detail.result != "SUCCESS" {
-            return Ok(InvocationResult::ignored(format!(
-                "ECR {} {} in {}: only successful pushes start releases",
-                detail.action_type, detail.result, detail.repository_name
-            )));
-        }
-        if &detail.repository_name != repository {
-            return Ok(InvocationResult::ignored(format!(
-                "a push to {}, not to the app's repository {repository}",
-                detail.repository_name
-            )));
-        }
-        let Some(tag) = detail.image_tag.as_deref().filter(|t| !t.is_empty()) else {
-            return Ok(InvocationResult::ignored(format!(
-                "an image pushed to {repository} without a tag: no environment rule can match it"
-            )));
-        };
-        let Some(digest) = detail.image_digest.clone().filter(|d| !d.is_empty()) else {
-            return Err(HandlerError::MalformedEvent {
-                what: events::ECR_IMAGE_ACTION.into(),
-                field: "detail.image-digest".into(),
-                problem: "missing: a successful push names the image's digest".into(),
-            });
-        };
-        let Some(environment) = self
-            .config
-            .environment_for_image_tag(tag)
-            .map(str::to_string)
-        else {
-            return Ok(InvocationResult::ignored(format!(
-                "no environment deploys image tag {tag} (no `tags` or `image_tags` rule matches it)"
-            )));
-        };
-        // Trust nothing in the event: anyone allowed to invoke the function can send one.
-        if let Some(why) = self.handler.foreign(&envelope.account).await {
-            tracing::warn!("push event refused: {why}");
-            return Ok(InvocationResult::ignored(format!(
-                "a push to {repository}: {why}; nothing deployed"
-            )));
-        }
-        let env = &self.config.environments[&environment];
-        if let Some(region) = env.region.as_deref() {
-            if region != envelope.region {
-                return Ok(InvocationResult::ignored(format!(
-                    "a push in {}, but {environment} deploys from {region}: not this app's repository",
-                    envelope.region
-                )));
-            }
-        }
-        let clients = self.handler.clients(env.region.as_deref()).await;
-        let registry = aws_adapters::EcrRegistry::new(clients.ecr.clone());
-        match pipeline_core::Registry::resolve(
-            &registry,
-            repository,
-            &ImageReference::Tag(tag.to_string()),
-        )
-        .await
-        {
-            Ok(image) if image.digest == digest => {}
-            Ok(image) => {
-                tracing::warn!(tag, event_digest = %digest, actual = %image.digest, "push event refused");
-                return Ok(InvocationResult::ignored(format!(
-                    "the event says {repository}:{tag} is {digest}, but ECR has {tag} on {}: nothing deployed",
-                    image.digest
-                )));
-            }
-            Err(err) if err.kind == pipeline_core::StageErrorKind::BadInput => {
-                return Ok(InvocationResult::ignored(format!(
-                    "the event names {repository}:{tag}, which ECR does not hold: nothing deployed ({})",
-                    err.message
-                )));
-            }
-            // A transient error: fail the invocation so that Lambda delivers it again.
-            Err(err) => {
-                return Err(HandlerError::Retry {
-                    problem: format!(
-                        "cannot check the pushed image {repository}:{tag} ({})",
-                        err.message
-                    ),
-                })
-            }
-        }
-        let request = DeployRequest {
-            environment: environment.clone(),
-            source: ReleaseSource::Image(ImageReference::Digest(digest)),
-            git: git_of_tag(self.config, tag),
-            actor: format!("lambda:{}", envelope.id),
-            cancel: CancellationToken::new(),
-        };
-        let orchestrator = self.orchestrator(&environment).await?;
-        let outcome = orchestrator
-            .start_release(request, Some(envelope.id.clone()))
-            .await;
-        // Returned as an error, so that Lambda delivers the push again (and then the
-        // dead-letter queue keeps it): a success would drop it for good.
-        if let EventOutcome::Retry(problem) = outcome {
-            return Err(HandlerError::Retry { problem });
-        }
-        Ok(InvocationResult::of(
-            Action::StartRelease,
-            &environment,
-            &outcome,
-        ))
-    }
-
-    async fn deployment_changed(
-        &mut self,
-        envelope: &EventBridgeEvent,
-        detail: &EcsDeploymentStateChange,
-    ) -> Result<InvocationResult, HandlerError> {
-        let result = match detail.event_name.as_str() {
-            "SERVICE_DEPLOYMENT_COMPLETED" => DeploymentResult::Completed,
-            "SERVICE_DEPLOYMENT_FAILED" => DeploymentResult::Failed {
-                reason: detail
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "ECS reported the deployment failed".into()),
-            },
-            other => {
-                return Ok(InvocationResult::ignored(format!(
-                    "{other} of deployment {}: tugboat acts on COMPLETED and FAILED",
-                    detail.deployment_id
-                )))
-            }
-        };
-        let service = service_of(envelope)?;
-        if let Some(why) = self.handler.foreign(&service.account).await {
-            tracing::warn!("deployment event refused: {why}");
-            return Ok(InvocationResult::ignored(format!(
-                "a deployment of {}: {why}",
-                service.service
-            )));
-        }
-        let environment = match &service.cluster {
-            Some(cluster) => self
-                .config
-                .environment_for_service(cluster, &service.service)
-                .map(str::to_string),
-            // The old ARN format has no cluster: match on the service name if only one
-            // environment has it.
-            None => {
-                let mut matching = self
-                    .config
-                    .environments
-                    .iter()
-                    .filter(|(_, env)| env.service == service.service);
-                match (matching.next(), matching.next()) {
-                    (Some((name, _)), None) => Some(name.clone()),
-                    _ => None,
-                }
-            }
-        };
-        let Some(environment) = environment else {
-            return Ok(InvocationResult::ignored(format!(
-                "no environment deploys to the service {}/{}",
-                service.cluster.as_deref().unwrap_or("?"),
-                service.service
-            )));
-        };
-        let orchestrator = self.orchestrator(&environment).await?;
-        let outcome = orchestrator
-            .finish_release(&environment, &detail.deployment_id, result)
-            .await;
-        if let EventOutcome::Retry(problem) = outcome {
-            return Err(HandlerError::Retry { problem });
-        }
-        Ok(InvocationResult::of(
-            Action::FinishRelease,
-            &environment,
-            &outcome,
-        ))
-    }
-
-    async fn alarm_changed(
-        &mut self,
-        envelope: &EventBridgeEvent,
-        detail: &AlarmStateChange,
-    ) -> Result<InvocationResult, HandlerError> {
-        let alarm = &detail.alarm_name;
-        if detail.state.value != "ALARM" {
-            return Ok(InvocationResult::ignored(format!(
-                "alarm {alarm} went to {}: only ALARM matters",
-                detail.state.value
-            )));
-        }
-        let watching: Vec<String> = self
-            .config
-            .environments
-            .iter()
-            .filter(|(_, env)| env.verify.alarms.iter().any(|a| a == alarm))
-            .map(|(name, _)| name.clone())
-            .collect();
-        if watching.is_empty() {
-            return Ok(InvocationResult::ignored(format!(
-                "no environment watches alarm {alarm} (verify.alarms)"
-            )));
-        }
-        let mut results = Vec::new();
-        for environment in &watching {
-            let orchestrator = self.orchestrator(environment).await?;
-            for (name, outcome) in orchestrator
-                .alarm_fired(alarm, &detail.state.reason, Some(envelope.id.clone()))
-                .await
-            {
-                if let EventOutcome::Retry(problem) = outcome {
-                    return Err(HandlerError::Retry { problem });
-                }
-                results.push(InvocationResult::of(Action::AlarmFired, &name, &outcome));
-            }
-        }
-        let Some(worst) = results.iter().max_by_key(|r| severity(&r.outcome)).cloned() else {
-            return Ok(InvocationResult::ignored(format!(
-                "no environment acted on alarm {alarm}"
-            )));
-        };
-        if results.len() == 1 {
-            return Ok(worst);
-        }
-        Ok(InvocationResult {
-            environment: Some(watching.join(",")),
-            message: results
-                .iter()
-                .map(|r| format!("{}: {}", r.environment.as_deref().unwrap_or("?"), r.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-            ..worst
-        })
-    }
-
-    /// Finishes every environment's releases past their rollout timeout. An
-    /// environment that cannot be wired is skipped with a warning.
-    async fn finish_overdue(&mut self) -> Vec<OverdueResult> {
-        let mut finished = Vec::new();
-        let names: Vec<String> = self.config.environments.keys().cloned().collect();
-        for environment in names {
-            let orchestrator = match self.orchestrator(&environment).await {
-                Ok(orchestrator) => orchestrator,
-                Err(err) => {
-                    tracing::warn!("overdue releases of {environment} not checked: {err}");
-                    continue;
-                }
-            };
-            for outcome in orchestrator.finish_overdue(&environment).await {
-                let (name, release_id) = describe(&outcome);
-                tracing::info!(
-                    environment = %environment,
-                    outcome = %name,
-                    "overdue release finished: {}",
-                    outcome.message()
-                );
-                finished.push(OverdueResult {
-                    environment: environment.clone(),
-                    outcome: name,
-                    message: outcome.message().to_string(),
-                    release_id,
-                });
-            }
-        }
-        finished
-    }
-}
-
-/// The service an ECS event is about, from its `resources`.
-fn service_of(envelope: &EventBridgeEvent) -> Result<ServiceArn, HandlerError> {
-    let malformed = |field: &str, problem: String| HandlerError::MalformedEvent {
-        what: events::ECS_DEPLOYMENT_STATE_CHANGE.into(),
-        field: field.into(),
-        problem,
-    };
-    let Some(first) = envelope.resources.first() else {
-        return Err(malformed(
-            "resources",
-            "empty: an ECS deployment event names its service's ARN there".into(),
-        ));
-    };
-    envelope
-        .resources
-        .iter()
-        .find_map(|arn| ServiceArn::parse(arn))
-        .ok_or_else(|| {
-            malformed(
-                "resources[0]",
-                format!(
-                    "expected arn:aws:ecs:REGION:ACCOUNT:service/CLUSTER/SERVICE, found {first:?}"
-                ),
-            )
-        })
-}
-
-/// The git facts an image tag gives: a release tag (one an environment's `tags` rule
-/// matches) is `refs/tags/<tag>`; a tag that looks like a commit sha is the sha.
-pub fn git_of_tag(config: &Config, tag: &str) -> GitInfo {
-    let release_tag = config
-        .environments
-        .values()
-        .any(|env| env.tags.iter().any(|pattern| glob_match(pattern, tag)));
-    let looks_like_sha =
-        (7..=40).contains(&tag.len()) && tag.bytes().all(|b| b.is_ascii_hexdigit());
-    GitInfo {
-        sha: if looks_like_sha {
-            tag.to_ascii_lowercase()
-        } else {
-            String::new()
-        },
-        git_ref: if release_tag {
-            format!("refs/tags/{tag}")
-        } else {
-            tag.to_string()
-        },
-        // An image tag tells no commit time: lead time needs the CLI's record.
-        committed_at: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
-
-    fn config() -> Config {
-        let text = r#"
-            [app]
-            name = "app"
-            [image]
-            repository = "app"
-            [task_definition]
-            file = "task-definition.json"
-            containers = ["app"]
-            [environments.production]
-            cluster = "main"
-            service = "app"
-            tags = ["v*"]
-            [environments.staging]
-            cluster = "staging"
-            service = "app"
-            image_tags = ["*"]
-        "#;
-        match Config::parse(Path::new("tugboat.toml"), text, &|_| None) {
-            Ok(config) => config,
-            Err(err) => panic!("{err}"),
-        }
-    }
-
-    fn git(sha: &str, git_ref: &str) -> GitInfo {
-        GitInfo {
-            sha: sha.into(),
-            git_ref: git_ref.into(),
-            committed_at: None,
-        }
-    }
-
-    #[test]
-    fn image_tags_become_git_facts() {
-        let config = config();
-        assert_eq!(git_of_tag(&config, "v1.2.0"), git("", "refs/tags/v1.2.0"));
-        let sha = "0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(git_of_tag(&config, sha), git(sha, sha));
-        assert_eq!(git_of_tag(&config, "0123abc"), git("0123abc", "0123abc"));
-        assert_eq!(git_of_tag(&config, "latest"), git("", "latest"));
-        assert_eq!(git_of_tag(&config, "abc12"), git("", "abc12"));
-    }
 
     #[test]
     fn results_serialise_as_documented() {

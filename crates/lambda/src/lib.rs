@@ -24,7 +24,9 @@ pub mod config_source;
 pub mod events;
 mod handler;
 pub mod hook;
+mod invocation;
 pub mod logging;
+pub mod route;
 pub mod wiring;
 
 pub use config_source::{ConfigSource, LoadedConfig};

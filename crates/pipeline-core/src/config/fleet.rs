@@ -226,28 +226,11 @@ impl Project {
             .with_help("load the project with Project::load")
         })?;
         let family = &definition.definition.family;
-        let mut config = self.config.clone();
-        config.services = BTreeMap::new();
-        config.task_definition = self.config.task_definition_of(service);
-        let mut environments = BTreeMap::new();
-        for (env_name, env) in &self.config.environments {
-            for other in self.config.services_of(env) {
-                let same_family = self
-                    .services
-                    .get(other)
-                    .is_some_and(|d| &d.definition.family == family);
-                if other != service && !same_family {
-                    continue;
-                }
-                for region in self.config.regions_of(env, other) {
-                    environments.insert(
-                        unit_environment(env_name, other, region),
-                        self.config.unit_config(env_name, env, other, region),
-                    );
-                }
-            }
-        }
-        config.environments = environments;
+        let config = self.config.service_config(service, &|other| {
+            self.services
+                .get(other)
+                .is_some_and(|d| &d.definition.family == family)
+        });
         Ok(Project {
             config,
             config_file: self.config_file.clone(),
@@ -256,6 +239,63 @@ impl Project {
             task_definition_file: definition.file.clone(),
             services: BTreeMap::new(),
         })
+    }
+}
+
+/// One service of a fleet in one region as the config alone names it (no task
+/// definition loaded): what the Lambda routes events to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnitTarget {
+    /// The fleet environment (`production`).
+    pub fleet_environment: String,
+    /// The `[services]` name (`web`).
+    pub service: String,
+    pub region: Option<String>,
+    /// The environment its lock and records are under (`production.web`).
+    pub environment: String,
+    /// What it is released with: the fleet environment's settings for this service.
+    pub config: EnvironmentConfig,
+}
+
+impl Config {
+    /// Every service of every fleet environment in every region (empty without
+    /// `[services]`), in environment, `[services]` then region order.
+    pub fn fleet_targets(&self) -> Vec<UnitTarget> {
+        let mut targets = Vec::new();
+        if self.services.is_empty() {
+            return targets;
+        }
+        for (env_name, env) in &self.environments {
+            for service in self.services_of(env) {
+                for region in self.regions_of(env, service) {
+                    targets.push(UnitTarget {
+                        fleet_environment: env_name.clone(),
+                        service: service.to_string(),
+                        region: region.map(str::to_string),
+                        environment: unit_environment(env_name, service, region),
+                        config: self.unit_config(env_name, env, service, region),
+                    });
+                }
+            }
+        }
+        targets
+    }
+
+    /// The single-service config one `[services]` entry is released with: no
+    /// `[services]`, the service's task definition and containers, and as environments
+    /// the units (environment × region) of the service and of every service that
+    /// `shares_family` with it, so that pruning spares what any of them needs.
+    pub fn service_config(&self, service: &str, shares_family: &dyn Fn(&str) -> bool) -> Config {
+        let mut config = self.clone();
+        config.services = BTreeMap::new();
+        config.task_definition = self.task_definition_of(service);
+        config.environments = self
+            .fleet_targets()
+            .into_iter()
+            .filter(|unit| unit.service == service || shares_family(&unit.service))
+            .map(|unit| (unit.environment, unit.config))
+            .collect();
+        config
     }
 }
 

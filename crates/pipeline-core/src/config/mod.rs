@@ -17,7 +17,9 @@ pub use environment::{
     RollbackPolicy, ScalingSettings, TargetKind, VerifySettings, MIN_LOCK_LEASE_SECONDS,
 };
 pub use errors::ConfigError;
-pub use fleet::{FailurePolicy, FleetUnit, RegionEntry, ServiceConfig, ServiceDefinition};
+pub use fleet::{
+    FailurePolicy, FleetUnit, RegionEntry, ServiceConfig, ServiceDefinition, UnitTarget,
+};
 pub use interpolate::expand;
 pub use monitoring::{AlarmKind, AlarmSpec, MonitoringSettings, LOG_RETENTION_DAYS};
 pub use one_off::OneOffTaskConfig;

@@ -19,6 +19,8 @@ use crate::EnvironmentConfig;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod fleet_rollback;
+
 /// How ECS says a release's deployment ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeploymentResult {
@@ -796,6 +798,28 @@ impl Orchestrator {
             outcomes.push((name, outcome));
         }
         outcomes
+    }
+
+    /// [`Orchestrator::alarm_fired`] for one environment only (a front end whose stages
+    /// serve that environment alone): `Ignored` when it does not watch the alarm.
+    pub async fn alarm_fired_in(
+        &self,
+        environment: &str,
+        alarm: &str,
+        reason: &str,
+        trigger: Option<String>,
+    ) -> EventOutcome {
+        let env = match self.project.environment(environment) {
+            Ok(env) => env.clone(),
+            Err(err) => return EventOutcome::report(DeployReport::bad_input(err.to_string())),
+        };
+        if !env.verify.alarms.iter().any(|a| a == alarm) {
+            return EventOutcome::Ignored(format!(
+                "{environment} does not watch alarm {alarm} (verify.alarms)"
+            ));
+        }
+        self.alarm_in(environment, &env, alarm, reason, trigger)
+            .await
     }
 
     async fn alarm_in(
