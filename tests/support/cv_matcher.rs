@@ -611,6 +611,7 @@ impl CvMatcher {
                 environment: environment.to_string(),
                 to,
                 actor: "tugboat-tests".to_string(),
+                reason: None,
                 cancel: CancellationToken::new(),
             })
             .await;

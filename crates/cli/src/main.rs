@@ -5,6 +5,7 @@
 //! 3 failed and NOT restored (the message says what state the service is in).
 
 mod commands;
+mod fleet_table;
 mod git;
 mod output;
 mod signals;
@@ -453,6 +454,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
                     environment: env,
                     to,
                     actor: git::actor(),
+                    reason: None,
                     cancel,
                 })
                 .await;

@@ -1,6 +1,7 @@
 //! How a run is shown: live progress on a terminal, timestamped lines in a CI log, or
 //! one JSON object per line for scripts. Only this binary decides how to print.
 
+use crate::fleet_table::FleetTable;
 use chrono::Utc;
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline_core::{EventSubscriber, PipelineEvent};
@@ -29,6 +30,8 @@ pub struct Reporter {
     format: OutputFormat,
     verbosity: Verbosity,
     live: Option<ProgressBar>,
+    /// A fleet's live table, made at the first event of a service (terminal only).
+    table: Mutex<Option<FleetTable>>,
     started: Instant,
     lock: Mutex<()>,
 }
@@ -50,6 +53,7 @@ impl Reporter {
             format,
             verbosity,
             live,
+            table: Mutex::new(None),
             started: Instant::now(),
             lock: Mutex::new(()),
         }
@@ -75,6 +79,14 @@ impl Reporter {
 
     /// Prints the last line of a run: JSON result or the human message.
     pub fn finish(&self, json: serde_json::Value, human: &str, failed: bool) {
+        if let Some(table) = self
+            .table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            table.finish();
+        }
         if let Some(bar) = &self.live {
             bar.finish_and_clear();
         }
@@ -145,6 +157,7 @@ impl Reporter {
                 format!("ROLLING BACK to {to}: {reason}")
             }
             PipelineEvent::TaskOutput { task, line } => format!("{task} | {line}"),
+            PipelineEvent::ServiceFinished { state, detail } => format!("{state}: {detail}"),
         })
     }
 }
@@ -184,19 +197,47 @@ impl Reporter {
                 if quiet_skip {
                     return;
                 }
+                if let (Some(service), Some(bar)) = (service, &self.live) {
+                    self.draw_in_table(bar, service, event);
+                    return;
+                }
                 let text = self.human(event).map(|text| match service {
                     Some(service) => format!("[{service}] {text}"),
                     None => text,
                 });
                 if let Some(text) = text {
-                    match &self.live {
-                        Some(bar) => bar.println(text),
-                        None => {
+                    let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+                    match (&self.live, table.as_ref()) {
+                        (Some(_), Some(table)) => table.println(&text),
+                        (Some(bar), None) => bar.println(text),
+                        (None, _) => {
                             let stamp = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
                             eprintln!("{stamp} {text}");
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A fleet's service event on a terminal: its line of the table is redrawn; what
+    /// people must not miss (warnings, rollbacks, one-off task output, the service's
+    /// end; everything with --verbose) is printed above the table too.
+    fn draw_in_table(&self, bar: &ProgressBar, service: &str, event: &PipelineEvent) {
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let table = table.get_or_insert_with(|| FleetTable::new(bar));
+        table.update(service, event);
+        let above = self.verbosity == Verbosity::Verbose
+            || matches!(
+                event,
+                PipelineEvent::Warning { .. }
+                    | PipelineEvent::RollbackStarted { .. }
+                    | PipelineEvent::TaskOutput { .. }
+                    | PipelineEvent::ServiceFinished { .. }
+            );
+        if above {
+            if let Some(text) = self.human(event) {
+                table.println(&format!("[{service}] {text}"));
             }
         }
     }

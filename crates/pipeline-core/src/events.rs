@@ -61,6 +61,12 @@ pub enum PipelineEvent {
         task: String,
         line: String,
     },
+    /// Where a fleet's service is after its release, or after the fleet rolled it back
+    /// (`released`, `rolled back`, `unchanged`, `NOT RESTORED`); sent for that service.
+    ServiceFinished {
+        state: String,
+        detail: String,
+    },
 }
 
 /// Receives every event of a run, in order.

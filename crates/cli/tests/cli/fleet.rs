@@ -111,3 +111,96 @@ async fn a_fleet_deploys_through_the_binary_and_one_bad_service_brings_all_back(
         assert_eq!(&now, was, "{} is not back where it was", service.name);
     }
 }
+
+/// What a terminal shows, without its control sequences (`ESC [ … letter`, `ESC ] … BEL`).
+fn screen_text(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    for c in chars.by_ref() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => out.push('\n'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_terminal_a_fleet_is_a_live_table_with_a_line_per_service() {
+    let fleet = Fleet::setup(
+        AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "0.5")])
+            .await
+            .expect("moto"),
+        &FleetSpec::new(3, 0),
+    )
+    .await
+    .expect("the fleet");
+    fleet.put_image_everywhere("v2").await.expect("image");
+    // `script` gives tugboat a terminal (a pty) for stdout and stderr.
+    let line = format!(
+        "{} deploy --env production --image v2 --parallel 3",
+        env!("CARGO_BIN_EXE_tugboat")
+    );
+    let mut command = tokio::process::Command::new("script");
+    command.args(["-qfec", &line, "/dev/null"]);
+    aws_env(&mut command, &fleet.aws.moto.endpoint);
+    let output = command
+        .current_dir(&fleet.dir)
+        .env_remove("NO_COLOR")
+        .env_remove("GITHUB_REF")
+        .env("TERM", "xterm-256color")
+        .env("COLUMNS", "120")
+        .output()
+        .await
+        .expect("run tugboat under script");
+    let screen = screen_text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{screen}");
+    for service in ["s00", "s01", "s02"] {
+        let label = format!("{service}@us-east-1");
+        // The table's last drawing of its line: label, stage, tasks, elapsed, outcome
+        // (the terminal's cursor moves, not newlines, separate the lines).
+        let rows: Vec<String> = screen
+            .match_indices(&format!("{label}  "))
+            .map(|(at, _)| {
+                let row: String = screen[at..].chars().take(60).collect();
+                row.lines().next().unwrap_or_default().to_string()
+            })
+            .filter(|row| row.contains('/') || row.contains(" - "))
+            .collect();
+        let row = rows
+            .last()
+            .unwrap_or_else(|| panic!("no table line for {label}:\n{screen}"));
+        eprintln!("{row}");
+        assert!(
+            row.contains("released") && row.contains("2/2"),
+            "{label}'s line does not say it is released with its tasks: {row:?}\n{screen}"
+        );
+        // Its end is printed above the table too.
+        assert!(screen.contains(&format!("[{label}] released:")), "{screen}");
+    }
+    // A terminal gets no CI lines (timestamped).
+    assert!(
+        !screen
+            .lines()
+            .any(|l| l.starts_with("20") && l.contains("Z [s0")),
+        "{screen}"
+    );
+}

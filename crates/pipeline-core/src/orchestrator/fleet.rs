@@ -281,11 +281,10 @@ impl Orchestrator {
                             stop.cancel();
                         }
                     }
-                    orchestrator.events.info(format!(
-                        "{}: {}",
-                        run.state.label(),
-                        first_line(&report.message)
-                    ));
+                    orchestrator.events.emit(PipelineEvent::ServiceFinished {
+                        state: run.state.label().to_string(),
+                        detail: first_line(&report.message),
+                    });
                     run.report = Some(report);
                     run
                 }
@@ -298,7 +297,7 @@ impl Orchestrator {
             .map(|r| r.unit.label())
             .collect();
         if !failed.is_empty() && policy == FailurePolicy::RollbackAll {
-            Self::roll_back_released(&mut runs, &orchestrators, &request, events).await;
+            Self::roll_back_released(&mut runs, &orchestrators, &request, &failed, events).await;
         }
         let outcome = fleet_outcome(&runs);
         let message = fleet_message(&request.environment, policy, &runs, &failed, outcome);
@@ -340,6 +339,7 @@ impl Orchestrator {
         runs: &mut [UnitRun],
         orchestrators: &[Orchestrator],
         request: &FleetRequest,
+        failed: &[String],
         events: &Events,
     ) {
         let mut released: Vec<usize> = (0..runs.len())
@@ -378,6 +378,10 @@ impl Orchestrator {
                     environment: run.unit.environment.clone(),
                     to: Some(RollbackTo::Revision(previous.id.clone())),
                     actor: request.actor.clone(),
+                    reason: Some(format!(
+                        "on_failure = \"rollback_all\": rolled back with the fleet because {} failed",
+                        failed.join(", ")
+                    )),
                     cancel: request.cancel.child_token(),
                 })
                 .await;
@@ -391,6 +395,12 @@ impl Orchestrator {
                     first_line(&report.message)
                 ));
             }
+            orchestrators[index]
+                .events
+                .emit(PipelineEvent::ServiceFinished {
+                    state: run.state.label().to_string(),
+                    detail: run.reason.clone().unwrap_or_default(),
+                });
         }
     }
 

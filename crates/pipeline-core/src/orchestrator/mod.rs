@@ -134,6 +134,8 @@ pub struct RollbackRequest {
     /// `None`: the last good release before the one serving now.
     pub to: Option<RollbackTo>,
     pub actor: String,
+    /// Why, as the record says; `None`: "manual rollback by <actor>".
+    pub reason: Option<String>,
     /// Cancelling it stops following the rollback after the grace period (the rollback
     /// itself was already issued).
     pub cancel: CancellationToken,

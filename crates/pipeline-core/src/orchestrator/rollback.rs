@@ -160,7 +160,10 @@ impl Orchestrator {
             cancel: request.cancel.clone(),
             lease: None,
         };
-        let reason = format!("manual rollback by {}", request.actor);
+        let reason = request
+            .reason
+            .clone()
+            .unwrap_or_else(|| format!("manual rollback by {}", request.actor));
         let result = match self.perform_rollback(&mut run, &env, &reason).await {
             Ok(result) => result,
             Err(ending) => return self.finish(run, ending, false).await,

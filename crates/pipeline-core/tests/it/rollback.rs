@@ -272,6 +272,7 @@ fn request(to: Option<RollbackTo>) -> RollbackRequest {
         environment: "staging".into(),
         to,
         actor: "alice".into(),
+        reason: None,
         cancel: Default::default(),
     }
 }
