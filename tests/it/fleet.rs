@@ -208,3 +208,143 @@ async fn describe_services_is_one_call_per_10_services_per_poll_interval() -> an
     );
     Ok(())
 }
+
+/// `rollback_all` whose rollback of a released service fails (ECS answers 500 to every
+/// UpdateService from then on): the run is exit 3 and names that service NOT RESTORED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rollback_that_fails_is_exit_3_naming_the_service() -> anyhow::Result<()> {
+    use tugboat_tests::fault_proxy::{FaultConfig, FaultKind};
+    let (aws, proxy) = AwsFixture::start_with_faults(
+        &[
+            ("TUGBOAT_MOTO_ROLLOUT_SECONDS", "0.6"),
+            // s01 fails slowly: s00 is released well before.
+            ("TUGBOAT_MOTO_FAIL_SECONDS", "1.0"),
+        ],
+        FaultConfig::new(1, 0.0),
+    )
+    .await?;
+    let mut spec = FleetSpec::new(2, 0);
+    spec.crashing = vec!["s01".into()];
+    let fleet = Fleet::setup(aws, &spec).await?;
+    fleet.put_image_everywhere("v2").await?;
+    let released = async {
+        let s00 = &fleet.services[0];
+        loop {
+            let running = fleet.running_revision(s00).await?;
+            let transitions = fleet.aws.moto.transitions().await?;
+            let completed = transitions.iter().any(|t| {
+                t["state"] == "COMPLETED"
+                    && t["service"]
+                        .as_str()
+                        .is_some_and(|s| s.ends_with("shop-s00"))
+            });
+            if running != s00.initial_revision && completed {
+                // From now on ECS fails every UpdateService: the fleet's rollback of s00.
+                proxy.script("ecs.UpdateService", FaultKind::InternalError, 1000);
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let (run, released) = tokio::join!(fleet.deploy("v2", 2, &[]), released);
+    released?;
+    println!("{}", run.report.message);
+    assert_eq!(
+        run.report.outcome,
+        Outcome::FailedNotRestored,
+        "{}",
+        run.report.message
+    );
+    assert_eq!(run.report.outcome.exit_code(), 3);
+    let states = fleet::states(&run.report);
+    assert_eq!(
+        states.get("s00"),
+        Some(&ServiceState::NotRestored),
+        "{states:?}"
+    );
+    assert!(
+        run.report.message.contains("NOT RESTORED: s00"),
+        "{}",
+        run.report.message
+    );
+    // Still on the release, as the message says.
+    assert_ne!(
+        fleet.running_revision(&fleet.services[0]).await?,
+        fleet.services[0].initial_revision
+    );
+    Ok(())
+}
+
+/// ECS throttles `DescribeServices`: the shared poller backs off (one call per 10
+/// services per round still, never one per service) and every service still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_poller_slows_down_and_the_fleet_still_completes() -> anyhow::Result<()> {
+    use tugboat_tests::fault_proxy::{FaultConfig, FaultKind};
+    let (aws, proxy) = AwsFixture::start_with_faults(
+        &[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "1")],
+        FaultConfig::new(1, 0.0),
+    )
+    .await?;
+    let mut spec = FleetSpec::new(20, 0);
+    spec.poll_seconds = 0.25;
+    let fleet = Fleet::setup(aws, &spec).await?;
+    fleet.put_image_everywhere("v2").await?;
+    // Once every service is rolling out, ECS throttles the poller's calls.
+    let rolling = async {
+        loop {
+            let mut changed = 0;
+            for service in &fleet.services {
+                if fleet.running_revision(service).await? != service.initial_revision {
+                    changed += 1;
+                }
+            }
+            if changed == fleet.services.len() {
+                proxy.script("ecs.DescribeServices", FaultKind::Throttle, 12);
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    let (run, rolling) = tokio::join!(fleet.deploy("v2", 20, &[]), rolling);
+    rolling?;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::Succeeded,
+        "{}",
+        run.report.message
+    );
+    let counts = proxy.counts();
+    let throttled = counts
+        .by_operation
+        .iter()
+        .filter(|((kind, op), _)| *kind == FaultKind::Throttle && op.ends_with("DescribeServices"))
+        .map(|(_, n)| *n)
+        .sum::<usize>();
+    assert_eq!(throttled, 12, "{counts}");
+    // The poller's calls name many services; the test's own looks (and each service's
+    // look before its release) name one.
+    let log = fleet.aws.moto.describe_services_calls().await?;
+    let batched: Vec<&serde_json::Value> = log
+        .iter()
+        .filter(|c| c["op"] == "DescribeServices" && c["services"].as_u64() > Some(1))
+        .collect();
+    let at = |c: &serde_json::Value| c["at"].as_f64().unwrap_or_default();
+    let span = batched.last().map(|c| at(c)).unwrap_or_default()
+        - batched.first().map(|c| at(c)).unwrap_or_default();
+    let rounds = span / spec.poll_seconds + 1.0;
+    println!(
+        "{} batched DescribeServices over {span:.2} s in {:?}; {counts}",
+        batched.len(),
+        run.wall
+    );
+    assert!(
+        batched.iter().all(|c| c["services"].as_u64() <= Some(10)),
+        "{batched:?}"
+    );
+    assert!(
+        (batched.len() as f64) <= 2.0 * rounds,
+        "{} batched DescribeServices over {span:.2} s: more than 2 per round ({rounds:.1} rounds)",
+        batched.len()
+    );
+    Ok(())
+}

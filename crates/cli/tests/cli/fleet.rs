@@ -204,3 +204,84 @@ async fn on_a_terminal_a_fleet_is_a_live_table_with_a_line_per_service() {
         "{screen}"
     );
 }
+
+/// A CI runner's SIGTERM in the middle of a fleet's rollouts: every service that changed
+/// is rolled back at once, the fleet says which, and the run exits 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_fleet_rolls_every_changed_service_back_and_exits_1() {
+    let fleet = Fleet::setup(
+        AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "0.5")])
+            .await
+            .expect("moto"),
+        &FleetSpec::new(3, 0),
+    )
+    .await
+    .expect("the fleet");
+    // An image whose rollout never finishes: the services stay mid-rollout.
+    fleet.put_image_everywhere("hang-v2").await.expect("image");
+    let mut command = tugboat();
+    aws_env(&mut command, &fleet.aws.moto.endpoint);
+    let child = command
+        .current_dir(&fleet.dir)
+        .args([
+            "deploy",
+            "--env",
+            "production",
+            "--image",
+            "hang-v2",
+            "--parallel",
+            "3",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start tugboat");
+    let pid = child.id().expect("a pid");
+    let started = std::time::Instant::now();
+    loop {
+        let mut changed = 0;
+        for service in &fleet.services {
+            if fleet.running_revision(service).await.expect("revision") != service.initial_revision
+            {
+                changed += 1;
+            }
+        }
+        if changed == fleet.services.len() {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the fleet never changed every service"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let output = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("tugboat did not exit after SIGTERM")
+        .expect("wait for tugboat");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("SIGTERM: cancelling"), "{text}");
+    for service in &fleet.services {
+        assert_eq!(
+            fleet.running_revision(service).await.expect("revision"),
+            service.initial_revision,
+            "{} is not back:\n{text}",
+            service.name
+        );
+        assert!(
+            text.contains(&format!("{}@us-east-1  rolled back", service.name)),
+            "{text}"
+        );
+    }
+}
