@@ -64,6 +64,11 @@ struct Global {
     /// Also every line of test and build output.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// A fleet ([services]): the service to act on, `web` or `web@eu-west-1` for one
+    /// region of it. Repeatable for deploy, status and history (all of the environment's
+    /// by default); rollback, plan, diff, render, verify, infra, unlock, logs and run act on one.
+    #[arg(long = "service", global = true, value_name = "NAME")]
+    services: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,10 +88,6 @@ enum Command {
         /// finish instead of refusing (deploy.wait_for_other_deployments).
         #[arg(long)]
         wait_for_deployment: bool,
-        /// A fleet ([services]): release only this service (repeatable); all of the
-        /// environment's by default.
-        #[arg(long = "service", value_name = "NAME")]
-        services: Vec<String>,
         /// A fleet: how many services roll out at once.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
         parallel: u16,
@@ -108,19 +109,12 @@ enum Command {
     },
     /// Deployments, counts, current revision and release, last service events.
     #[command(after_help = "Example:\n  tugboat status --env staging")]
-    Status {
-        /// A fleet ([services]): only this service (repeatable); every one by default.
-        #[arg(long = "service", value_name = "NAME")]
-        services: Vec<String>,
-    },
+    Status,
     /// Deploy records, newest first.
     #[command(after_help = "Example:\n  tugboat history --env production --limit 5")]
     History {
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        /// A fleet ([services]): only this service (repeatable); every one by default.
-        #[arg(long = "service", value_name = "NAME")]
-        services: Vec<String>,
     },
     /// The rendered task definition against the registered one.
     #[command(after_help = "Example:\n  tugboat diff --env staging --image 3f2a9c1")]
@@ -144,13 +138,11 @@ enum Command {
     },
     /// Write tugboat.toml and the task definition file from an existing service.
     #[command(
-        after_help = "Example:\n  tugboat init --cluster cv-matcher-cluster --service cv-matcher-service --region us-east-1 --app cv-matcher --repository cv_matcher"
+        after_help = "--service names the ECS service to read (required).\n\nExample:\n  tugboat init --cluster cv-matcher-cluster --service cv-matcher-service --region us-east-1 --app cv-matcher --repository cv_matcher"
     )]
     Init {
         #[arg(long)]
         cluster: String,
-        #[arg(long)]
-        service: String,
         #[arg(long)]
         region: Option<String>,
         #[arg(long)]
@@ -322,6 +314,16 @@ fn environment(global: &Global, project: &Project, git: &GitInfo) -> Result<Stri
         })
 }
 
+/// The one environment a command acts on: `--env` (or the git ref's), or for a fleet the
+/// one service (and region) `--service` names, as its own project and environment.
+fn one_scope(global: &Global) -> Result<(Project, String), Exit> {
+    let project = load(global)?;
+    let git = git::current();
+    let env = environment(global, &project, &git)?;
+    let scope = commands::fleet::one_scope(&project, &env, &global.services)?;
+    Ok(scope)
+}
+
 fn source(image: Option<&String>) -> ReleaseSource {
     match image {
         Some(image) => ReleaseSource::Image(ImageReference::parse(image)),
@@ -333,9 +335,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
     let global = cli.global.clone();
     match cli.command {
         Command::Infra { action } => {
-            let project = load(&global)?;
-            let git = git::current();
-            let env = environment(&global, &project, &git)?;
+            let (project, env) = one_scope(&global)?;
             commands::infra::infra(&project, &env, action == InfraAction::Apply, &reporter).await?;
             Ok(0)
         }
@@ -350,16 +350,20 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
         }
         Command::Init {
             cluster,
-            service,
             region,
             app,
             repository,
             name,
         } => {
+            let [service] = global.services.as_slice() else {
+                return Err(Exit::bad_input(
+                    "tugboat init needs --service NAME (once): the ECS service to write tugboat.toml from\n  help: tugboat init --cluster C --service S --app A --repository R",
+                ));
+            };
             commands::init::init(
                 &global.config,
                 &cluster,
-                &service,
+                service,
                 region,
                 &app,
                 &repository,
@@ -377,9 +381,9 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             image,
             override_scan,
             wait_for_deployment,
-            services,
             parallel,
         } => {
+            let services = global.services.clone();
             let mut project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
@@ -430,9 +434,7 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             Ok(finish_report(&reporter, &report))
         }
         Command::Rollback { to } => {
-            let project = load(&global)?;
-            let git = git::current();
-            let env = environment(&global, &project, &git)?;
+            let (project, env) = one_scope(&global)?;
             let stages = wiring::stages(&project, &env, false).await?;
             let url = wiring::local_url(&project, &env)?;
             let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()))
@@ -465,14 +467,13 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
         Command::Diff { image } => show_plan(&global, image, &reporter, PlanView::Diff).await,
         Command::Render { image } => show_plan(&global, image, &reporter, PlanView::Render).await,
         Command::Verify { image } => {
-            let project = load(&global)?;
-            let git = git::current();
-            let env = environment(&global, &project, &git)?;
+            let (project, env) = one_scope(&global)?;
             let stages = wiring::stages(&project, &env, false).await?;
             commands::preflight::preflight(&project, &env, &stages, image.as_deref(), &reporter)
                 .await
         }
-        Command::Status { services } => {
+        Command::Status => {
+            let services = global.services.clone();
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
@@ -494,22 +495,17 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             state_file,
         } => run_proxy(listen, control, state_file).await,
         Command::Unlock { yes } => {
-            let project = load(&global)?;
-            let git = git::current();
-            let env = environment(&global, &project, &git)?;
+            let (project, env) = one_scope(&global)?;
             commands::unlock::unlock(&project, &env, yes, &reporter).await
         }
         Command::Report(args) => commands::report::run(&global, args, &reporter).await,
         Command::Logs(args) => {
-            let project = load(&global)?;
-            let git = git::current();
-            let env = environment(&global, &project, &git)?;
+            let (project, env) = one_scope(&global)?;
             commands::logs::logs(&project, &env, args, &reporter).await
         }
         Command::Run(args) => {
-            let project = load(&global)?;
+            let (project, env) = one_scope(&global)?;
             let git = git::current();
-            let env = environment(&global, &project, &git)?;
             let build = false;
             let stages = wiring::stages(&project, &env, build).await?;
             let orchestrator = Orchestrator::new(project, stages, wiring::events(reporter.clone()))
@@ -518,7 +514,8 @@ async fn run(cli: Cli, reporter: Arc<Reporter>) -> Result<u8, Exit> {
             signals::cancel_on_signals(cancel.clone(), reporter.clone())?;
             commands::run::run(&orchestrator, env, args, git, cancel, &reporter).await
         }
-        Command::History { limit, services } => {
+        Command::History { limit } => {
+            let services = global.services.clone();
             let project = load(&global)?;
             let git = git::current();
             let env = environment(&global, &project, &git)?;
@@ -544,9 +541,8 @@ async fn show_plan(
     reporter: &Reporter,
     view: PlanView,
 ) -> Result<u8, Exit> {
-    let project = load(global)?;
+    let (project, env) = one_scope(global)?;
     let git = git::current();
-    let env = environment(global, &project, &git)?;
     let source = source(image.as_ref());
     let stages = wiring::stages(&project, &env, false).await?;
     let orchestrator = Orchestrator::new(project, stages, pipeline_core::Events::new());

@@ -130,3 +130,62 @@ pub fn scopes(
         .map(|unit| (unit.project, unit.environment))
         .collect())
 }
+
+/// The one (project, environment) a single-service command acts on: the environment
+/// itself without `[services]`; for a fleet, the unit `--service NAME` (or
+/// `NAME@REGION`) names. Bad input, naming what there is, otherwise.
+pub fn one_scope(
+    project: &Project,
+    environment: &str,
+    services: &[String],
+) -> Result<(Project, String), Exit> {
+    let file = project.config_file.display();
+    if !project.is_fleet() {
+        if !services.is_empty() {
+            return Err(Exit::bad_input(format!(
+                "{file}: --service needs [services] in tugboat.toml; this app is one service"
+            )));
+        }
+        return Ok((project.clone(), environment.to_string()));
+    }
+    let all = project.fleet_units(environment, &[])?;
+    let labels: Vec<String> = all.iter().map(FleetUnit::label).collect();
+    let [wanted] = services else {
+        let problem = if services.is_empty() {
+            "name the service this command acts on".to_string()
+        } else {
+            format!(
+                "this command acts on one service, and {} were named",
+                services.len()
+            )
+        };
+        return Err(Exit::bad_input(format!(
+            "{file}: {environment} is a fleet: {problem}\n  help: pass --service NAME, one of: {}",
+            labels.join(", ")
+        )));
+    };
+    let (name, region) = match wanted.split_once('@') {
+        Some((name, region)) => (name, Some(region)),
+        None => (wanted.as_str(), None),
+    };
+    let mut matching: Vec<FleetUnit> = all
+        .into_iter()
+        .filter(|unit| {
+            unit.service == name && region.is_none_or(|r| unit.region.as_deref() == Some(r))
+        })
+        .collect();
+    match matching.len() {
+        1 => {
+            let unit = matching.remove(0);
+            Ok((unit.project, unit.environment))
+        }
+        0 => Err(Exit::bad_input(format!(
+            "{file}: --service {wanted:?}: {environment} has no such service\n  help: one of: {}",
+            labels.join(", ")
+        ))),
+        _ => Err(Exit::bad_input(format!(
+            "{file}: --service {wanted:?} runs in several regions of {environment}\n  help: name one: {}",
+            matching.iter().map(FleetUnit::label).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}

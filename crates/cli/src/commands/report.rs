@@ -24,10 +24,6 @@ pub struct ReportArgs {
     /// an RFC 3339 time.
     #[arg(long, default_value = "30d", value_name = "30d|DATE")]
     pub since: String,
-    /// The app whose records to read (its `app.name`, or an environment's ECS service
-    /// name); default: this tugboat.toml's app. One service per app for now.
-    #[arg(long, value_name = "S")]
-    pub service: Option<String>,
     /// Also write the report as one self-contained HTML page (no script, no network).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -80,7 +76,15 @@ pub async fn run(global: &Global, args: ReportArgs, reporter: &Reporter) -> Resu
         }
         None => project.config.environments.keys().cloned().collect(),
     };
-    let app = app_of(&project, args.service.as_deref());
+    // `--service` (global): the app whose records to read, by its `app.name` or an
+    // environment's ECS service name; default: this tugboat.toml's app.
+    if global.services.len() > 1 {
+        return Err(Exit::bad_input(format!(
+            "--service is given {} times; the report reads one app's records",
+            global.services.len()
+        )));
+    }
+    let app = app_of(&project, global.services.first().map(String::as_str));
     let mut records = Vec::new();
     for environment in &environments {
         let store = wiring::record_store(&project, environment).await?;

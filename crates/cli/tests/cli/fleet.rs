@@ -285,3 +285,81 @@ async fn sigterm_mid_fleet_rolls_every_changed_service_back_and_exits_1() {
         );
     }
 }
+
+/// A command that acts on one service (rollback, logs, unlock, …) takes a fleet's
+/// service by `--service NAME`: without it, it refuses with the list and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_service_of_a_fleet_is_rolled_back_by_name() {
+    let fleet = Fleet::setup(
+        AwsFixture::start_with_env(&[("TUGBOAT_MOTO_ROLLOUT_SECONDS", "0.3")])
+            .await
+            .expect("moto"),
+        &FleetSpec::new(2, 1),
+    )
+    .await
+    .expect("the fleet");
+    fleet.put_image_everywhere("v2").await.expect("image");
+    let released = deploy(&fleet, &["deploy", "--env", "production", "--image", "v2"]).await;
+    assert_eq!(
+        released.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+    let mut on_release = Vec::new();
+    for service in &fleet.services {
+        on_release.push(fleet.running_revision(service).await.expect("revision"));
+    }
+
+    let unnamed = deploy(&fleet, &["rollback", "--env", "production"]).await;
+    let stderr = String::from_utf8_lossy(&unnamed.stderr);
+    assert_eq!(unnamed.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("pass --service NAME, one of: e00@eu-west-1, s00@us-east-1, s01@us-east-1"),
+        "{stderr}"
+    );
+    let unknown = deploy(&fleet, &["logs", "--env", "production", "--service", "web"]).await;
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no such service"), "{stderr}");
+    for (service, was) in fleet.services.iter().zip(&on_release) {
+        assert_eq!(
+            &fleet.running_revision(service).await.expect("revision"),
+            was
+        );
+    }
+
+    let one = deploy(
+        &fleet,
+        &["rollback", "--env", "production", "--service", "s01"],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&one.stderr);
+    assert_eq!(one.status.code(), Some(0), "{stderr}");
+    for (service, was) in fleet.services.iter().zip(&on_release) {
+        let now = fleet.running_revision(service).await.expect("revision");
+        if service.name == "s01" {
+            assert_eq!(now, service.initial_revision, "s01 is not rolled back");
+        } else {
+            assert_eq!(&now, was, "{} moved", service.name);
+        }
+    }
+    // Its history says so, and only its own.
+    let history = deploy(
+        &fleet,
+        &[
+            "history",
+            "--env",
+            "production",
+            "--service",
+            "s01",
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&history.stdout);
+    assert_eq!(history.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("production.s01.us-east-1"), "{stdout}");
+    assert!(!stdout.contains("production.s00"), "{stdout}");
+}
