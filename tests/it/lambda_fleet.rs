@@ -297,6 +297,7 @@ async fn a_failed_service_rolls_back_what_the_same_push_released() -> anyhow::Re
         deployment_event("ecs-bad", bad, "SERVICE_DEPLOYMENT_FAILED", &deployment),
     )
     .await?;
+    println!("{}", failed.message);
     // moto's circuit breaker does not roll back here: tugboat does.
     ensure!(
         failed.action == Action::FinishRelease && failed.outcome == "in_progress",
