@@ -16,6 +16,7 @@ async fn seeded(spec: FleetSpec) -> anyhow::Result<Fleet> {
 async fn a_fleet_of_25_in_two_regions_is_released_8_at_a_time() -> anyhow::Result<()> {
     let fleet = seeded(FleetSpec::new(20, 5)).await?;
     fleet.put_image_everywhere("v2").await?;
+    fleet.aws.calls.reset();
     let run = fleet.deploy("v2", 8, &[]).await;
     assert_eq!(
         run.report.outcome,
@@ -58,6 +59,102 @@ async fn a_fleet_of_25_in_two_regions_is_released_8_at_a_time() -> anyhow::Resul
         calls.iter().any(|c| c["services"].as_u64() >= Some(5)),
         "no batched DescribeServices: {calls:?}"
     );
+    // The tag is pinned to a digest once, then the digest resolved once per region, not
+    // once per service.
+    let images = fleet.aws.calls.snapshot().calls_of("ecr.DescribeImages");
+    assert_eq!(images, 1 + 2, "DescribeImages for 25 services in 2 regions");
+    Ok(())
+}
+
+/// The scan gate decides once per region for every service there: with a critical
+/// finding seeded in each region's ECR, one DescribeImageScanFindings per region (not one
+/// per service: 6 without the sharing), and with rollback_failed (no service stops the
+/// others) every service refused with the finding named, nothing registered or changed,
+/// and the run is bad input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scan_gate_refuses_a_fleets_image_once_per_region_for_every_service(
+) -> anyhow::Result<()> {
+    let mut spec = FleetSpec::new(4, 2);
+    spec.on_failure = "rollback_failed";
+    let mut fleet = seeded(spec).await?;
+    let env = fleet
+        .project
+        .config
+        .environments
+        .get_mut(fleet::ENVIRONMENT)
+        .expect("production");
+    env.scan.block_at = Some(pipeline_core::Severity::Critical);
+    env.scan.wait_seconds = 5;
+    env.scan.poll_seconds = 0.2;
+    let digest = fleet.put_image_everywhere("v2").await?;
+    for region in ["us-east-1", fleet::SECOND_REGION] {
+        // As scan on push would: the emulator then has a scan of the image.
+        fleet
+            .clients(region)
+            .ecr
+            .start_image_scan()
+            .repository_name(fleet::REPOSITORY)
+            .image_id(
+                aws_sdk_ecr::types::ImageIdentifier::builder()
+                    .image_digest(&digest)
+                    .build(),
+            )
+            .send()
+            .await?;
+        let critical = serde_json::json!({
+            "registryId": "123456789012",
+            "repositoryName": fleet::REPOSITORY,
+            "imageId": {"imageDigest": digest},
+            "imageScanStatus": {"status": "COMPLETE", "description": "seeded by the test"},
+            "imageScanFindings": {
+                "findings": [{"name": "CVE-2026-0001", "severity": "CRITICAL", "attributes": []}],
+                "findingSeverityCounts": {"CRITICAL": 1}
+            }
+        });
+        fleet
+            .aws
+            .moto
+            .post_json(
+                "/moto-api/static/ecr/scan-finding-results",
+                &serde_json::json!({"results": [critical], "region": region}),
+            )
+            .await?;
+    }
+    fleet.aws.calls.reset();
+    let run = fleet.deploy("v2", 6, &[]).await;
+    assert_eq!(
+        run.report.outcome,
+        Outcome::BadInput,
+        "{}",
+        run.report.message
+    );
+    let states = fleet::states(&run.report);
+    assert_eq!(states.len(), 6, "{states:?}");
+    assert!(
+        states.values().all(|s| *s == ServiceState::Unchanged),
+        "{states:?}\n{}",
+        run.report.message
+    );
+    assert!(
+        run.report.message.contains("CVE-2026-0001"),
+        "{}",
+        run.report.message
+    );
+    for service in &fleet.services {
+        assert_eq!(
+            fleet.running_revision(service).await?,
+            service.initial_revision,
+            "{} changed",
+            service.name
+        );
+    }
+    let calls = fleet.aws.calls.snapshot();
+    assert_eq!(
+        calls.calls_of("ecr.DescribeImageScanFindings"),
+        2,
+        "{calls}"
+    );
+    assert_eq!(calls.calls_of("ecs.RegisterTaskDefinition"), 0, "{calls}");
     Ok(())
 }
 
@@ -174,7 +271,7 @@ async fn describe_services_is_one_call_per_10_services_per_poll_interval() -> an
     let polling = fleet.polling().await?;
     let interval = std::time::Duration::from_secs_f64(spec.poll_seconds);
     let per_round = 2 + 1;
-    let rounds = (polling.window.as_secs_f64() / interval.as_secs_f64()).floor() as usize + 1;
+    let rounds = polling.rounds(interval);
     println!(
         "{polling:?}: {:.1} calls per poll interval",
         polling.per_interval(interval)

@@ -109,6 +109,8 @@ pub struct FleetRun {
     /// When each event came, since the run started.
     pub times: Vec<Duration>,
     pub wall: Duration,
+    /// When the run started (the emulator's logs are in epoch seconds).
+    pub started_at: std::time::SystemTime,
 }
 
 /// The fleet on moto.
@@ -353,7 +355,7 @@ impl Fleet {
         })
     }
 
-    fn clients(&self, region: &str) -> &AwsClients {
+    pub fn clients(&self, region: &str) -> &AwsClients {
         if region == SECOND_REGION {
             &self.second
         } else {
@@ -407,6 +409,7 @@ impl Fleet {
         let recorder = Arc::new(FleetEvents::default());
         let events = Events::new().with(recorder.clone());
         let started = Instant::now();
+        let started_at = std::time::SystemTime::now();
         let report = Orchestrator::deploy_fleet(
             &self.project,
             &wiring,
@@ -439,6 +442,7 @@ impl Fleet {
             events,
             times,
             wall,
+            started_at,
         }
     }
 }
@@ -556,16 +560,21 @@ pub struct Polling {
     pub total_calls: usize,
     /// The most services one call named.
     pub largest_call: usize,
+    /// The last `UpdateService` and the last rollout's completion (epoch seconds).
+    pub last_update: f64,
+    pub last_completed: f64,
 }
 
 impl Polling {
-    /// Calls per poll interval inside the window.
+    /// The rounds that can start inside the window: one, then one per poll interval
+    /// (a window of 2.7 s at 1 s holds at most 3).
+    pub fn rounds(&self, interval: Duration) -> usize {
+        (self.window.as_secs_f64() / interval.as_secs_f64()).floor() as usize + 1
+    }
+
+    /// Calls per poll interval inside the window: the calls over the rounds it can hold.
     pub fn per_interval(&self, interval: Duration) -> f64 {
-        let intervals = self.window.as_secs_f64() / interval.as_secs_f64();
-        if intervals <= 0.0 {
-            return 0.0;
-        }
-        self.calls as f64 / intervals
+        self.calls as f64 / self.rounds(interval) as f64
     }
 }
 
@@ -580,7 +589,7 @@ impl Fleet {
             .filter(|c| op(c, "UpdateService"))
             .map(at)
             .fold(0.0, f64::max);
-        let first_completed = self
+        let completions: Vec<f64> = self
             .aws
             .moto
             .transitions()
@@ -588,8 +597,13 @@ impl Fleet {
             .iter()
             .filter(|t| t["state"].as_str() == Some("COMPLETED"))
             .map(at)
+            .collect();
+        let first_completed = completions
+            .iter()
+            .copied()
             .filter(|t| *t > last_update)
             .fold(f64::INFINITY, f64::min);
+        let last_completed = completions.iter().copied().fold(0.0, f64::max);
         ensure!(
             first_completed.is_finite(),
             "no rollout completed after the last UpdateService"
@@ -608,6 +622,8 @@ impl Fleet {
                 .filter_map(|c| c["services"].as_u64())
                 .max()
                 .unwrap_or(0) as usize,
+            last_update,
+            last_completed,
         })
     }
 }

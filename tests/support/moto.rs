@@ -103,7 +103,7 @@ impl MotoServer {
             .take()
             .context("tugboat-moto stderr is not piped")?;
         let log_tail = LogTail::default();
-        // Keep draining stderr (werkzeug logs every request there) so the pipe never fills.
+        // Keep draining stderr (errors; every request with TUGBOAT_MOTO_LOG_REQUESTS=1) so the pipe never fills.
         let stderr_drain = tokio::spawn(drain(stderr, log_tail.clone()));
 
         let mut stdout = BufReader::new(stdout).lines();

@@ -261,7 +261,21 @@ impl Deployer for EcsDeployer {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|err| stage_error("ListTaskDefinitions", &err))?;
-        let revisions = newest_of_family(arns, family);
+        let protected: HashSet<String> = protected
+            .iter()
+            .map(|r| revision_label(&r.id))
+            .chain(protected.iter().map(|r| r.label.clone()))
+            .collect();
+        let candidates: Vec<String> = newest_of_family(arns, family)
+            .into_iter()
+            .skip(keep)
+            .map(|(_, arn)| arn)
+            .filter(|arn| !protected.contains(&revision_label(arn)))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        // What the service runs right now is never removed, whatever the records say.
         let service = self.describe(target).await?;
         let in_use: HashSet<String> = service
             .deployments()
@@ -269,11 +283,9 @@ impl Deployer for EcsDeployer {
             .filter_map(Deployment::task_definition)
             .chain(service.task_definition())
             .map(revision_label)
-            .chain(protected.iter().map(|r| revision_label(&r.id)))
-            .chain(protected.iter().map(|r| r.label.clone()))
             .collect();
         let mut removed = Vec::new();
-        for (_, arn) in revisions.into_iter().skip(keep) {
+        for arn in candidates {
             if in_use.contains(&revision_label(&arn)) {
                 continue;
             }

@@ -21,8 +21,9 @@ use tokio::time::Instant;
 
 /// The most services one `DescribeServices` call may name.
 pub const DESCRIBE_SERVICES_LIMIT: usize = 10;
-/// How long a round waits for more looks after the first asked (services whose loops
-/// are in step ask within milliseconds of each other).
+/// The first round waits until no look came for this long (services released together
+/// ask within milliseconds of each other), at most a poll interval after the first
+/// look: a burst of first looks is one round, and the rounds after it keep its pace.
 const GATHER: Duration = Duration::from_millis(50);
 /// The longest pause between two rounds while ECS throttles.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -69,7 +70,11 @@ struct Cluster {
     latest: HashMap<String, (Answer, Instant)>,
     /// A task runs this cluster's rounds.
     running: bool,
+    /// `None` until the first round after the task started.
     last_round: Option<Instant>,
+    /// The first and the latest look since the task started (the first round's timing).
+    first_asked: Option<Instant>,
+    last_asked: Option<Instant>,
     /// The pause between rounds while ECS throttles; `None`: the poll interval.
     backoff: Option<Duration>,
     throttled_rounds: u32,
@@ -102,7 +107,10 @@ impl ServicePoller {
         let start = {
             let mut clusters = self.inner.lock();
             let entry = clusters.entry(cluster.to_string()).or_default();
-            entry.interested.insert(service.to_string(), Instant::now());
+            let now = Instant::now();
+            entry.interested.insert(service.to_string(), now);
+            entry.first_asked.get_or_insert(now);
+            entry.last_asked = Some(now);
             if let Some((answer, at)) = entry.latest.get(service) {
                 if *at > since {
                     return (answer.clone(), *at);
@@ -126,6 +134,17 @@ impl ServicePoller {
                 Instant::now(),
             )
         })
+    }
+}
+
+impl Cluster {
+    /// When the first round starts: once no look came for [`GATHER`], at the latest a
+    /// poll interval after the first look.
+    fn first_round_at(&self, interval: Duration) -> Instant {
+        let now = Instant::now();
+        let quiet = self.last_asked.unwrap_or(now) + GATHER;
+        let latest = self.first_asked.unwrap_or(now) + interval.max(GATHER);
+        quiet.min(latest)
     }
 }
 
@@ -153,15 +172,29 @@ impl Inner {
                 } = entry;
                 latest.retain(|service, _| interested.contains_key(service));
                 if entry.waiting.is_empty() && entry.interested.is_empty() {
+                    // The next look starts over, with a gathered first round.
                     entry.running = false;
+                    entry.last_round = None;
+                    entry.first_asked = None;
+                    entry.last_asked = None;
                     return;
                 }
                 match entry.last_round {
                     Some(last) => last + entry.backoff.unwrap_or(self.interval),
-                    None => Instant::now() + GATHER,
+                    None => entry.first_round_at(self.interval),
                 }
             };
             tokio::time::sleep_until(fire_at).await;
+            // A look came while the first round was gathering: gather on.
+            let gathering = {
+                let clusters = self.lock();
+                clusters.get(&cluster).is_some_and(|entry| {
+                    entry.last_round.is_none() && entry.first_round_at(self.interval) > fire_at
+                })
+            };
+            if gathering {
+                continue;
+            }
             let started = Instant::now();
             let services: Vec<String> = {
                 let mut clusters = self.lock();

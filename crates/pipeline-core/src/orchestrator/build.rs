@@ -183,13 +183,12 @@ impl Orchestrator {
     /// lets findings through and is recorded.
     pub(super) async fn scan_gate(
         &self,
-        run: &mut Run,
         env: &EnvironmentConfig,
         image: &PinnedImage,
-    ) -> Result<(), Ending> {
+    ) -> Result<Option<String>, Ending> {
         use crate::stages::ScanReport;
         let Some(block_at) = env.scan.block_at else {
-            return Ok(());
+            return Ok(None);
         };
         let repository = &self.project.config.image.repository;
         // Validation keeps both in range; a config built in code cannot make this panic.
@@ -253,7 +252,7 @@ impl Orchestrator {
                 "security scan: {} finding(s), none at or above {block_at:?}",
                 findings.len()
             ));
-            return Ok(());
+            return Ok(None);
         }
         let listed: Vec<String> = blocking
             .iter()
@@ -276,8 +275,7 @@ impl Orchestrator {
                     blocking.len(),
                     listed.join(", ")
                 ));
-                run.record.scan_override = Some(who.clone());
-                Ok(())
+                Ok(Some(who.clone()))
             }
             None => Err(refuse(
                 format!(

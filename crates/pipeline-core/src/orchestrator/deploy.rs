@@ -70,6 +70,7 @@ impl Orchestrator {
             started: Instant::now(),
             cancel: request.cancel.clone(),
             lease: None,
+            seen_at_start: None,
         }
     }
 
@@ -116,6 +117,26 @@ impl Orchestrator {
         self.after_rollout(run, env, cancel).await
     }
 
+    /// A named image resolved to its digest and through the scan gate.
+    async fn check_image(
+        &self,
+        env: &EnvironmentConfig,
+        reference: &ImageReference,
+    ) -> Result<CheckedImage, Ending> {
+        let image = self
+            .stages
+            .registry
+            .resolve(&self.project.config.image.repository, reference)
+            .await
+            .map_err(|err| Ending::unchanged(Stage::Deploy, &err))?;
+        self.events.info(format!("image {}", image.reference()));
+        let scan_override = self.scan_gate(env, &image).await?;
+        Ok(CheckedImage {
+            image,
+            scan_override,
+        })
+    }
+
     /// `reason` followed by why the deployment's tasks stopped, when the stages can tell;
     /// the whole diagnosis goes to the events (the terminal, the JSON events).
     async fn with_diagnosis(
@@ -149,23 +170,43 @@ impl Orchestrator {
     ) -> Result<Started, Ending> {
         let cancel = &request.cancel;
         self.check_one_off_stage(env)?;
-        let image = match &request.source {
-            ReleaseSource::Build => self.test_build_push(run, request, cancel).await?,
-            ReleaseSource::Image(reference) => {
-                match self
-                    .stages
-                    .registry
-                    .resolve(&self.project.config.image.repository, reference)
-                    .await
-                {
-                    Ok(image) => image,
-                    Err(err) => return Err(Ending::unchanged(Stage::Deploy, &err)),
-                }
+        let image = match (&request.source, &self.shared_image) {
+            (ReleaseSource::Image(reference), Some(shared)) => {
+                let mut checked = shared.checked.lock().await;
+                let result = match &*checked {
+                    Some(result) => {
+                        if let Ok(done) = result {
+                            self.events.info(format!(
+                                "image {} (resolved and scan-gated once for the region)",
+                                done.image.reference()
+                            ));
+                        }
+                        result.clone()
+                    }
+                    None => {
+                        let result = self.check_image(env, reference).await;
+                        *checked = Some(result.clone());
+                        result
+                    }
+                };
+                drop(checked);
+                let done = result?;
+                run.record.scan_override = done.scan_override;
+                done.image
+            }
+            (ReleaseSource::Image(reference), None) => {
+                let done = self.check_image(env, reference).await?;
+                run.record.scan_override = done.scan_override;
+                done.image
+            }
+            (ReleaseSource::Build, _) => {
+                let image = self.test_build_push(run, request, cancel).await?;
+                self.events.info(format!("image {}", image.reference()));
+                run.record.scan_override = self.scan_gate(env, &image).await?;
+                image
             }
         };
         run.record.image = Some(image.clone());
-        self.events.info(format!("image {}", image.reference()));
-        self.scan_gate(run, env, &image).await?;
 
         // Everything up to the service update only reads or registers: a failure here
         // leaves the service as it was.
@@ -193,11 +234,17 @@ impl Orchestrator {
                 return Err(ending);
             }
         };
-        let history = self.records_of(&run.target, RECENT_RECORDS).await;
+        let history = self
+            .records_of(&run.target, history_depth(env.rollback.keep_revisions))
+            .await;
         self.report_unfinished(run, &status, &history);
         let previous = restore_point(&status, &history);
         let serving_before = status.revision.clone();
         run.record.previous_revision = previous.clone();
+        run.seen_at_start = Some(SeenAtStart {
+            status: status.clone(),
+            history,
+        });
         if cancel.is_cancelled() {
             self.end(run, Stage::Deploy, started, false);
             return Err(cancelled_before_change());

@@ -431,6 +431,7 @@ impl Orchestrator {
             started: Instant::now(),
             cancel: CancellationToken::new(),
             lease: None,
+            seen_at_start: None,
         }
     }
 

@@ -1,12 +1,14 @@
 //! A fleet release: the app's image built and pushed once, then every service of the
 //! environment (in every region) released by its own [`Orchestrator::deploy`] run, with
 //! bounded concurrency, each under its own lock and with its own record and rollback;
-//! then the environment's `on_failure` policy, and a fleet record naming them all.
+//! then the environment's `on_failure` policy, and a fleet record naming them all. The
+//! image is resolved and scan-gated once per region, not once per service.
 
 use super::*;
 use crate::config::{FailurePolicy, FleetUnit};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// How the front end gives each service of a fleet its stages.
 #[async_trait]
@@ -158,6 +160,7 @@ impl Orchestrator {
         };
         // Every service's stages before anything runs: bad input changes nothing.
         let mut orchestrators = Vec::with_capacity(units.len());
+        let mut image_checks: HashMap<Option<String>, Arc<SharedImageCheck>> = HashMap::new();
         for (index, unit) in units.iter().enumerate() {
             let build = index == 0 && request.source == ReleaseSource::Build;
             let stages = match wiring.stages(unit, build).await {
@@ -174,7 +177,9 @@ impl Orchestrator {
             if let Some(who) = &request.scan_override {
                 orchestrator = orchestrator.override_scan_gate(who.clone());
             }
-            orchestrators.push(orchestrator);
+            // One region's registry answers the same for each of its services.
+            let check = image_checks.entry(unit.region.clone()).or_default().clone();
+            orchestrators.push(orchestrator.sharing_image_check(check));
         }
         let clock = orchestrators[0].clock.clone();
         let started_at = clock.now();

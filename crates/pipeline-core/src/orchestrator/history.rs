@@ -83,10 +83,14 @@ impl Orchestrator {
     /// Every revision some environment of this app may need: what each environment's
     /// service (same platform and region as `this`) runs or deploys, and its last good
     /// releases. `Err` when any of it could not be read: nothing is pruned then.
+    /// `this_run`: a release of `this` environment, still under its lock, whose own
+    /// environment is then known without reading it again (what served before it, its
+    /// records before it, and its own two revisions).
     pub(super) async fn revisions_needed(
         &self,
         this: &DeployTarget,
         keep: usize,
+        this_run: Option<&Run>,
     ) -> Result<Vec<Revision>, String> {
         let this_env = self
             .project
@@ -101,6 +105,17 @@ impl Orchestrator {
             if target.region != this.region {
                 continue;
             }
+            let seen = this_run
+                .filter(|run| run.target.environment == target.environment)
+                .and_then(|run| run.seen_at_start.as_ref().map(|seen| (run, seen)));
+            if let Some((run, seen)) = seen {
+                // Under the lock nothing but this release moved the service: it serves
+                // this release's revision, or (rolled back) what served before.
+                needed.extend(revisions_to_keep(Some(&seen.status), &seen.history, keep));
+                needed.extend(run.record.revision.iter().cloned());
+                needed.extend(run.record.previous_revision.iter().cloned());
+                continue;
+            }
             let status = match self.stages.service_reader.status(&target).await {
                 Ok(status) => Some(status),
                 // A service that does not exist runs nothing.
@@ -111,11 +126,7 @@ impl Orchestrator {
                 .stages
                 .records
                 // The last `keep` good releases, with room for failed ones between them.
-                .history(
-                    &target.app,
-                    &target.environment,
-                    (keep.max(2) * 4).max(RECENT_RECORDS),
-                )
+                .history(&target.app, &target.environment, history_depth(keep))
                 .await
                 .map_err(|err| format!("cannot read the records of {name}: {}", err.message))?;
             needed.extend(revisions_to_keep(status.as_ref(), &history, keep));
@@ -195,7 +206,7 @@ impl Orchestrator {
 
     /// Deregisters old revisions that no environment may need (see `revisions_needed`).
     pub(super) async fn prune(&self, run: &Run, keep: usize) {
-        let protected = match self.revisions_needed(&run.target, keep).await {
+        let protected = match self.revisions_needed(&run.target, keep, Some(run)).await {
             Ok(protected) => protected,
             Err(why) => {
                 self.events

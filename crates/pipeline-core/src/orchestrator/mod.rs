@@ -208,6 +208,23 @@ pub struct Orchestrator {
     /// words (log lines, stopped reasons): the credentials the front end holds
     /// ([`Orchestrator::with_redaction`]).
     redact: Vec<String>,
+    /// A fleet's services in one region share the image's resolution and scan gate.
+    shared_image: Option<Arc<SharedImageCheck>>,
+}
+
+/// A fleet release's image as one region's services see it: resolved in that region's
+/// registry and through the scan gate by the first of them to start, the same answer
+/// (or refusal) for the others, instead of the same calls once per service.
+#[derive(Default)]
+pub(super) struct SharedImageCheck {
+    checked: tokio::sync::Mutex<Option<Result<CheckedImage, Ending>>>,
+}
+
+/// An image through the scan gate, and who overrode the gate's refusal.
+#[derive(Clone)]
+struct CheckedImage {
+    image: PinnedImage,
+    scan_override: Option<String>,
 }
 
 /// The state of one run as it goes.
@@ -220,6 +237,21 @@ struct Run {
     cancel: CancellationToken,
     /// The deploy lock's lease while a renewer keeps it.
     lease: Option<Arc<lease::Lease>>,
+    /// What the release read under its lock before changing the service; the clean-up
+    /// after its rollout needs nothing newer about its own environment.
+    seen_at_start: Option<SeenAtStart>,
+}
+
+/// The service and its records as a release found them, before it changed anything.
+struct SeenAtStart {
+    status: crate::model::ServiceStatus,
+    /// Newest first, as many as pruning looks at ([`history_depth`]).
+    history: Vec<DeployRecord>,
+}
+
+/// How many records of an environment say which revisions it may need.
+fn history_depth(keep: usize) -> usize {
+    (keep.max(2) * 4).max(RECENT_RECORDS)
 }
 
 /// A release whose service update went through: the deployment to follow.
@@ -230,6 +262,7 @@ struct Started {
 }
 
 /// How the work under the lock ended.
+#[derive(Clone)]
 struct Ending {
     outcome: RecordOutcome,
     reason: Option<String>,
@@ -298,7 +331,15 @@ impl Orchestrator {
             scan_override: None,
             deadline: None,
             redact: Vec::new(),
+            shared_image: None,
         }
+    }
+
+    /// Shares the image's resolution and scan gate with the other orchestrators given
+    /// the same `check` (a fleet's services in one region).
+    pub(super) fn sharing_image_check(mut self, check: Arc<SharedImageCheck>) -> Self {
+        self.shared_image = Some(check);
+        self
     }
 
     /// `options` with a timeout that ends before the deadline (less 10 s to write the

@@ -159,6 +159,7 @@ impl Orchestrator {
             started: Instant::now(),
             cancel: request.cancel.clone(),
             lease: None,
+            seen_at_start: None,
         };
         let reason = request
             .reason
