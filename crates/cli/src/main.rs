@@ -65,8 +65,8 @@ struct Global {
     #[arg(short, long, global = true)]
     verbose: bool,
     /// A fleet ([services]): the service to act on, `web` or `web@eu-west-1` for one
-    /// region of it. Repeatable for deploy, status and history (all of the environment's
-    /// by default); rollback, plan, diff, render, verify, infra, unlock, logs and run act on one.
+    /// region of it. Repeatable for deploy, status, history, plan, diff and render (all of
+    /// the environment's by default); rollback, verify, infra, unlock, logs and run act on one.
     #[arg(long = "service", global = true, value_name = "NAME")]
     services: Vec<String>,
 }
@@ -541,21 +541,59 @@ async fn show_plan(
     reporter: &Reporter,
     view: PlanView,
 ) -> Result<u8, Exit> {
-    let (project, env) = one_scope(global)?;
+    let project = load(global)?;
     let git = git::current();
+    let environment = environment(global, &project, &git)?;
+    let scopes = commands::fleet::named_scopes(&project, &environment, &global.services)?;
     let source = source(image.as_ref());
-    let stages = wiring::stages(&project, &env, false).await?;
-    let orchestrator = Orchestrator::new(project, stages, pipeline_core::Events::new());
-    let plan = orchestrator.plan(&env, &source, &git).await?;
-    let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0,
-        "steps": plan.steps, "diff": plan.diff, "task_definition": plan.rendered.definition, "tags": plan.rendered.tags}});
-    let human = match view {
+    let mut shown = Vec::with_capacity(scopes.len());
+    for (label, project, env) in scopes {
+        let stages = wiring::stages(&project, &env, false).await?;
+        let orchestrator = Orchestrator::new(project, stages, pipeline_core::Events::new());
+        let plan = orchestrator.plan(&env, &source, &git).await?;
+        shown.push((label, plan));
+    }
+    let json_of = |plan: &pipeline_core::Plan| {
+        serde_json::json!({"steps": plan.steps, "diff": plan.diff,
+            "task_definition": plan.rendered.definition, "tags": plan.rendered.tags})
+    };
+    let human_of = |plan: &pipeline_core::Plan| match view {
         PlanView::Render => plan.rendered.definition.to_json_pretty(),
         PlanView::Diff if plan.diff.is_empty() => "no changes".to_string(),
         PlanView::Diff => plan.diff.clone(),
         PlanView::Plan => plan.to_string(),
     };
-    reporter.finish(json, human.trim_end(), false);
+    // One environment (or one service of a fleet): as it always was.
+    if let [(_, plan)] = shown.as_slice() {
+        let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0,
+            "steps": plan.steps, "diff": plan.diff, "task_definition": plan.rendered.definition, "tags": plan.rendered.tags}});
+        reporter.finish(json, human_of(plan).trim_end(), false);
+        return Ok(0);
+    }
+    // A fleet: each service under its name, in the order the fleet releases them.
+    let services: Vec<serde_json::Value> = shown
+        .iter()
+        .map(|(label, plan)| {
+            let mut json = json_of(plan);
+            json["service"] = label.clone().unwrap_or_default().into();
+            json
+        })
+        .collect();
+    let human: Vec<String> = shown
+        .iter()
+        .map(|(label, plan)| {
+            format!(
+                "== {} ==\n{}",
+                label.as_deref().unwrap_or_default(),
+                human_of(plan).trim_end()
+            )
+        })
+        .collect();
+    reporter.finish(
+        serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0, "services": services}}),
+        &human.join("\n\n"),
+        false,
+    );
     Ok(0)
 }
 

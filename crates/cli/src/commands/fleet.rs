@@ -131,6 +131,54 @@ pub fn scopes(
         .collect())
 }
 
+/// What `plan`, `diff` and `render` show: the environment itself without `[services]`;
+/// for a fleet, each service (× region) `--service` names (`web` is every region of it,
+/// `web@eu-west-1` one), all of them when none is named, each with its label.
+pub fn named_scopes(
+    project: &Project,
+    environment: &str,
+    services: &[String],
+) -> Result<Vec<(Option<String>, Project, String)>, Exit> {
+    if !project.is_fleet() {
+        let (project, environment) = one_scope(project, environment, services)?;
+        return Ok(vec![(None, project, environment)]);
+    }
+    let all = project.fleet_units(environment, &[])?;
+    let mut named: Vec<FleetUnit> = Vec::new();
+    for wanted in services {
+        let (name, region) = match wanted.split_once('@') {
+            Some((name, region)) => (name, Some(region)),
+            None => (wanted.as_str(), None),
+        };
+        let matching: Vec<&FleetUnit> = all
+            .iter()
+            .filter(|unit| {
+                unit.service == name && region.is_none_or(|r| unit.region.as_deref() == Some(r))
+            })
+            .collect();
+        if matching.is_empty() {
+            return Err(Exit::bad_input(format!(
+                "{}: --service {wanted:?}: {environment} has no such service\n  help: one of: {}",
+                project.config_file.display(),
+                all.iter()
+                    .map(FleetUnit::label)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        for unit in matching {
+            if !named.iter().any(|n| n.label() == unit.label()) {
+                named.push(unit.clone());
+            }
+        }
+    }
+    let units = if services.is_empty() { all } else { named };
+    Ok(units
+        .into_iter()
+        .map(|unit| (Some(unit.label()), unit.project, unit.environment))
+        .collect())
+}
+
 /// The one (project, environment) a single-service command acts on: the environment
 /// itself without `[services]`; for a fleet, the unit `--service NAME` (or
 /// `NAME@REGION`) names. Bad input, naming what there is, otherwise.

@@ -363,3 +363,86 @@ async fn one_service_of_a_fleet_is_rolled_back_by_name() {
     assert!(stdout.contains("production.s01.us-east-1"), "{stdout}");
     assert!(!stdout.contains("production.s00"), "{stdout}");
 }
+
+/// `plan`, `diff` and `render` of a fleet show every service (× region) under its name,
+/// or the ones `--service` names (`s00`, `e00@eu-west-1`); one named is the plain plan of
+/// one environment; an unknown name is bad input. None of it changes anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleets_plan_shows_each_service_under_its_name() {
+    let fleet = Fleet::setup(
+        AwsFixture::start().await.expect("moto"),
+        &FleetSpec::new(2, 1),
+    )
+    .await
+    .expect("the fleet");
+    fleet.put_image_everywhere("v2").await.expect("image");
+    let plan = &["plan", "--env", "production", "--image", "v2"];
+
+    let all = deploy(&fleet, plan).await;
+    let stdout = String::from_utf8_lossy(&all.stdout);
+    assert_eq!(
+        all.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&all.stderr)
+    );
+    for label in ["e00@eu-west-1", "s00@us-east-1", "s01@us-east-1"] {
+        assert!(stdout.contains(&format!("== {label} ==")), "{stdout}");
+    }
+    assert!(
+        stdout.contains("plan for environment production.s01.us-east-1"),
+        "{stdout}"
+    );
+
+    let json = deploy(&fleet, &[plan.as_slice(), &["--output", "json"]].concat()).await;
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    let services: Vec<&str> = value["result"]["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| s["service"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        services,
+        ["e00@eu-west-1", "s00@us-east-1", "s01@us-east-1"],
+        "{value}"
+    );
+    assert!(value["result"]["services"][0]["task_definition"]["family"]
+        .as_str()
+        .is_some_and(|family| family == "shop-e00"));
+
+    let some = deploy(
+        &fleet,
+        &[plan.as_slice(), &["--service", "s01", "--service", "e00"]].concat(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&some.stdout);
+    assert_eq!(some.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("== s01@us-east-1 ==") && stdout.contains("== e00@eu-west-1 =="));
+    assert!(!stdout.contains("s00@us-east-1"), "{stdout}");
+
+    let one = deploy(&fleet, &[plan.as_slice(), &["--service", "s00"]].concat()).await;
+    let stdout = String::from_utf8_lossy(&one.stdout);
+    assert_eq!(one.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("plan for environment production.s00.us-east-1"),
+        "{stdout}"
+    );
+
+    let unknown = deploy(&fleet, &["diff", "--env", "production", "--service", "web"]).await;
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no such service") && stderr.contains("s01@us-east-1"),
+        "{stderr}"
+    );
+
+    for service in &fleet.services {
+        assert_eq!(
+            fleet.running_revision(service).await.expect("revision"),
+            service.initial_revision,
+            "a plan changed {}",
+            service.name
+        );
+    }
+}
