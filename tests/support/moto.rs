@@ -27,9 +27,13 @@ const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/support/moto/tugboa
 const READY_PREFIX: &str = "tugboat-moto ready on ";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 // A control request answers in milliseconds; under a loaded CI machine a few seconds.
-// One that takes longer is a hang: the server is asked for its threads' stacks
-// (faulthandler on SIGUSR1) and they go into the error.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+// One that takes longer is asked again once on a fresh connection (every control
+// request is idempotent: it sets state, or reads it); a second one that takes longer is a
+// hang: the server is asked for its threads' stacks (faulthandler on SIGUSR1) and they
+// go into the error. (Seen twice in CI: no answer in 30 s while the server's stacks showed
+// it idle, with no thread left serving the request.)
+const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+const HTTP_ATTEMPTS: u32 = 2;
 const LOG_TAIL_LINES: usize = 150;
 
 type LogTail = Arc<Mutex<VecDeque<String>>>;
@@ -245,7 +249,8 @@ impl MotoServer {
         self.child.id()
     }
 
-    /// One HTTP/1.1 request over a fresh connection (no HTTP client crate here); returns the body.
+    /// One HTTP/1.1 request over a fresh connection (no HTTP client crate here); returns the
+    /// body once it is whole, whether or not the server closes the connection.
     /// `POST path` with a JSON body to the moto API (`/moto-api/static/ecr/scan-finding-results`).
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> anyhow::Result<Vec<u8>> {
         self.http_with_body("POST", path, body.to_string().as_bytes())
@@ -266,25 +271,45 @@ impl MotoServer {
             .endpoint
             .strip_prefix("http://")
             .with_context(|| format!("endpoint {} is not http://", self.endpoint))?;
-        let exchange = async {
+        let exchange = || async {
             let mut stream = TcpStream::connect(authority).await?;
             let request = format!(
                 "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nAccept: application/json\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            stream.write_all(request.as_bytes()).await?;
-            stream.write_all(body).await?;
+            // One write: the request and its body in one segment.
+            let mut whole = request.into_bytes();
+            whole.extend_from_slice(body);
+            stream.write_all(&whole).await?;
+            // Read until the response is whole (its Content-Length, or the last chunk),
+            // not until the server closes: a connection it keeps open must not hang us.
             let mut raw = Vec::new();
-            stream.read_to_end(&mut raw).await?;
+            let mut buffer = [0u8; 16 * 1024];
+            while !response_complete(&raw) {
+                let read = stream.read(&mut buffer).await?;
+                if read == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buffer[..read]);
+            }
             Ok::<_, std::io::Error>(raw)
         };
-        let raw = match tokio::time::timeout(HTTP_TIMEOUT, exchange).await {
-            Ok(answer) => answer.with_context(|| format!("{method} {path} to {authority}"))?,
-            Err(_) => bail!(
-                "{method} {path}: no answer within {HTTP_TIMEOUT:?}; the server's threads and log:\n{}",
-                self.stacks().await
-            ),
+        let mut attempt = 1;
+        let raw = loop {
+            match tokio::time::timeout(HTTP_TIMEOUT, exchange()).await {
+                Ok(answer) => {
+                    break answer.with_context(|| format!("{method} {path} to {authority}"))?
+                }
+                Err(_) if attempt < HTTP_ATTEMPTS => {
+                    eprintln!("moto: {method} {path}: no answer within {HTTP_TIMEOUT:?}; asking again");
+                    attempt += 1;
+                }
+                Err(_) => bail!(
+                    "{method} {path}: no answer within {HTTP_TIMEOUT:?}, {HTTP_ATTEMPTS} times; the server's threads and log:\n{}",
+                    self.stacks().await
+                ),
+            }
         };
         parse_response(&raw).with_context(|| format!("{method} {path}"))
     }
@@ -343,6 +368,35 @@ fn tail_text(tail: &LogTail) -> String {
 }
 
 /// Status must be 2xx; handles `Content-Length`, chunked, and read-to-close bodies.
+/// Whether `raw` holds a whole HTTP response: headers, then as many body bytes as
+/// Content-Length says, or a chunked body up to its last chunk. A response with neither
+/// ends when the server closes the connection.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(split) = find(raw, b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let rest = &raw[split + 4..];
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        match name.trim() {
+            "content-length" => {
+                return value
+                    .trim()
+                    .parse::<usize>()
+                    .is_ok_and(|length| rest.len() >= length)
+            }
+            "transfer-encoding" if value.contains("chunked") => {
+                return rest.ends_with(b"0\r\n\r\n")
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 fn parse_response(raw: &[u8]) -> anyhow::Result<Vec<u8>> {
     let split = find(raw, b"\r\n\r\n").context("no end of headers in the HTTP response")?;
     let head = std::str::from_utf8(&raw[..split]).context("HTTP response headers are not UTF-8")?;

@@ -1301,8 +1301,10 @@ class TugboatApp:
             start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
         if path == "/tugboat-moto/autoscale" and method == "POST":
-            # ?resource=service/CLUSTER/NAME&desired=N: a scaling activity.
+            # ?resource=service/CLUSTER/NAME&desired=N: a scaling activity. The body (if
+            # any) is read, so that the connection ends cleanly.
             from urllib.parse import parse_qs
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             args = parse_qs(environ.get("QUERY_STRING", ""))
             try:
                 answer = autoscale(args["resource"][0], int(args["desired"][0]))
