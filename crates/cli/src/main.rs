@@ -565,9 +565,17 @@ async fn show_plan(
     };
     // One environment (or one service of a fleet): as it always was.
     if let [(_, plan)] = shown.as_slice() {
-        let json = serde_json::json!({"result": {"outcome": "succeeded", "exit_code": 0,
-            "steps": plan.steps, "diff": plan.diff, "task_definition": plan.rendered.definition, "tags": plan.rendered.tags}});
-        reporter.finish(json, human_of(plan).trim_end(), false);
+        let mut result = serde_json::json!({"outcome": "succeeded", "exit_code": 0});
+        if let (Some(result), serde_json::Value::Object(parts)) =
+            (result.as_object_mut(), json_of(plan))
+        {
+            result.extend(parts);
+        }
+        reporter.finish(
+            serde_json::json!({ "result": result }),
+            human_of(plan).trim_end(),
+            false,
+        );
         return Ok(0);
     }
     // A fleet: each service under its name, in the order the fleet releases them.

@@ -146,16 +146,7 @@ pub fn named_scopes(
     let all = project.fleet_units(environment, &[])?;
     let mut named: Vec<FleetUnit> = Vec::new();
     for wanted in services {
-        let (name, region) = match wanted.split_once('@') {
-            Some((name, region)) => (name, Some(region)),
-            None => (wanted.as_str(), None),
-        };
-        let matching: Vec<&FleetUnit> = all
-            .iter()
-            .filter(|unit| {
-                unit.service == name && region.is_none_or(|r| unit.region.as_deref() == Some(r))
-            })
-            .collect();
+        let matching = units_named(&all, wanted);
         if matching.is_empty() {
             return Err(Exit::bad_input(format!(
                 "{}: --service {wanted:?}: {environment} has no such service\n  help: one of: {}",
@@ -212,28 +203,29 @@ pub fn one_scope(
             labels.join(", ")
         )));
     };
-    let (name, region) = match wanted.split_once('@') {
-        Some((name, region)) => (name, Some(region)),
-        None => (wanted.as_str(), None),
-    };
-    let mut matching: Vec<FleetUnit> = all
-        .into_iter()
-        .filter(|unit| {
-            unit.service == name && region.is_none_or(|r| unit.region.as_deref() == Some(r))
-        })
-        .collect();
-    match matching.len() {
-        1 => {
-            let unit = matching.remove(0);
-            Ok((unit.project, unit.environment))
-        }
-        0 => Err(Exit::bad_input(format!(
+    let matching = units_named(&all, wanted);
+    match matching.as_slice() {
+        [unit] => Ok((unit.project.clone(), unit.environment.clone())),
+        [] => Err(Exit::bad_input(format!(
             "{file}: --service {wanted:?}: {environment} has no such service\n  help: one of: {}",
             labels.join(", ")
         ))),
         _ => Err(Exit::bad_input(format!(
             "{file}: --service {wanted:?} runs in several regions of {environment}\n  help: name one: {}",
-            matching.iter().map(FleetUnit::label).collect::<Vec<_>>().join(", ")
+            matching.iter().map(|unit| unit.label()).collect::<Vec<_>>().join(", ")
         ))),
     }
+}
+
+/// The units `--service wanted` names: `web` is every region of it, `web@eu-west-1` one.
+fn units_named<'a>(all: &'a [FleetUnit], wanted: &str) -> Vec<&'a FleetUnit> {
+    let (name, region) = match wanted.split_once('@') {
+        Some((name, region)) => (name, Some(region)),
+        None => (wanted, None),
+    };
+    all.iter()
+        .filter(|unit| {
+            unit.service == name && region.is_none_or(|r| unit.region.as_deref() == Some(r))
+        })
+        .collect()
 }

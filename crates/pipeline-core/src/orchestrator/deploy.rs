@@ -117,6 +117,32 @@ impl Orchestrator {
         self.after_rollout(run, env, cancel).await
     }
 
+    /// A named image resolved to its digest and through the scan gate: once for every
+    /// orchestrator sharing the check (a fleet's services in one region), the later ones
+    /// getting the first one's answer or refusal.
+    async fn checked_image(
+        &self,
+        env: &EnvironmentConfig,
+        reference: &ImageReference,
+    ) -> Result<CheckedImage, Ending> {
+        let Some(shared) = &self.shared_image else {
+            return self.check_image(env, reference).await;
+        };
+        let mut checked = shared.checked.lock().await;
+        if let Some(result) = &*checked {
+            if let Ok(done) = result {
+                self.events.info(format!(
+                    "image {} (resolved and scan-gated once for the region)",
+                    done.image.reference()
+                ));
+            }
+            return result.clone();
+        }
+        let result = self.check_image(env, reference).await;
+        *checked = Some(result.clone());
+        result
+    }
+
     /// A named image resolved to its digest and through the scan gate.
     async fn check_image(
         &self,
@@ -170,36 +196,13 @@ impl Orchestrator {
     ) -> Result<Started, Ending> {
         let cancel = &request.cancel;
         self.check_one_off_stage(env)?;
-        let image = match (&request.source, &self.shared_image) {
-            (ReleaseSource::Image(reference), Some(shared)) => {
-                let mut checked = shared.checked.lock().await;
-                let result = match &*checked {
-                    Some(result) => {
-                        if let Ok(done) = result {
-                            self.events.info(format!(
-                                "image {} (resolved and scan-gated once for the region)",
-                                done.image.reference()
-                            ));
-                        }
-                        result.clone()
-                    }
-                    None => {
-                        let result = self.check_image(env, reference).await;
-                        *checked = Some(result.clone());
-                        result
-                    }
-                };
-                drop(checked);
-                let done = result?;
+        let image = match &request.source {
+            ReleaseSource::Image(reference) => {
+                let done = self.checked_image(env, reference).await?;
                 run.record.scan_override = done.scan_override;
                 done.image
             }
-            (ReleaseSource::Image(reference), None) => {
-                let done = self.check_image(env, reference).await?;
-                run.record.scan_override = done.scan_override;
-                done.image
-            }
-            (ReleaseSource::Build, _) => {
+            ReleaseSource::Build => {
                 let image = self.test_build_push(run, request, cancel).await?;
                 self.events.info(format!("image {}", image.reference()));
                 run.record.scan_override = self.scan_gate(env, &image).await?;

@@ -81,17 +81,17 @@ impl Orchestrator {
     }
 
     /// Every revision some environment of this app may need: what each environment's
-    /// service (same platform and region as `this`) runs or deploys, and its last good
-    /// releases. `Err` when any of it could not be read: nothing is pruned then.
-    /// `this_run`: a release of `this` environment, still under its lock, whose own
-    /// environment is then known without reading it again (what served before it, its
-    /// records before it, and its own two revisions).
+    /// service (same platform and region as the run's) runs or deploys, and its last good
+    /// releases. `Err` when any of it could not be read: nothing is pruned then. The run's
+    /// own environment, when the run read it under its lock before the update, is known
+    /// without reading it again (what served before it, its records before it, and its
+    /// own two revisions).
     pub(super) async fn revisions_needed(
         &self,
-        this: &DeployTarget,
+        run: &Run,
         keep: usize,
-        this_run: Option<&Run>,
     ) -> Result<Vec<Revision>, String> {
+        let this = &run.target;
         let this_env = self
             .project
             .environment(&this.environment)
@@ -105,10 +105,11 @@ impl Orchestrator {
             if target.region != this.region {
                 continue;
             }
-            let seen = this_run
-                .filter(|run| run.target.environment == target.environment)
-                .and_then(|run| run.seen_at_start.as_ref().map(|seen| (run, seen)));
-            if let Some((run, seen)) = seen {
+            let seen = run
+                .seen_at_start
+                .as_ref()
+                .filter(|_| this.environment == target.environment);
+            if let Some(seen) = seen {
                 // Under the lock nothing but this release moved the service: it serves
                 // this release's revision, or (rolled back) what served before.
                 needed.extend(revisions_to_keep(Some(&seen.status), &seen.history, keep));
@@ -206,7 +207,7 @@ impl Orchestrator {
 
     /// Deregisters old revisions that no environment may need (see `revisions_needed`).
     pub(super) async fn prune(&self, run: &Run, keep: usize) {
-        let protected = match self.revisions_needed(&run.target, keep, Some(run)).await {
+        let protected = match self.revisions_needed(run, keep).await {
             Ok(protected) => protected,
             Err(why) => {
                 self.events
